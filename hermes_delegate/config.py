@@ -1,0 +1,200 @@
+"""The config file: one YAML document, validated with pydantic. No network, no litellm.
+
+    delegation:            # what this package decides
+      model: small         # default model (precedence level 3)
+      aliases: {small: haiku, medium: sonnet, large: opus}
+      max_concurrency: 16
+      task_timeout_s: 600
+      allow: [small, "anthropic/*"]
+      max_tasks: 50
+      budget_usd: 1.00
+    router:                # LiteLLM's own format, passed to litellm.Router unchanged
+      model_list: [...]
+      router_settings: {...}
+      litellm_settings: {...}
+    litellm_config: ./litellm.yaml   # or: an existing LiteLLM proxy config, used unchanged
+
+Where it comes from: `--config PATH`, then $HERMES_DELEGATE_CONFIG, then
+$XDG_CONFIG_HOME/hermes-delegate/config.yaml (~/.config/…). No file at the default place is fine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DelegationSettings",
+    "RouterSection",
+    "Deployment",
+    "load_config",
+    "config_from_dict",
+    "default_config_path",
+    "DEFAULT_SYSTEM_PROMPT",
+]
+
+log = logging.getLogger("hermes_delegate.config")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a focused worker agent. Complete the task you are given and reply with the result "
+    "only: concise, complete, and without asking questions back."
+)
+#: Top-level sections of a LiteLLM proxy config that the Router uses.
+ROUTER_SECTIONS = ("model_list", "router_settings", "litellm_settings")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DelegationSettings(_Strict):
+    model: str | None = None
+    aliases: dict[str, str] = Field(default_factory=dict)
+    max_concurrency: int = Field(16, ge=1, le=100_000)
+    task_timeout_s: float | None = Field(600.0, gt=0)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_tokens: int | None = Field(None, ge=1, description="completion cap per task; prices the budget")
+    allow: list[str] | None = None
+    max_tasks: int = Field(100, ge=1, le=100_000)
+    budget_usd: float | None = Field(None, gt=0)
+    allow_unpriced: bool = False
+    max_input_chars: int = Field(200_000, ge=1, description="largest goal+context accepted per task")
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not name or not name.strip() or " " in name.strip():
+                raise ValueError(f"alias name {name!r} must be one word")
+        return v
+
+
+class Deployment(BaseModel):
+    """One entry of LiteLLM's `model_list`. Extra keys are LiteLLM's business and pass through."""
+
+    model_config = ConfigDict(extra="allow")
+    model_name: str = Field(min_length=1)
+    litellm_params: dict[str, Any]
+    model_info: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("litellm_params")
+    @classmethod
+    def _needs_model(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(v.get("model"), str) or not v["model"].strip():
+            raise ValueError("litellm_params.model is required (a LiteLLM id such as openai/gpt-4o)")
+        return v
+
+
+class RouterSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_list: list[Deployment] = Field(default_factory=list)
+    router_settings: dict[str, Any] = Field(default_factory=dict)
+    litellm_settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class Config(_Strict):
+    delegation: DelegationSettings = Field(default_factory=DelegationSettings)
+    router: RouterSection = Field(default_factory=RouterSection)
+    litellm_config: str | None = None
+    source: str | None = Field(None, exclude=True, description="the file this came from")
+
+    def groups(self) -> dict[str, list[Deployment]]:
+        """Router model groups, in file order."""
+        out: dict[str, list[Deployment]] = {}
+        for dep in self.router.model_list:
+            out.setdefault(dep.model_name, []).append(dep)
+        return out
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "hermes-delegate" / "config.yaml"
+
+
+def _format_validation(err: ValidationError, where: str) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{loc}: {e['msg']}")
+    msg = f"Invalid config {where}: " + "; ".join(lines)
+    return ConfigError(msg, hint="Fix the named keys; see configs/ for working examples.")
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}", hint="Check the path, or pass --config PATH.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {what} {path}: {exc.strerror}.") from None
+    try:
+        data = yaml.safe_load(text)  # safe_load refuses !!python/object and friends
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise ConfigError(f"{path}{at} is not valid YAML: {problem}.",
+                          hint="Only plain YAML is accepted (no !!python tags).") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}.")
+    return data
+
+
+def _load_litellm_config(path: Path) -> dict[str, Any]:
+    data = _read_yaml(path, "LiteLLM config")
+    unknown = sorted(k for k in data if k not in ROUTER_SECTIONS)
+    if unknown:
+        log.warning("%s: ignoring proxy-only sections %s (only %s are used)", path, ", ".join(unknown),
+                    ", ".join(ROUTER_SECTIONS))
+    return {k: data[k] for k in ROUTER_SECTIONS if k in data and data[k] is not None}
+
+
+def config_from_dict(data: Mapping[str, Any], *, source: str | None = None,
+                     base_dir: Path | None = None) -> Config:
+    """Validate a config mapping. `litellm_config` paths resolve against `base_dir`."""
+    where = source or "(inline)"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"Invalid config {where}: the top level must be a mapping.")
+    data = dict(data)
+    lc = data.get("litellm_config")
+    if lc is not None:
+        if not isinstance(lc, str) or not lc.strip():
+            raise ConfigError(f"Invalid config {where}: litellm_config: must be a file path.")
+        if data.get("router"):
+            raise ConfigError(f"Invalid config {where}: router: give either router or litellm_config, not both.")
+        lc_path = Path(os.path.expanduser(lc))
+        if not lc_path.is_absolute() and base_dir is not None:
+            lc_path = base_dir / lc_path
+        data["router"] = _load_litellm_config(lc_path)
+        data["litellm_config"] = str(lc_path)
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise _format_validation(exc, where) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                env: Mapping[str, str] | None = None) -> Config:
+    """Load the config in force: explicit path, then $HERMES_DELEGATE_CONFIG, then the default place."""
+    env = os.environ if env is None else env
+    if path is None and env.get("HERMES_DELEGATE_CONFIG"):
+        path = env["HERMES_DELEGATE_CONFIG"]
+    if path is None:
+        default = default_config_path(env)
+        if not default.exists():
+            return Config()
+        path = default
+    p = Path(os.path.expanduser(str(path)))
+    data = _read_yaml(p, "Config file")
+    return config_from_dict(data, source=str(p), base_dir=p.parent)

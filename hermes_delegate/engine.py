@@ -1,0 +1,157 @@
+"""The Delegator: plan a batch (pure), then fan it out through a Worker (I/O).
+
+    from hermes_delegate import Delegator, Task
+    d = Delegator.from_config_file("configs/tiers.yaml")
+    batch = d.run_sync([Task("find the TODOs", model="small"), Task("review auth", model="large")])
+
+Hosts construct it with their own Worker and parent model; the CLI uses the standalone one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+from .budget import DEFAULT_RESERVE_TOKENS, Budget, Pricing, effective_cap
+from .config import Config, load_config
+from .errors import TaskPayloadError
+from .fanout import EventCallback, fan_out
+from .planning import Allowlist, PlannedTask, Task, plan_batch
+from .resolve import Resolver
+from .results import BatchResult
+from .worker import Worker
+
+__all__ = ["Delegator", "coerce_tasks"]
+
+
+def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
+    """Accept Task objects, {goal, context, model} mappings, or bare goal strings."""
+    out: list[Task] = []
+    for i, t in enumerate(tasks):
+        if isinstance(t, Task):
+            out.append(t)
+        elif isinstance(t, str):
+            out.append(Task(goal=t))
+        elif isinstance(t, Mapping):
+            unknown = set(t) - {"goal", "context", "model"}
+            if unknown:
+                raise TaskPayloadError(f"Task {i} has unknown keys: {', '.join(sorted(map(str, unknown)))}.",
+                                       hint="A task has goal (required), context and model.")
+            out.append(Task(goal=t.get("goal"), context=t.get("context"), model=t.get("model")))  # type: ignore[arg-type]
+        else:
+            raise TaskPayloadError(f"Task {i} is a {type(t).__name__}, not an object.",
+                                   hint='Each task is an object like {"goal": "...", "model": "haiku"}.')
+    return out
+
+
+class Delegator:
+    """One engine per config. Safe to reuse across batches; the Router is built on first run."""
+
+    def __init__(self, config: Config | None = None, *, worker: Worker | None = None,
+                 parent_model: str | None = None, env: Mapping[str, str] | None = None):
+        self.config = config or Config()
+        self.env = os.environ if env is None else env
+        self.resolver = Resolver(self.config, env=self.env)
+        self.allowlist = Allowlist(self.config.delegation.allow, self.resolver)
+        self.parent_model = parent_model
+        self._worker = worker
+        self._router: Any = None
+        self._stops: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config_file(cls, path: str | os.PathLike[str] | None = None, **kw: Any) -> "Delegator":
+        return cls(load_config(path), **kw)
+
+    # -- lazily built I/O parts -------------------------------------------------------------
+    @property
+    def router(self) -> Any:
+        """The RouterHandle (imports litellm on first use)."""
+        if self._router is None:
+            from .router import RouterHandle  # noqa: PLC0415 - keeps `import hermes_delegate` light
+
+            self._router = RouterHandle(self.config, self.resolver)
+        return self._router
+
+    @property
+    def worker(self) -> Worker:
+        if self._worker is None:
+            from .worker import CompletionWorker  # noqa: PLC0415
+
+            self._worker = CompletionWorker(self.router)
+        return self._worker
+
+    # -- planning (pure) --------------------------------------------------------------------
+    def _max_tokens(self, cap: float | None) -> int | None:
+        mt = self.config.delegation.max_tokens
+        return mt if mt or cap is None else DEFAULT_RESERVE_TOKENS
+
+    def plan(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, model: str | None = None,
+             budget_usd: float | None = None) -> tuple[list[PlannedTask], float | None]:
+        """Resolve and check every task; raise before anything is spent. Returns (plan, budget cap)."""
+        s = self.config.delegation
+        cap = effective_cap(s.budget_usd, budget_usd)
+        pricing = None
+        if cap is not None:
+            pricing = Pricing(self.config, self.resolver, cap_usd=cap, max_tokens=self._max_tokens(cap) or 0,
+                              system_prompt=s.system_prompt, allow_unpriced=s.allow_unpriced)
+        planned = plan_batch(coerce_tasks(tasks), self.resolver, s, call_model=model,
+                             parent_model=self.parent_model, allow=self.allowlist, pricing=pricing)
+        return planned, cap
+
+    # -- running (I/O) ----------------------------------------------------------------------
+    async def run(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, model: str | None = None,
+                  budget_usd: float | None = None, on_event: EventCallback | None = None,
+                  max_concurrency: int | None = None) -> BatchResult:
+        planned, cap = self.plan(tasks, model=model, budget_usd=budget_usd)
+        return await self.run_planned(planned, cap=cap, on_event=on_event, max_concurrency=max_concurrency)
+
+    async def run_planned(self, planned: list[PlannedTask], *, cap: float | None = None,
+                          on_event: EventCallback | None = None,
+                          max_concurrency: int | None = None) -> BatchResult:
+        s = self.config.delegation
+        if self._worker is None:
+            self.router.router  # noqa: B018 - build the Router (imports litellm) before the clock starts
+        budget = Budget(cap) if cap is not None else None
+        stop = asyncio.Event()
+        key = (asyncio.get_running_loop(), stop)
+        with self._lock:
+            self._stops.add(key)
+        t0 = time.perf_counter()
+        try:
+            results = await fan_out(planned, self.worker, system_prompt=s.system_prompt,
+                                    max_concurrency=max_concurrency or s.max_concurrency,
+                                    timeout_s=s.task_timeout_s, max_tokens=self._max_tokens(cap),
+                                    budget=budget, on_event=on_event, stop=stop)
+        finally:
+            with self._lock:
+                self._stops.discard(key)
+        return BatchResult(results, time.perf_counter() - t0, budget.report() if budget else None)
+
+    def interrupt(self) -> None:
+        """Stop every running batch of this Delegator: unfinished tasks end `interrupted`.
+        Thread-safe; callable from a signal handler or another thread."""
+        with self._lock:
+            stops = list(self._stops)
+        for loop, ev in stops:
+            try:
+                loop.call_soon_threadsafe(ev.set)
+            except RuntimeError:  # loop already closed
+                pass
+
+    def run_sync(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, handle_sigint: bool = False,
+                 **kw: Any) -> BatchResult:
+        """Run a batch from synchronous code. With handle_sigint, Ctrl-C interrupts the batch
+        cleanly (unfinished tasks come back `interrupted`) instead of raising KeyboardInterrupt."""
+        planned, cap = self.plan(tasks, model=kw.pop("model", None), budget_usd=kw.pop("budget_usd", None))
+
+        async def main() -> BatchResult:
+            if handle_sigint and threading.current_thread() is threading.main_thread():
+                asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self.interrupt)
+            return await self.run_planned(planned, cap=cap, **kw)
+
+        return asyncio.run(main())

@@ -1,0 +1,253 @@
+"""The LiteLLM Router, built lazily from the config, and one call path through it.
+
+Credentials, retries, fallbacks and cooldowns are the Router's (from `router_settings`). What this
+module adds: direct ids that are not a configured group become implicit deployments; every attempt
+the Router makes is recorded (deployment, status, wait); a call the Router gives up on because all
+deployments are cooling down is retried after the cooldown (tenacity, bounded, jittered); costs
+are reported only when a price is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from ._litellm import import_litellm, map_litellm_errors
+from .budget import deployment_price
+from .config import Config
+from .errors import ProviderError
+from .resolve import Resolution, Resolver
+from .results import Attempt, DeploymentInfo
+
+__all__ = ["RouterHandle", "Completion", "api_host"]
+
+_META_KEY = "hermes_delegate_call"
+
+
+def api_host(url: str | None) -> str | None:
+    """`https://user:pw@api.x.ai/v1?key=…` → `api.x.ai` (host[:port] only)."""
+    if not url:
+        return None
+    parts = urlsplit(url if "//" in url else f"//{url}")
+    if not parts.hostname:
+        return None
+    return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+
+
+@dataclass
+class Completion:
+    """One finished call: the raw response plus what we learned on the way."""
+
+    response: Any
+    text: str
+    deployment: DeploymentInfo | None
+    attempts: list[Attempt] = field(default_factory=list)
+    tokens: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0})
+    cost_usd: float | None = None
+
+
+def _status_of(exc: BaseException | None) -> str:
+    code = getattr(exc, "status_code", None)
+    if isinstance(code, int):
+        return str(code)
+    from ._litellm import to_provider_error  # noqa: PLC0415
+
+    return to_provider_error(exc).kind if exc else "error"
+
+
+class _AttemptLog:
+    """Receives litellm's per-attempt callbacks and files them by our call id."""
+
+    def __init__(self, handle: "RouterHandle"):
+        self.handle = handle
+        self.calls: dict[str, list[tuple[float, float, Attempt]]] = {}
+
+    def _record(self, kwargs: Mapping[str, Any], ok: bool, start: Any, end: Any) -> None:
+        lp = kwargs.get("litellm_params") or {}
+        call_id = (lp.get("metadata") or {}).get(_META_KEY)
+        if call_id is None or call_id not in self.calls:
+            return
+        dep = self.handle.deployment_info((lp.get("model_info") or {}).get("id"), lp.get("api_base"),
+                                          lp.get("custom_llm_provider"))
+        exc = kwargs.get("exception")
+        status = "ok" if ok else _status_of(exc)
+        err = None if ok else self.handle.redactor(f"{type(exc).__name__}: {str(exc)[:200]}") if exc else None
+        t0 = start.timestamp() if hasattr(start, "timestamp") else time.time()
+        t1 = end.timestamp() if hasattr(end, "timestamp") else time.time()
+        self.calls[call_id].append((t0, t1, Attempt(dep, status, 0.0, err)))
+
+
+def _make_logger(log: _AttemptLog) -> Any:
+    from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
+
+    class AttemptLogger(CustomLogger):  # type: ignore[misc]
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # noqa: ANN001
+            log._record(kwargs, True, start_time, end_time)
+
+        async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):  # noqa: ANN001
+            log._record(kwargs, False, start_time, end_time)
+
+    return AttemptLogger()
+
+
+def _all_cooling(exc: BaseException) -> bool:
+    """The Router's own retries are spent and no deployment is free: worth waiting for a cooldown."""
+    return isinstance(exc, ProviderError) and exc.kind == "rate_limit"
+
+
+class RouterHandle:
+    """Owns one litellm.Router. Safe to share between concurrent tasks on one event loop."""
+
+    def __init__(self, config: Config, resolver: Resolver | None = None, *, redactor: Any = None,
+                 cooldown_retries: int = 3):
+        from .redact import Redactor  # noqa: PLC0415
+
+        self.config = config
+        self.resolver = resolver or Resolver(config)
+        self._router: Any = None
+        self._implicit: set[str] = set()
+        self._log = _AttemptLog(self)
+        self.cooldown_retries = cooldown_retries
+        literal_keys = [str(d.litellm_params.get("api_key")) for d in config.router.model_list
+                        if d.litellm_params.get("api_key")
+                        and not str(d.litellm_params.get("api_key")).startswith("os.environ/")]
+        self.redactor = redactor or Redactor.from_env(extra=literal_keys)
+
+    # -- building ---------------------------------------------------------------------------
+    @property
+    def router(self) -> Any:
+        if self._router is None:
+            self._router = self._build()
+        return self._router
+
+    def _build(self) -> Any:
+        litellm = import_litellm()
+        for key, value in self.config.router.litellm_settings.items():
+            setattr(litellm, key, value)
+        logger = _make_logger(self._log)
+        litellm.callbacks = [*(litellm.callbacks or []), logger]
+        model_list = [d.model_dump(exclude_none=True) for d in self.config.router.model_list]
+        settings = dict(self.config.router.router_settings)
+        with map_litellm_errors():
+            return litellm.Router(model_list=copy.deepcopy(model_list), **settings)
+
+    def model_name_for(self, res: Resolution) -> str:
+        """The Router model name for a resolution, adding an implicit deployment for direct ids."""
+        if res.is_group or res.model in self.resolver.groups:
+            return res.model
+        if res.model not in self._implicit:
+            params = self._implicit_params(res)
+            from litellm.types.router import Deployment  # noqa: PLC0415
+
+            self.router.add_deployment(Deployment(model_name=res.model, litellm_params=params, model_info={}))
+            self._implicit.add(res.model)
+        return res.model
+
+    def _implicit_params(self, res: Resolution) -> dict[str, Any]:
+        # The same LiteLLM id configured in a group lends its credentials and api_base.
+        for dep in self.config.router.model_list:
+            if dep.litellm_params.get("model") == res.model:
+                return dict(dep.litellm_params)
+        params: dict[str, Any] = {"model": res.model}
+        if res.api_base:
+            params["api_base"] = res.api_base
+        if res.key_env:
+            params["api_key"] = f"os.environ/{res.key_env}"
+        return params
+
+    # -- facts about deployments ------------------------------------------------------------
+    def deployment_info(self, model_id: str | None, api_base: str | None = None,
+                        provider: str | None = None) -> DeploymentInfo:
+        dep = self.router.get_deployment(model_id) if model_id else None
+        lp: dict[str, Any] = {}
+        if dep is not None:
+            lp = dep.litellm_params.model_dump(exclude_none=True)
+            api_base = api_base or lp.get("api_base")
+        model = lp.get("model")
+        if provider is None and model:
+            prefix, _, rest = str(model).partition("/")
+            provider = prefix if rest else "openai"
+        return DeploymentInfo(provider=provider, deployment_id=model_id, api_host=api_host(api_base),
+                              model=model)
+
+    def price_known(self, model_id: str | None) -> bool:
+        dep = self.router.get_deployment(model_id) if model_id else None
+        if dep is None:
+            return False
+        lp = dep.litellm_params.model_dump(exclude_none=True)
+        info = dep.model_info.model_dump(exclude_none=True) if dep.model_info else {}
+        if deployment_price(lp, info) is not None:
+            return True
+        return self.resolver.catalog.price(str(lp.get("model", ""))) is not None
+
+    async def cooling_down(self) -> set[str]:
+        from litellm.router_utils.cooldown_handlers import async_get_cooldown_deployments  # noqa: PLC0415
+
+        try:
+            return set(await async_get_cooldown_deployments(self.router, None))
+        except Exception:  # noqa: BLE001 - a cooldown query must never break a listing
+            return set()
+
+    # -- calling ----------------------------------------------------------------------------
+    async def acompletion(self, res: Resolution, messages: list[dict[str, Any]], **kwargs: Any) -> Completion:
+        """One completion through the Router, with attempts, deployment, tokens and cost."""
+        name = self.model_name_for(res)
+        call_id = uuid.uuid4().hex
+        self._log.calls[call_id] = []
+        meta = dict(kwargs.pop("metadata", None) or {})
+        meta[_META_KEY] = call_id
+        try:
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(1 + self.cooldown_retries),
+                wait=wait_random_exponential(multiplier=0.5, max=8),
+                retry=retry_if_exception(_all_cooling),
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    with map_litellm_errors():
+                        response = await self.router.acompletion(model=name, messages=messages,
+                                                                 metadata=meta, **kwargs)
+            await asyncio.sleep(0)  # let litellm's async success callback land
+            return self._completion(response, self._attempts(call_id))
+        except ProviderError as exc:
+            await asyncio.sleep(0)
+            exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
+            exc.message = self.redactor(exc.message)
+            raise
+        finally:
+            self._log.calls.pop(call_id, None)
+
+    def _attempts(self, call_id: str) -> list[Attempt]:
+        rows = sorted(self._log.calls.get(call_id, []), key=lambda r: r[0])
+        out: list[Attempt] = []
+        prev_end: float | None = None
+        for t0, t1, att in rows:
+            att.wait_s = round(max(0.0, t0 - prev_end), 4) if prev_end is not None else 0.0
+            prev_end = t1
+            out.append(att)
+        return out
+
+    def _completion(self, response: Any, attempts: list[Attempt]) -> Completion:
+        hidden = getattr(response, "_hidden_params", None) or {}
+        model_id = hidden.get("model_id")
+        dep = self.deployment_info(model_id, hidden.get("api_base"), hidden.get("custom_llm_provider"))
+        if not attempts or attempts[-1].status != "ok":
+            attempts.append(Attempt(dep, "ok", 0.0))
+        usage = getattr(response, "usage", None)
+        tokens = {"input": int(getattr(usage, "prompt_tokens", 0) or 0),
+                  "output": int(getattr(usage, "completion_tokens", 0) or 0)}
+        cost = hidden.get("response_cost")
+        cost_usd = float(cost) if cost is not None and self.price_known(model_id) else None
+        choices = getattr(response, "choices", None) or []
+        if not choices:
+            raise ProviderError("bad_response", "The provider returned no choices.")
+        text = getattr(choices[0].message, "content", None) or ""
+        return Completion(response, text, dep, attempts, tokens, cost_usd)

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from .catalog import FAMILIES, Catalog, default_catalog
 from .config import Config
+from .credentials import deployment_provider
 from .errors import AmbiguousModelError, ConfigError, SpecError, UnknownModelError
 from .providers import FIRST_PARTY, credential_envs, has_credentials, is_litellm_provider, provider_for_slug
 from .spec import ModelSpec, parse_model_string
@@ -193,12 +194,7 @@ class Resolver:
         return any(self._deployment_provider(d.litellm_params) == prefix
                    for deps in self.groups.values() for d in deps)
 
-    @staticmethod
-    def _deployment_provider(params: Mapping[str, Any]) -> str:
-        if params.get("custom_llm_provider"):
-            return str(params["custom_llm_provider"])
-        prefix, _, rest = str(params.get("model", "")).partition("/")
-        return prefix if rest else "openai"
+    _deployment_provider = staticmethod(deployment_provider)
 
     def _unknown_hint(self, spec: ModelSpec) -> str:
         prefix = spec.name.split("/", 1)[0]

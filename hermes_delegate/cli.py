@@ -1,0 +1,266 @@
+"""`hermes-delegate`: resolve, models, run, doctor, demo.
+
+Exit codes: 0 all tasks completed (or the command succeeded), 1 some tasks did not complete
+(or doctor found problems), 2 usage, spec or config error (message on stderr).
+Only `run` and `demo` import litellm; the others answer in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from .config import Config, load_config
+from .credentials import deployment_credentials
+from .errors import DelegateError
+from .redact import default_redactor, install_log_filter, redact
+from .resolve import Resolver
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _print_json(obj: Any, out: TextIO) -> None:
+    print(redact(json.dumps(obj, indent=2, ensure_ascii=False, default=str)), file=out, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Keep third-party prints (litellm's "Provider List: …") out of our stdout."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    install_log_filter(["", "hermes_delegate"], default_redactor())
+    if verbosity >= 2:
+        os.environ.setdefault("HERMES_DELEGATE_LITELLM_LOGS", "1")
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_resolve(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    res = Resolver(cfg).resolve(args.spec)
+    if args.json:
+        _print_json(res.to_dict(), out)
+    else:
+        print(f"{res.input.strip()} → {res.model}  (provider {res.provider or '?'}, via {res.resolved_via})", file=out)
+        if len(res.chain) > 2:
+            print("  chain: " + " → ".join(res.chain), file=out)
+    return EXIT_OK
+
+
+def _try(resolver: Resolver, name: str) -> dict[str, Any]:
+    try:
+        return resolver.resolve(name).to_dict()
+    except DelegateError as exc:
+        return {"input": name, "error": str(exc)}
+
+
+def models_inventory(cfg: Config, env: Any = None) -> dict[str, Any]:
+    from .catalog import FAMILIES  # noqa: PLC0415
+
+    resolver = Resolver(cfg, env=env)
+    groups = {}
+    for name, deps in cfg.groups().items():
+        groups[name] = [{"model": d.litellm_params.get("model"), **deployment_credentials(d.litellm_params, resolver.env).to_dict()}
+                        for d in deps]
+    return {
+        "default": cfg.delegation.model,
+        "aliases": {a: _try(resolver, a) for a in cfg.delegation.aliases},
+        "groups": groups,
+        "families": {f: resolver.catalog.family(f) for f in FAMILIES},
+        "allow": cfg.delegation.allow,
+    }
+
+
+def cmd_models(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    inv = models_inventory(cfg)
+    if args.json:
+        _print_json(inv, out)
+        return EXIT_OK
+    print(f"default model: {inv['default'] or '(none)'}", file=out)
+    if inv["aliases"]:
+        print("aliases and tiers:", file=out)
+        for name, r in inv["aliases"].items():
+            print(f"  {name:<14} → {r.get('model') or 'ERROR: ' + r['error']}", file=out)
+    if inv["groups"]:
+        print("model groups (router.model_list):", file=out)
+        for name, deps in inv["groups"].items():
+            print(f"  {name:<14} → " + ", ".join(f"{d['model']} [{d['credentials']}]" for d in deps), file=out)
+    print("built-in families:", file=out)
+    for name, mid in inv["families"].items():
+        print(f"  {name:<14} → {mid or '(not in catalog)'}", file=out)
+    print("also: any LiteLLM id (provider/model), a bare catalog id (glm-4.7), or NAME --provider SLUG", file=out)
+    if inv["allow"] is not None:
+        print(f"allowed: {', '.join(inv['allow'])}", file=out)
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    resolver = Resolver(cfg)
+    problems: list[str] = []
+    report: dict[str, Any] = {"config": cfg.source or "(defaults: no config file)", "deployments": [],
+                              "aliases": {}, "problems": problems}
+    for name in [*cfg.delegation.aliases, *([cfg.delegation.model] if cfg.delegation.model else [])]:
+        r = _try(resolver, name)
+        report["aliases"][name] = r.get("model") or r.get("error")
+        if "error" in r:
+            problems.append(f"{name}: {r['error']}")
+    for dep in cfg.router.model_list:
+        cred = deployment_credentials(dep.litellm_params, resolver.env)
+        row = {"group": dep.model_name, "model": dep.litellm_params.get("model"), **cred.to_dict()}
+        report["deployments"].append(row)
+        if not cred.present:
+            problems.append(f"{dep.model_name} ({row['model']}): credentials missing — set {cred.key_env}")
+    if args.json:
+        _print_json(report, out)
+    else:
+        print(f"config: {report['config']}", file=out)
+        for row in report["deployments"]:
+            env_txt = f" ({row['key_env']})" if row["key_env"] else ""
+            print(f"  {row['group']:<20} {row['model']:<40} credentials {row['credentials']}{env_txt}", file=out)
+        print("ok: no problems found" if not problems else f"{len(problems)} problem(s):", file=out)
+        for p in problems:
+            print(f"  - {p}", file=out)
+    return EXIT_OK if not problems else EXIT_TASKS_FAILED
+
+
+def _load_tasks(path: str) -> tuple[list[Any], str | None]:
+    import yaml  # noqa: PLC0415
+
+    from .errors import TaskPayloadError  # noqa: PLC0415
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TaskPayloadError(f"Tasks file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise TaskPayloadError(f"{path} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if isinstance(data, dict):
+        return list(data.get("tasks") or []), data.get("model")
+    if isinstance(data, list):
+        return data, None
+    raise TaskPayloadError(f"{path}: expected a list of tasks or a mapping with `tasks:`.",
+                           hint="Each task has goal (required), context and model.")
+
+
+def _run_batch(cfg: Config, tasks: list[Any], model: str | None, args: argparse.Namespace, out: TextIO,
+               before: Callable[[TextIO], None] | None = None) -> int:
+    from .engine import Delegator  # noqa: PLC0415
+    from .render import Progress, summary_lines  # noqa: PLC0415
+
+    delegator = Delegator(cfg)
+    planned, cap = delegator.plan(tasks, model=model, budget_usd=getattr(args, "budget", None))
+    progress_out = sys.stderr if args.json else out
+    if before and not args.json:
+        before(out)
+    with Progress(len(planned), out=progress_out) as progress, _quiet_stdout():
+        import asyncio  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        async def main() -> Any:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGINT, delegator.interrupt)
+            return await delegator.run_planned(planned, cap=cap, on_event=progress,
+                                               max_concurrency=getattr(args, "concurrency", None))
+
+        batch = asyncio.run(main())
+    if args.json:
+        _print_json(batch.to_dict(), out)
+    else:
+        for line in summary_lines(batch):
+            print(line, file=out)
+    return EXIT_OK if batch.ok else EXIT_TASKS_FAILED
+
+
+def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    tasks, file_model = _load_tasks(args.tasks)
+    return _run_batch(cfg, tasks, args.model or file_model, args, out)
+
+
+def cmd_demo(args: argparse.Namespace, cfg: Config | None, out: TextIO) -> int:
+    from .demo import describe, find_demo_files, loopback_config  # noqa: PLC0415
+
+    cfg_path, tasks_path = find_demo_files(args.demo_config, args.tasks)
+    providers: dict[str, Any] = {}
+    try:
+        demo_cfg = loopback_config(cfg_path, providers)
+        tasks, file_model = _load_tasks(str(tasks_path))
+
+        def intro(o: TextIO) -> None:
+            print(f"hermes-delegate demo: {len(tasks)} tasks from {tasks_path.name}, config {cfg_path.name}", file=o)
+            describe(providers, o)
+
+        return _run_batch(demo_cfg, tasks, file_model, args, out, before=intro)
+    finally:
+        for p in providers.values():
+            p.stop()
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="config file (else $HERMES_DELEGATE_CONFIG, "
+                        "else ~/.config/hermes-delegate/config.yaml)")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="-v info, -vv debug logs (stderr)")
+    p = argparse.ArgumentParser(prog="hermes-delegate", parents=[common],
+                                description="Fan tasks out in parallel, each on the model it names.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser("resolve", parents=[common], help="show what a model string resolves to")
+    r.add_argument("spec", help='e.g. "haiku", "glm-4.7", "stepfun/step-3.5-flash --provider openrouter"')
+    r.add_argument("--json", action="store_true")
+    m = sub.add_parser("models", parents=[common], help="every name an agent may use, and what it resolves to")
+    m.add_argument("--json", action="store_true")
+    run = sub.add_parser("run", parents=[common], help="run a batch of tasks from a YAML file")
+    run.add_argument("tasks", help="YAML: a list of {goal, context, model}, or {tasks: [...], model: ...}")
+    run.add_argument("--model", help="call-level model for tasks that name none")
+    run.add_argument("--budget", type=float, help="cost cap in USD for this run (≤ delegation.budget_usd)")
+    run.add_argument("--concurrency", type=int, help="override delegation.max_concurrency")
+    run.add_argument("--json", action="store_true", help="print the batch result as JSON")
+    d = sub.add_parser("doctor", parents=[common], help="validate the config; list missing credentials by env var")
+    d.add_argument("--json", action="store_true")
+    demo = sub.add_parser("demo", parents=[common], help="run a mixed-model batch on embedded loopback providers")
+    demo.add_argument("--demo-config", help="default: configs/demo.yaml")
+    demo.add_argument("--tasks", help="default: configs/demo-tasks.yaml")
+    demo.add_argument("--json", action="store_true")
+    return p
+
+
+COMMANDS = {"resolve": cmd_resolve, "models": cmd_models, "run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) and EXIT_USAGE
+    _setup_logging(getattr(args, "verbose", 0))
+    try:
+        cfg = None if args.command == "demo" else load_config(getattr(args, "config", None))
+        return COMMANDS[args.command](args, cfg, out)
+    except DelegateError as exc:
+        print(f"hermes-delegate: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("hermes-delegate: interrupted", file=sys.stderr)
+        return EXIT_TASKS_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Are a deployment's credentials present? Answered by name only: `set`/`missing` plus the env var
+name. Values are never read out, returned or printed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .providers import credential_envs
+
+__all__ = ["CredentialStatus", "deployment_credentials", "deployment_provider"]
+
+_ENV_REF = "os.environ/"
+
+
+@dataclass(frozen=True)
+class CredentialStatus:
+    status: str  # "set" | "missing" | "not needed"
+    key_env: str | None  # the env var that holds (or would hold) the key; None for a literal key
+
+    @property
+    def present(self) -> bool:
+        return self.status != "missing"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"credentials": self.status, "key_env": self.key_env}
+
+
+def deployment_provider(params: Mapping[str, Any]) -> str:
+    """The LiteLLM provider prefix of a deployment's `litellm_params`."""
+    if params.get("custom_llm_provider"):
+        return str(params["custom_llm_provider"])
+    prefix, _, rest = str(params.get("model", "")).partition("/")
+    return prefix if rest else "openai"
+
+
+def deployment_credentials(params: Mapping[str, Any], env: Mapping[str, str]) -> CredentialStatus:
+    key = params.get("api_key")
+    if isinstance(key, str) and key.startswith(_ENV_REF):
+        name = key[len(_ENV_REF):]
+        return CredentialStatus("set" if env.get(name) else "missing", name)
+    if key:
+        return CredentialStatus("set", None)  # a literal key in the config: present, never shown
+    names = credential_envs(deployment_provider(params))
+    if not names:
+        return CredentialStatus("not needed", None)
+    found = next((n for n in names if env.get(n)), None)
+    return CredentialStatus("set" if found else "missing", found or names[0])

@@ -1,0 +1,69 @@
+"""Run a loopback provider from the command line.
+
+    python -m hermes_delegate.loopback --port 0 --name p1 --latency 0.1 --rps 5 --models a,b
+
+Prints the base URL (``http://127.0.0.1:PORT/v1``) on one line of stdout, then
+serves until SIGTERM / SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .responses import FAULTS
+from .server import LoopbackProvider
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "") else float(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hermes_delegate.loopback", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    ap.add_argument("--name", default="loopback")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds per chat request")
+    ap.add_argument("--rps", type=_optional_float, default=None, help="max requests per sliding 1 s window")
+    ap.add_argument("--max-concurrent", type=int, default=None)
+    ap.add_argument("--retry-after", type=_optional_float, default=1.0, help="Retry-After seconds on 429 ('none' omits)")
+    ap.add_argument("--models", default="", help="comma-separated ids for GET /v1/models")
+    ap.add_argument("--fault", default=None, choices=sorted(FAULTS) + ["ok"], help="fault applied to every chat request")
+    args = ap.parse_args(argv)
+
+    provider = LoopbackProvider(
+        args.name,
+        host=args.host,
+        port=args.port,
+        latency_s=args.latency,
+        rps=args.rps,
+        max_concurrent=args.max_concurrent,
+        retry_after=args.retry_after,
+        models=[m.strip() for m in args.models.split(",") if m.strip()],
+    )
+    if args.fault:
+        provider.set_fault(args.fault)
+
+    done = threading.Event()
+
+    def _on_signal(signum, frame):  # noqa: ARG001
+        done.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    provider.start()
+    try:
+        sys.stdout.write(provider.base_url + "\n")
+        sys.stdout.flush()
+        while not done.wait(0.5):
+            pass
+    finally:
+        provider.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,6 +46,7 @@ _KINDS: list[tuple[str, str]] = [
     ("ContextWindowExceededError", "context_window"),
     ("ContentPolicyViolationError", "content_policy"),
     ("RateLimitError", "rate_limit"),
+    ("RouterRateLimitError", "rate_limit"),  # every deployment of the group is cooling down
     ("Timeout", "timeout"),
     ("TimeoutError", "timeout"),
     ("AuthenticationError", "auth"),

@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt,
+                      wait_random_exponential)
 
-from ._litellm import import_litellm, map_litellm_errors
+from ._litellm import import_litellm, map_litellm_errors, to_provider_error
+from .budget import estimate_tokens
+from .router_hooks import META_KEY, CallLog, make_hooks, retry_after_s
+from .scheduler import CapacityGate, Limits
 from .budget import deployment_price
 from .config import Config
 from .errors import ProviderError
@@ -27,9 +31,6 @@ from .resolve import Resolution, Resolver
 from .results import Attempt, DeploymentInfo
 
 __all__ = ["RouterHandle", "Completion", "api_host"]
-
-_META_KEY = "hermes_delegate_call"
-
 
 def api_host(url: str | None) -> str | None:
     """`https://user:pw@api.x.ai/v1?key=…` → `api.x.ai` (host[:port] only)."""
@@ -53,53 +54,18 @@ class Completion:
     cost_usd: float | None = None
 
 
-def _status_of(exc: BaseException | None) -> str:
-    code = getattr(exc, "status_code", None)
-    if isinstance(code, int):
-        return str(code)
-    from ._litellm import to_provider_error  # noqa: PLC0415
-
-    return to_provider_error(exc).kind if exc else "error"
-
-
-class _AttemptLog:
-    """Receives litellm's per-attempt callbacks and files them by our call id."""
-
-    def __init__(self, handle: "RouterHandle"):
-        self.handle = handle
-        self.calls: dict[str, list[tuple[float, float, Attempt]]] = {}
-
-    def _record(self, kwargs: Mapping[str, Any], ok: bool, start: Any, end: Any) -> None:
-        lp = kwargs.get("litellm_params") or {}
-        call_id = (lp.get("metadata") or {}).get(_META_KEY)
-        if call_id is None or call_id not in self.calls:
-            return
-        dep = self.handle.deployment_info((lp.get("model_info") or {}).get("id"), lp.get("api_base"),
-                                          lp.get("custom_llm_provider"))
-        exc = kwargs.get("exception")
-        status = "ok" if ok else _status_of(exc)
-        err = None if ok else self.handle.redactor(f"{type(exc).__name__}: {str(exc)[:200]}") if exc else None
-        t0 = start.timestamp() if hasattr(start, "timestamp") else time.time()
-        t1 = end.timestamp() if hasattr(end, "timestamp") else time.time()
-        self.calls[call_id].append((t0, t1, Attempt(dep, status, 0.0, err)))
-
-
-def _make_logger(log: _AttemptLog) -> Any:
-    from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
-
-    class AttemptLogger(CustomLogger):  # type: ignore[misc]
-        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # noqa: ANN001
-            log._record(kwargs, True, start_time, end_time)
-
-        async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):  # noqa: ANN001
-            log._record(kwargs, False, start_time, end_time)
-
-    return AttemptLogger()
-
-
 def _all_cooling(exc: BaseException) -> bool:
     """The Router's own retries are spent and no deployment is free: worth waiting for a cooldown."""
     return isinstance(exc, ProviderError) and exc.kind == "rate_limit"
+
+
+def _wait_retry_after(state: RetryCallState) -> float:
+    """Exponential backoff with jitter, but never shorter than the provider's Retry-After."""
+    backoff = wait_random_exponential(multiplier=0.5, max=8)(state)
+    exc = state.outcome.exception() if state.outcome else None
+    cause = getattr(exc, "__cause__", None)
+    hinted = retry_after_s(cause) or float(getattr(cause, "cooldown_time", 0) or 0)
+    return max(backoff, min(hinted, 60.0))
 
 
 class RouterHandle:
@@ -113,7 +79,8 @@ class RouterHandle:
         self.resolver = resolver or Resolver(config)
         self._router: Any = None
         self._implicit: set[str] = set()
-        self._log = _AttemptLog(self)
+        self.calls = CallLog()
+        self.gate = CapacityGate({})
         self.cooldown_retries = cooldown_retries
         literal_keys = [str(d.litellm_params.get("api_key")) for d in config.router.model_list
                         if d.litellm_params.get("api_key")
@@ -131,12 +98,18 @@ class RouterHandle:
         litellm = import_litellm()
         for key, value in self.config.router.litellm_settings.items():
             setattr(litellm, key, value)
-        logger = _make_logger(self._log)
-        litellm.callbacks = [*(litellm.callbacks or []), logger]
         model_list = [d.model_dump(exclude_none=True) for d in self.config.router.model_list]
         settings = dict(self.config.router.router_settings)
         with map_litellm_errors():
-            return litellm.Router(model_list=copy.deepcopy(model_list), **settings)
+            router = litellm.Router(model_list=copy.deepcopy(model_list), **settings)
+        self._default_parallel = settings.get("default_max_parallel_requests")
+        self.gate = CapacityGate(
+            {str(d["model_info"]["id"]): Limits.from_deployment(d, self._default_parallel)
+             for d in router.get_model_list() or []},
+            windows=_shared_windows(settings),
+        )
+        litellm.callbacks = [*(litellm.callbacks or []), make_hooks(self)]
+        return router
 
     def model_name_for(self, res: Resolution) -> str:
         """The Router model name for a resolution, adding an implicit deployment for direct ids."""
@@ -146,7 +119,12 @@ class RouterHandle:
             params = self._implicit_params(res)
             from litellm.types.router import Deployment  # noqa: PLC0415
 
-            self.router.add_deployment(Deployment(model_name=res.model, litellm_params=params, model_info={}))
+            added = self.router.add_deployment(Deployment(model_name=res.model, litellm_params=params,
+                                                          model_info={}))
+            if added is not None:
+                lim = Limits.from_deployment(added.model_dump(exclude_none=True), self._default_parallel)
+                if not lim.unlimited:
+                    self.gate.limits[str(added.model_info.id)] = lim
             self._implicit.add(res.model)
         return res.model
 
@@ -187,6 +165,18 @@ class RouterHandle:
             return True
         return self.resolver.catalog.price(str(lp.get("model", ""))) is not None
 
+    @staticmethod
+    def status_of(exc: BaseException | None) -> str:
+        code = getattr(exc, "status_code", None)
+        if isinstance(code, int):
+            return str(code)
+        return to_provider_error(exc).kind if exc else "error"
+
+    @staticmethod
+    def estimate_tokens(messages: Any, request_kwargs: Mapping[str, Any] | None) -> float:
+        text = "".join(str(m.get("content") or "") for m in messages or [] if isinstance(m, Mapping))
+        return float(estimate_tokens(text) + int((request_kwargs or {}).get("max_tokens") or 0))
+
     async def cooling_down(self) -> set[str]:
         from litellm.router_utils.cooldown_handlers import async_get_cooldown_deployments  # noqa: PLC0415
 
@@ -200,13 +190,13 @@ class RouterHandle:
         """One completion through the Router, with attempts, deployment, tokens and cost."""
         name = self.model_name_for(res)
         call_id = uuid.uuid4().hex
-        self._log.calls[call_id] = []
+        self.calls.open(call_id)
         meta = dict(kwargs.pop("metadata", None) or {})
-        meta[_META_KEY] = call_id
+        meta[META_KEY] = call_id
         try:
             retrying = AsyncRetrying(
                 stop=stop_after_attempt(1 + self.cooldown_retries),
-                wait=wait_random_exponential(multiplier=0.5, max=8),
+                wait=_wait_retry_after,
                 retry=retry_if_exception(_all_cooling),
                 reraise=True,
             )
@@ -223,14 +213,16 @@ class RouterHandle:
             exc.message = self.redactor(exc.message)
             raise
         finally:
-            self._log.calls.pop(call_id, None)
+            for dep_id in self.calls.close(call_id):  # slots a cancelled attempt never gave back
+                self.gate.release(dep_id)
 
     def _attempts(self, call_id: str) -> list[Attempt]:
-        rows = sorted(self._log.calls.get(call_id, []), key=lambda r: r[0])
+        rows = sorted(self.calls.attempts.get(call_id, []), key=lambda r: r[0])
         out: list[Attempt] = []
         prev_end: float | None = None
         for t0, t1, att in rows:
-            att.wait_s = round(max(0.0, t0 - prev_end), 4) if prev_end is not None else 0.0
+            gap = max(0.0, t0 - prev_end) if prev_end is not None else 0.0
+            att.wait_s = round(max(att.wait_s, gap), 4)  # queue wait, or backoff between tries
             prev_end = t1
             out.append(att)
         return out
@@ -251,3 +243,12 @@ class RouterHandle:
             raise ProviderError("bad_response", "The provider returned no choices.")
         text = getattr(choices[0].message, "content", None) or ""
         return Completion(response, text, dep, attempts, tokens, cost_usd)
+
+
+def _shared_windows(settings: Mapping[str, Any]) -> Any:
+    """Request windows in Redis when router_settings name a Redis server, else in this process."""
+    if not (settings.get("redis_host") or settings.get("redis_url")):
+        return None
+    from .redis_limiter import RedisWindows  # noqa: PLC0415
+
+    return RedisWindows.from_router_settings(settings)

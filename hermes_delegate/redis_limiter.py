@@ -1,0 +1,79 @@
+"""Request windows shared by several processes through Redis, so several delegators (hermes
+sessions, CI workers) together stay under one provider's rate limit.
+
+It connects with the Router's own Redis settings (`redis_host`/`redis_port`/`redis_password` or
+`redis_url` in `router_settings`), which also share the Router's cooldowns and usage. Admission is
+one Lua script, atomic on the server and timed by the server's clock, so processes need not agree
+on time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Mapping
+
+__all__ = ["RedisWindows"]
+
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window * 2 + 1000)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
+"""
+
+
+class RedisWindows:
+    """A WindowStore (see scheduler.py) in Redis. Keys: `hermes_delegate:rpm:<deployment id>`."""
+
+    def __init__(self, *, url: str | None = None, host: str | None = None, port: int | None = None,
+                 password: str | None = None, prefix: str = "hermes_delegate:rpm:"):
+        self._kw: dict[str, Any] = {"url": url, "host": host, "port": port, "password": password}
+        self.prefix = prefix
+        self._client: Any = None
+        self._script: Any = None
+
+    @classmethod
+    def from_router_settings(cls, settings: Mapping[str, Any]) -> "RedisWindows":
+        port = settings.get("redis_port")
+        return cls(url=settings.get("redis_url"), host=settings.get("redis_host"),
+                   port=int(port) if port else None, password=settings.get("redis_password"))
+
+    def _connect(self) -> Any:
+        try:
+            import redis.asyncio as aioredis  # noqa: PLC0415
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            from .errors import ConfigError  # noqa: PLC0415
+
+            raise ConfigError("router_settings name a Redis server, but the redis package is not installed.",
+                              hint='pip install "hermes-delegate[redis]"') from exc
+        if self._kw["url"]:
+            client = aioredis.from_url(self._kw["url"], password=self._kw["password"])
+        else:
+            client = aioredis.Redis(host=self._kw["host"] or "127.0.0.1", port=self._kw["port"] or 6379,
+                                    password=self._kw["password"])
+        self._script = client.register_script(_ADMIT)
+        return client
+
+    async def admit(self, key: str, limit: int, window_s: float) -> float:
+        if self._client is None:
+            self._client = self._connect()
+        wait_ms = await self._script(keys=[self.prefix + key],
+                                     args=[limit, int(window_s * 1000), uuid.uuid4().hex])
+        return float(wait_ms) / 1000.0
+
+    async def record(self, key: str, window_s: float) -> None:
+        if self._client is None:
+            self._client = self._connect()
+        await self._script(keys=[self.prefix + key], args=[1_000_000, int(window_s * 1000), uuid.uuid4().hex])
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -1,0 +1,133 @@
+"""What we hang on litellm's callback points, filed by our per-call id:
+
+- `async_filter_deployments` (awaited by the Router after its cooldown filter): wait in the
+  CapacityGate's queue until a healthy deployment has room, and offer the Router only that one;
+- per-attempt success/failure deployment hooks: release the slot; a 429 blocks the deployment
+  for its Retry-After;
+- success/failure log events: one Attempt row (deployment, status, wait) per try.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .results import Attempt
+
+if TYPE_CHECKING:
+    from .router import RouterHandle
+
+__all__ = ["CallLog", "make_hooks", "META_KEY", "retry_after_s"]
+
+META_KEY = "hermes_delegate_call"
+DEFAULT_429_BLOCK_S = 1.0
+
+
+def retry_after_s(exc: BaseException | None) -> float | None:
+    """Retry-After in seconds from a litellm/openai exception's response headers, if any."""
+    if exc is None:
+        return None
+    headers: Any = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        resp = getattr(exc, "response", None)
+        headers = getattr(resp, "headers", None)
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+        return float(value) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _call_id(data: Mapping[str, Any] | None) -> str | None:
+    meta = (data or {}).get("metadata") or {}
+    lp_meta = ((data or {}).get("litellm_params") or {}).get("metadata") or {}
+    return meta.get(META_KEY) or lp_meta.get(META_KEY)
+
+
+def _model_id(data: Mapping[str, Any]) -> str | None:
+    for src in (data.get("model_info"), (data.get("metadata") or {}).get("model_info"),
+                (data.get("litellm_params") or {}).get("model_info")):
+        if isinstance(src, Mapping) and src.get("id"):
+            return str(src["id"])
+    return None
+
+
+class CallLog:
+    """Per-call state: attempts so far, slots held, and the queue wait not yet given to an attempt."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, list[tuple[float, float, Attempt]]] = {}
+        self.held: dict[str, list[str]] = {}
+        self.pending_wait: dict[str, float] = {}
+
+    def open(self, call_id: str) -> None:
+        self.attempts[call_id] = []
+        self.held[call_id] = []
+
+    def close(self, call_id: str) -> list[str]:
+        self.attempts.pop(call_id, None)
+        self.pending_wait.pop(call_id, None)
+        return self.held.pop(call_id, [])
+
+
+def make_hooks(handle: "RouterHandle") -> Any:
+    """A CustomLogger bound to one RouterHandle (defined lazily: litellm is imported by now)."""
+    from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
+
+    log, gate = handle.calls, handle.gate
+
+    def record(kwargs: Mapping[str, Any], ok: bool, start: Any, end: Any) -> None:
+        lp = kwargs.get("litellm_params") or {}
+        call_id = _call_id(kwargs)
+        if call_id is None or call_id not in log.attempts:
+            return
+        dep = handle.deployment_info((lp.get("model_info") or {}).get("id"), lp.get("api_base"),
+                                     lp.get("custom_llm_provider"))
+        exc = kwargs.get("exception")
+        status = "ok" if ok else handle.status_of(exc)
+        err = None if ok or exc is None else handle.redactor(f"{type(exc).__name__}: {str(exc)[:200]}")
+        t0 = start.timestamp() if hasattr(start, "timestamp") else time.time()
+        t1 = end.timestamp() if hasattr(end, "timestamp") else time.time()
+        wait = log.pending_wait.pop(call_id, 0.0)
+        log.attempts[call_id].append((t0, t1, Attempt(dep, status, round(wait, 4), err)))
+
+    def release(data: Mapping[str, Any], exc: BaseException | None) -> None:
+        dep_id, call_id = _model_id(data), _call_id(data)
+        if dep_id is None:
+            return
+        held = log.held.get(call_id or "", [])
+        if dep_id in held:
+            held.remove(dep_id)
+            gate.release(dep_id)
+        if exc is not None and getattr(exc, "status_code", None) == 429:
+            gate.block(dep_id, retry_after_s(exc) or DEFAULT_429_BLOCK_S)
+
+    class Hooks(CustomLogger):  # type: ignore[misc]
+        async def async_filter_deployments(self, model, healthy_deployments, messages,  # noqa: ANN001
+                                           request_kwargs=None, parent_otel_span=None):  # noqa: ANN001
+            call_id = _call_id(request_kwargs)
+            if call_id is None or call_id not in log.held or not gate.limited(healthy_deployments):
+                return healthy_deployments
+            est = handle.estimate_tokens(messages, request_kwargs)
+            dep, waited = await gate.acquire(model, healthy_deployments, est)
+            dep_id = str((dep.get("model_info") or {}).get("id"))
+            if dep_id in gate.limits:
+                log.held[call_id].append(dep_id)
+            log.pending_wait[call_id] = log.pending_wait.get(call_id, 0.0) + waited
+            return [dep]
+
+        async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
+            release(request_data, None)
+            return None
+
+        async def async_post_call_failure_deployment_hook(self, request_data, exception, call_type,  # noqa: ANN001
+                                                          fallback_depth=None):  # noqa: ANN001
+            release(request_data, exception)
+
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # noqa: ANN001
+            record(kwargs, True, start_time, end_time)
+
+        async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):  # noqa: ANN001
+            record(kwargs, False, start_time, end_time)
+
+    return Hooks()

@@ -176,7 +176,12 @@ def config_from_dict(data: Mapping[str, Any], *, source: str | None = None,
         lc_path = Path(os.path.expanduser(lc))
         if not lc_path.is_absolute() and base_dir is not None:
             lc_path = base_dir / lc_path
-        data["router"] = _load_litellm_config(lc_path)
+        router = _load_litellm_config(lc_path)
+        try:  # errors in the LiteLLM file name that file, with LiteLLM's own key paths
+            RouterSection.model_validate(router)
+        except ValidationError as exc:
+            raise _format_validation(exc, f"{lc_path} (litellm_config of {where})") from None
+        data["router"] = router
         data["litellm_config"] = str(lc_path)
     try:
         return Config.model_validate({**data, "source": source})

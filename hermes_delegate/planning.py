@@ -118,5 +118,7 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
                 raise
             problems.append(_problem(i, model, exc))
     if problems:
-        raise BatchValidationError(problems)
+        only_budget = all(p.type == "budget" for p in problems)
+        raise BatchValidationError(
+            problems, hint="Raise budget_usd, lower max_tokens, or pick cheaper models." if only_budget else "")
     return planned

@@ -161,6 +161,11 @@ class Resolver:
 
     def _from_catalog(self, spec: ModelSpec, chain: tuple[str, ...]) -> Resolution:
         cands = self.catalog.providers_for(spec.name)
+        if not cands and spec.name in TIER_NAMES:
+            tiers = [a for a in self.aliases if a in TIER_NAMES]
+            raise UnknownModelError(f"Tier {spec.base!r} is not configured.",
+                                    hint=f"Configured tiers: {', '.join(tiers) or 'none'} (delegation.aliases).",
+                                    suggestions=tiers)
         if not cands:
             raise UnknownModelError(
                 f"Unknown model {spec.base!r}.",

@@ -89,6 +89,11 @@ class RouterHandle:
 
     # -- building ---------------------------------------------------------------------------
     @property
+    def built(self) -> bool:
+        """Whether the Router (and so litellm) exists yet."""
+        return self._router is not None
+
+    @property
     def router(self) -> Any:
         if self._router is None:
             self._router = self._build()
@@ -205,10 +210,8 @@ class RouterHandle:
                     with map_litellm_errors():
                         response = await self.router.acompletion(model=name, messages=messages,
                                                                  metadata=meta, **kwargs)
-            await asyncio.sleep(0)  # let litellm's async success callback land
             return self._completion(response, self._attempts(call_id))
         except ProviderError as exc:
-            await asyncio.sleep(0)
             exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
             exc.message = self.redactor(exc.message)
             raise

@@ -4,7 +4,8 @@
   CapacityGate's queue until a healthy deployment has room, and offer the Router only that one;
 - per-attempt success/failure deployment hooks: release the slot; a 429 blocks the deployment
   for its Retry-After;
-- success/failure log events: one Attempt row (deployment, status, wait) per try.
+- the same per-attempt hooks (awaited inline on every try, unlike the deduplicated request-level
+  log events): one Attempt row (deployment, status, wait) per try.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class CallLog:
         self.attempts: dict[str, list[tuple[float, float, Attempt]]] = {}
         self.held: dict[str, list[str]] = {}
         self.pending_wait: dict[str, float] = {}
+        self.started: dict[str, float] = {}
 
     def open(self, call_id: str) -> None:
         self.attempts[call_id] = []
@@ -67,6 +69,7 @@ class CallLog:
     def close(self, call_id: str) -> list[str]:
         self.attempts.pop(call_id, None)
         self.pending_wait.pop(call_id, None)
+        self.started.pop(call_id, None)
         return self.held.pop(call_id, [])
 
 
@@ -76,18 +79,17 @@ def make_hooks(handle: "RouterHandle") -> Any:
 
     log, gate = handle.calls, handle.gate
 
-    def record(kwargs: Mapping[str, Any], ok: bool, start: Any, end: Any) -> None:
-        lp = kwargs.get("litellm_params") or {}
-        call_id = _call_id(kwargs)
+    def record(data: Mapping[str, Any], exc: BaseException | None) -> None:
+        call_id = _call_id(data)
         if call_id is None or call_id not in log.attempts:
             return
-        dep = handle.deployment_info((lp.get("model_info") or {}).get("id"), lp.get("api_base"),
-                                     lp.get("custom_llm_provider"))
-        exc = kwargs.get("exception")
-        status = "ok" if ok else handle.status_of(exc)
-        err = None if ok or exc is None else handle.redactor(f"{type(exc).__name__}: {str(exc)[:200]}")
-        t0 = start.timestamp() if hasattr(start, "timestamp") else time.time()
-        t1 = end.timestamp() if hasattr(end, "timestamp") else time.time()
+        lp = data.get("litellm_params") or {}
+        dep = handle.deployment_info(_model_id(data), data.get("api_base") or lp.get("api_base"),
+                                     data.get("custom_llm_provider") or lp.get("custom_llm_provider"))
+        status = "ok" if exc is None else handle.status_of(exc)
+        err = None if exc is None else handle.redactor(f"{type(exc).__name__}: {str(exc)[:200]}")
+        t1 = time.time()
+        t0 = log.started.pop(call_id, t1)
         wait = log.pending_wait.pop(call_id, 0.0)
         log.attempts[call_id].append((t0, t1, Attempt(dep, status, round(wait, 4), err)))
 
@@ -116,18 +118,20 @@ def make_hooks(handle: "RouterHandle") -> Any:
             log.pending_wait[call_id] = log.pending_wait.get(call_id, 0.0) + waited
             return [dep]
 
+        async def async_pre_call_deployment_hook(self, kwargs, call_type):  # noqa: ANN001
+            call_id = _call_id(kwargs)
+            if call_id is not None and call_id in log.attempts:
+                log.started[call_id] = time.time()
+            return None
+
         async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
+            record(request_data, None)
             release(request_data, None)
             return None
 
         async def async_post_call_failure_deployment_hook(self, request_data, exception, call_type,  # noqa: ANN001
                                                           fallback_depth=None):  # noqa: ANN001
+            record(request_data, exception)
             release(request_data, exception)
-
-        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # noqa: ANN001
-            record(kwargs, True, start_time, end_time)
-
-        async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):  # noqa: ANN001
-            record(kwargs, False, start_time, end_time)
 
     return Hooks()

@@ -1,0 +1,319 @@
+"""Model-string resolution: one table of inputs → expected resolution or error, plus family aliases,
+key-based disambiguation, and the litellm snapshots the pure core relies on.
+
+No litellm import except in the snapshot test at the bottom; expected family ids are computed from
+the installed catalog (never hard-coded), so these tests survive litellm upgrades.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hermes_delegate import (
+    AmbiguousModelError,
+    ConfigError,
+    Resolution,
+    Resolver,
+    SpecError,
+    UnknownModelError,
+    UnknownProviderError,
+    UsageError,
+    config_from_dict,
+)
+from hermes_delegate.catalog import FAMILIES, default_catalog
+
+NOUS_BASE = "https://inference-api.nousresearch.com/v1"
+
+CONFIG = {
+    "delegation": {
+        "aliases": {
+            "small": "haiku",  # tiers
+            "medium": "sonnet",
+            "large": "opus",
+            "cheap": "small",  # alias → tier → family
+            "fast": "glm-4.7 --provider z-ai",
+            "free-or": "openrouter/stepfun/step-3.5-flash:free",
+            "teamalias": "team",
+            "loop1": "loop2",  # cycle
+            "loop2": "loop1",
+            "selfloop": "selfloop",
+            "bad-target": "openrouter:stepfun/x",
+        }
+    },
+    "router": {
+        "model_list": [
+            {"model_name": "team", "litellm_params": {"model": "openai/team-model", "api_base": "http://127.0.0.1:9/v1"}},
+            {"model_name": "mixed", "litellm_params": {"model": "openai/m1"}},
+            {"model_name": "mixed", "litellm_params": {"model": "anthropic/m2"}},
+        ]
+    },
+}
+
+
+def fam(name: str) -> str:
+    fid = default_catalog().family(name)
+    assert fid, f"family {name!r} resolves to nothing in the installed catalog"
+    return fid
+
+
+def expand(value):
+    """'{haiku}' → the catalog's current haiku id (so the table never hard-codes the newest model)."""
+    if isinstance(value, str):
+        return re.sub(r"\{([a-z-]+)\}", lambda m: fam(m.group(1)), value)
+    if isinstance(value, list):
+        return [expand(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def resolver() -> Resolver:
+    # An explicit empty env: no key is set, whatever the machine has.
+    return Resolver(config_from_dict(CONFIG), env={})
+
+
+# (input, expected fields). Fields are model/provider/variant/resolved_via and optionally chain.
+OK = [
+    # -- tiers and aliases (recursive) ---------------------------------------------------------
+    ("small", dict(model="{haiku}", provider="anthropic", variant=None, resolved_via="tier",
+                   chain=["small", "haiku", "{haiku}"])),
+    ("medium", dict(model="{sonnet}", provider="anthropic", variant=None, resolved_via="tier")),
+    ("large", dict(model="{opus}", provider="anthropic", variant=None, resolved_via="tier")),
+    ("cheap", dict(model="{haiku}", provider="anthropic", variant=None, resolved_via="alias",
+                   chain=["cheap", "small", "haiku", "{haiku}"])),
+    ("small:free", dict(model="{haiku}:free", provider="anthropic", variant="free", resolved_via="tier")),
+    ("fast", dict(model="zai/glm-4.7", provider="zai", variant=None, resolved_via="alias",
+                  chain=["fast", "glm-4.7 --provider z-ai", "zai/glm-4.7"])),
+    ("free-or", dict(model="openrouter/stepfun/step-3.5-flash:free", provider="openrouter", variant="free",
+                     resolved_via="alias")),
+    # -- groups --------------------------------------------------------------------------------
+    ("team", dict(model="team", provider="openai", variant=None, resolved_via="group")),
+    ("teamalias", dict(model="team", provider="openai", variant=None, resolved_via="alias")),
+    ("mixed", dict(model="mixed", provider="mixed", variant=None, resolved_via="group")),
+    # -- families ------------------------------------------------------------------------------
+    ("haiku", dict(model="{haiku}", provider="anthropic", variant=None, resolved_via="family",
+                   chain=["haiku", "{haiku}"])),
+    ("haiku:thinking", dict(model="{haiku}:thinking", provider="anthropic", variant="thinking",
+                            resolved_via="family")),
+    ("gpt", dict(model="{gpt}", provider="openai", variant=None, resolved_via="family")),
+    ("glm", dict(model="{glm}", provider="zai", variant=None, resolved_via="family")),
+    # -- full litellm ids ----------------------------------------------------------------------
+    ("anthropic/claude-sonnet-4-5", dict(model="anthropic/claude-sonnet-4-5", provider="anthropic", variant=None,
+                                         resolved_via="litellm_id")),
+    ("openrouter/anthropic/claude-3.5-sonnet", dict(model="openrouter/anthropic/claude-3.5-sonnet",
+                                                    provider="openrouter", variant=None, resolved_via="litellm_id")),
+    ("openrouter/stepfun/step-3.5-flash:free", dict(model="openrouter/stepfun/step-3.5-flash:free",
+                                                    provider="openrouter", variant="free",
+                                                    resolved_via="litellm_id")),
+    ("openrouter/deepseek/deepseek-r1:thinking", dict(model="openrouter/deepseek/deepseek-r1:thinking",
+                                                      provider="openrouter", variant="thinking",
+                                                      resolved_via="litellm_id")),
+    ("zai/glm-4.7", dict(model="zai/glm-4.7", provider="zai", variant=None, resolved_via="litellm_id")),
+    # -- bare ids via the catalog --------------------------------------------------------------
+    ("glm-4.7", dict(model="zai/glm-4.7", provider="zai", variant=None, resolved_via="catalog",
+                     chain=["glm-4.7", "zai/glm-4.7"])),
+    ("deepseek-chat", dict(model="deepseek/deepseek-chat", provider="deepseek", variant=None,
+                           resolved_via="catalog")),
+    ("gpt-4o", dict(model="openai/gpt-4o", provider="openai", variant=None, resolved_via="catalog")),
+    ("claude-sonnet-4-5", dict(model="anthropic/claude-sonnet-4-5", provider="anthropic", variant=None,
+                               resolved_via="catalog")),
+    ("deepseek-reasoner:thinking", dict(model="deepseek/deepseek-reasoner:thinking", provider="deepseek",
+                                        variant="thinking", resolved_via="catalog")),
+    # -- --provider (hermes slugs and litellm names) -------------------------------------------
+    ("Qwen/Qwen3-14B --provider nebius", dict(model="nebius/Qwen/Qwen3-14B", provider="nebius", variant=None,
+                                              resolved_via="provider_flag")),
+    ("gemini-2.5-pro --provider google", dict(model="gemini/gemini-2.5-pro", provider="gemini", variant=None,
+                                              resolved_via="provider_flag")),
+    ("glm-4.7 --provider z-ai", dict(model="zai/glm-4.7", provider="zai", variant=None,
+                                     resolved_via="provider_flag")),
+    ("glm-4.7 --provider=zai", dict(model="zai/glm-4.7", provider="zai", variant=None,
+                                    resolved_via="provider_flag")),
+    ("GLM-4.7 --provider ZAI", dict(model="zai/GLM-4.7", provider="zai", variant=None,
+                                    resolved_via="provider_flag")),
+    ("zai/glm-4.7 --provider zai", dict(model="zai/glm-4.7", provider="zai", variant=None,
+                                        resolved_via="provider_flag")),
+    ("kimi-k2 --provider kimi", dict(model="moonshot/kimi-k2", provider="moonshot", variant=None,
+                                     resolved_via="provider_flag")),
+    ("hermes-3 --provider nous", dict(model="openai/hermes-3", provider="openai", variant=None,
+                                      resolved_via="provider_flag")),
+    ("haiku --provider openrouter", dict(model="openrouter/{haiku}", provider="openrouter", variant=None,
+                                         resolved_via="provider_flag")),
+    ("haiku --provider anthropic", dict(model="{haiku}", provider="anthropic", variant=None,
+                                        resolved_via="provider_flag")),
+    ("stepfun/step-3.5-flash:free --provider openrouter", dict(model="openrouter/stepfun/step-3.5-flash:free",
+                                                               provider="openrouter", variant="free",
+                                                               resolved_via="provider_flag")),
+    # -- ignored hermes flags ------------------------------------------------------------------
+    ("haiku --global", dict(model="{haiku}", provider="anthropic", variant=None, resolved_via="family")),
+    ("haiku --session --once", dict(model="{haiku}", provider="anthropic", variant=None, resolved_via="family")),
+    ("glm-4.7 --once --provider zai", dict(model="zai/glm-4.7", provider="zai", variant=None,
+                                           resolved_via="provider_flag")),
+    ("  glm-4.7  ", dict(model="zai/glm-4.7", provider="zai", variant=None, resolved_via="catalog")),
+]
+
+# (input, error class, a string that must be among the suggestions — or, prefixed "msg:", in the message)
+ERRORS = [
+    ("loop1", ConfigError, "msg:cycle"),
+    ("selfloop", ConfigError, "msg:cycle"),
+    ("bad-target", ConfigError, "stepfun/x --provider openrouter"),
+    ("Qwen/Qwen3-14B", AmbiguousModelError, "Qwen/Qwen3-14B --provider nebius"),
+    ("openrouter:stepfun/step-3.5-flash", SpecError, "stepfun/step-3.5-flash --provider openrouter"),
+    ("openrouter:stepfun/step-3.5-flash:free", SpecError, "stepfun/step-3.5-flash:free --provider openrouter"),
+    ("haiku --bogus", SpecError, "msg:--bogus"),
+    ("haiku -x", SpecError, "msg:'-x'"),
+    ("", SpecError, "msg:empty"),
+    ("   ", SpecError, "msg:empty"),
+    (None, SpecError, "msg:must be a string"),
+    (42, SpecError, "msg:must be a string"),
+    (["haiku"], SpecError, "msg:must be a string"),
+    ("glm-4.7 --provider opnrouter", UnknownProviderError, "openrouter"),
+    ("x --provider googel", UnknownProviderError, "google"),
+    ("sonet", UnknownModelError, "sonnet"),
+    ("hiaku", UnknownModelError, "haiku"),
+    ("smal", UnknownModelError, "small"),
+    ("stepfun/step-3.5-flash", UnknownModelError, "stepfun/step-3.5-flash --provider openrouter"),
+    ("totally-unknown-model-xyz", UnknownModelError, "msg:totally-unknown-model-xyz"),
+    ("x" * 600, SpecError, "msg:512"),
+    ("a b", SpecError, "msg:more than one name"),
+    ("haiku --provider", SpecError, "msg:--provider needs a slug"),
+    ("team --provider openai", SpecError, "team"),
+    ("small --provider anthropic", SpecError, "small"),
+    ("'unbalanced", SpecError, "msg:Cannot parse"),
+    ("bad!name", SpecError, "msg:not a valid model name"),
+]
+
+
+def test_table_is_big_enough():
+    assert len(OK) + len(ERRORS) >= 45
+
+
+@pytest.mark.parametrize(("text", "expected"), OK, ids=[t for t, _ in OK])
+def test_resolves(resolver: Resolver, text: str, expected: dict):
+    res = resolver.resolve(text)
+    got = res.to_dict()
+    assert got["input"] == text
+    for key, value in expected.items():
+        assert got[key] == expand(value), f"{key} of {text!r}"
+    assert got["chain"][0] == text.strip()
+    assert got["chain"][-1] == got["model"] or res.is_group
+
+
+@pytest.mark.parametrize(("text", "cls", "key"), ERRORS, ids=[repr(t)[:40] for t, _, _ in ERRORS])
+def test_errors(resolver: Resolver, text: object, cls: type, key: str):
+    with pytest.raises(UsageError) as info:
+        resolver.resolve(text)  # type: ignore[arg-type]
+    err = info.value
+    assert type(err) is cls, f"{text!r} raised {type(err).__name__}: {err}"
+    if key.startswith("msg:"):
+        assert key[4:] in err.message
+    else:
+        assert key in err.suggestions, err.suggestions
+    assert err.to_dict()["type"] == cls.kind
+
+
+# -- details the table cannot express ---------------------------------------------------------
+def test_nous_provider_sets_api_base_and_key_env(resolver: Resolver):
+    res = resolver.resolve("hermes-3 --provider nous")
+    assert res.api_base == NOUS_BASE
+    assert res.key_env == "NOUS_API_KEY"
+
+
+def test_group_flag(resolver: Resolver):
+    assert resolver.resolve("team").is_group
+    assert resolver.resolve("teamalias").is_group
+    assert not resolver.resolve("glm-4.7").is_group
+
+
+def test_ambiguous_suggestions_are_ready_to_use(resolver: Resolver):
+    with pytest.raises(AmbiguousModelError) as info:
+        resolver.resolve("Qwen/Qwen3-14B")
+    sugg = info.value.suggestions
+    assert len(sugg) >= 2
+    for s in sugg:
+        assert re.fullmatch(r"Qwen/Qwen3-14B --provider [a-z_]+", s), s
+        res = resolver.resolve(s)  # every suggestion must itself resolve
+        assert res.resolved_via == "provider_flag"
+        assert res.model == f"{res.provider}/Qwen/Qwen3-14B"
+
+
+@pytest.mark.parametrize(("env_name", "provider"), [("DEEPINFRA_API_KEY", "deepinfra"), ("NEBIUS_API_KEY", "nebius")])
+def test_ambiguous_id_resolves_when_one_key_is_set(monkeypatch: pytest.MonkeyPatch, env_name: str, provider: str):
+    monkeypatch.setenv(env_name, "test-value-not-a-real-key")
+    res = Resolver(config_from_dict(CONFIG)).resolve("Qwen/Qwen3-14B")  # reads os.environ
+    assert (res.model, res.provider, res.resolved_via) == (f"{provider}/Qwen/Qwen3-14B", provider, "catalog")
+    # and through an explicit env mapping
+    res2 = Resolver(config_from_dict(CONFIG), env={env_name: "x"}).resolve("Qwen/Qwen3-14B")
+    assert res2.model == res.model
+
+
+def test_ambiguous_id_resolves_to_a_configured_provider():
+    cfg = dict(CONFIG, router={"model_list": [
+        {"model_name": "neb", "litellm_params": {"model": "nebius/Qwen/Qwen3-14B"}}]})
+    assert Resolver(config_from_dict(cfg), env={}).resolve("Qwen/Qwen3-14B").provider == "nebius"
+
+
+def test_alias_cycle_is_a_config_error_naming_the_chain(resolver: Resolver):
+    with pytest.raises(ConfigError) as info:
+        resolver.resolve("loop1")
+    assert "loop1 -> loop2 -> loop1" in info.value.message
+
+
+def test_to_dict_keys(resolver: Resolver):
+    for text in ("small", "team", "glm-4.7", "hermes-3 --provider nous"):
+        d = resolver.resolve(text).to_dict()
+        assert set(d) == {"input", "model", "provider", "variant", "resolved_via", "chain"}
+        assert isinstance(d["chain"], list)
+
+
+def test_resolution_is_cached_and_stable(resolver: Resolver):
+    assert resolver.resolve("glm-4.7") is resolver.resolve("glm-4.7")
+    assert isinstance(resolver.resolve("glm-4.7"), Resolution)
+
+
+# -- family aliases ---------------------------------------------------------------------------
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text))
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_alias(resolver: Resolver, name: str):
+    res = resolver.resolve(name)
+    family = FAMILIES[name]
+    assert res.resolved_via == "family"
+    assert res.provider == family.provider
+    assert res.model.startswith(family.provider + "/")
+    assert default_catalog().knows(res.model), f"{res.model} is not in the catalog"
+    assert family.provider in default_catalog().providers_for(res.model.split("/", 1)[1])
+
+
+def test_haiku_is_claude_haiku_4_5_or_newer(resolver: Resolver):
+    model = resolver.resolve("haiku").model
+    m = re.fullmatch(r"anthropic/claude-haiku-(\d+)(?:-(\d{1,2}))?", model)
+    assert m, model
+    assert (int(m.group(1)), int(m.group(2) or 0)) >= (4, 5)
+    # the newest haiku the catalog lists, whatever that is
+    cat = default_catalog()
+    others = [b for b in cat.bare_names() if re.fullmatch(r"claude-haiku-\d+(-\d{1,2})?", b)
+              and "anthropic" in cat.providers_for(b)]
+    newest = max(others, key=_version)
+    assert _version(model.split("/", 1)[1]) == _version(newest)
+
+
+# -- snapshots of litellm data used without importing litellm ---------------------------------
+def test_provider_snapshot_and_family_ids_match_installed_litellm():
+    import litellm  # the only litellm import in this file
+
+    from hermes_delegate._litellm_providers import LITELLM_PROVIDERS
+
+    installed = {getattr(p, "value", p) for p in litellm.provider_list}
+    assert set(LITELLM_PROVIDERS) == installed, (
+        f"missing: {sorted(installed - set(LITELLM_PROVIDERS))}, stale: {sorted(set(LITELLM_PROVIDERS) - installed)}")
+
+    for name in FAMILIES:
+        fid = default_catalog().family(name)
+        assert fid, name
+        prov, _, bare = fid.partition("/")
+        entry = litellm.model_cost.get(fid) or litellm.model_cost.get(bare)
+        assert entry is not None, f"{name} → {fid} is not in litellm.model_cost"
+        assert entry.get("litellm_provider") == prov

@@ -22,7 +22,8 @@ from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception, stop_af
 
 from ._litellm import import_litellm, map_litellm_errors, to_provider_error
 from .budget import estimate_tokens
-from .router_hooks import META_KEY, CallLog, make_hooks, retry_after_s
+from .router_hooks import (META_KEY, CallLog, install_dispatcher, make_hooks, register_call, retry_after_s,
+                           unregister_call)
 from .scheduler import CapacityGate, Limits
 from .budget import deployment_price
 from .config import Config
@@ -113,7 +114,8 @@ class RouterHandle:
              for d in router.get_model_list() or []},
             windows=_shared_windows(settings),
         )
-        litellm.callbacks = [*(litellm.callbacks or []), make_hooks(self)]
+        self.hooks = make_hooks(self)
+        install_dispatcher(litellm)
         return router
 
     def model_name_for(self, res: Resolution) -> str:
@@ -196,6 +198,8 @@ class RouterHandle:
         name = self.model_name_for(res)
         call_id = uuid.uuid4().hex
         self.calls.open(call_id)
+        self.router  # noqa: B018 - building the Router makes self.hooks
+        register_call(call_id, self.hooks)
         meta = dict(kwargs.pop("metadata", None) or {})
         meta[META_KEY] = call_id
         try:
@@ -216,6 +220,7 @@ class RouterHandle:
             exc.message = self.redactor(exc.message)
             raise
         finally:
+            unregister_call(call_id)
             for dep_id in self.calls.close(call_id):  # slots a cancelled attempt never gave back
                 self.gate.release(dep_id)
 

@@ -18,7 +18,8 @@ from .results import Attempt
 if TYPE_CHECKING:
     from .router import RouterHandle
 
-__all__ = ["CallLog", "make_hooks", "META_KEY", "retry_after_s"]
+__all__ = ["CallLog", "make_hooks", "install_dispatcher", "register_call", "unregister_call", "META_KEY",
+           "retry_after_s"]
 
 META_KEY = "hermes_delegate_call"
 DEFAULT_429_BLOCK_S = 1.0
@@ -135,3 +136,60 @@ def make_hooks(handle: "RouterHandle") -> Any:
             release(request_data, exception)
 
     return Hooks()
+
+
+# One process-wide callback forwards to the hooks of the handle that made the call. litellm.callbacks is
+# global: a Hooks instance per RouterHandle there would keep every handle (its Router, gate and logs)
+# alive forever, and every call would walk the hooks of every Delegator ever built.
+_ACTIVE: dict[str, Any] = {}  # call id -> make_hooks() of the RouterHandle making that call
+_DISPATCH: Any = None
+
+
+def register_call(call_id: str, hooks: Any) -> None:
+    _ACTIVE[call_id] = hooks
+
+
+def unregister_call(call_id: str) -> None:
+    _ACTIVE.pop(call_id, None)
+
+
+def install_dispatcher(litellm: Any) -> None:
+    """Put the single forwarding CustomLogger in litellm.callbacks (idempotent)."""
+    global _DISPATCH
+    if _DISPATCH is None:
+        from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
+
+        def hooks_for(data: Mapping[str, Any] | None) -> Any:
+            call_id = _call_id(data)
+            return _ACTIVE.get(call_id) if call_id is not None else None
+
+        class Dispatch(CustomLogger):  # type: ignore[misc]
+            async def async_filter_deployments(self, model, healthy_deployments, messages,  # noqa: ANN001
+                                               request_kwargs=None, parent_otel_span=None):  # noqa: ANN001
+                h = hooks_for(request_kwargs)
+                if h is None:
+                    return healthy_deployments
+                return await h.async_filter_deployments(model, healthy_deployments, messages,
+                                                        request_kwargs=request_kwargs,
+                                                        parent_otel_span=parent_otel_span)
+
+            async def async_pre_call_deployment_hook(self, kwargs, call_type):  # noqa: ANN001
+                h = hooks_for(kwargs)
+                return None if h is None else await h.async_pre_call_deployment_hook(kwargs, call_type)
+
+            async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
+                h = hooks_for(request_data)
+                if h is None:
+                    return None
+                return await h.async_post_call_success_deployment_hook(request_data, response, call_type)
+
+            async def async_post_call_failure_deployment_hook(self, request_data, exception, call_type,  # noqa: ANN001
+                                                              fallback_depth=None):  # noqa: ANN001
+                h = hooks_for(request_data)
+                if h is not None:
+                    await h.async_post_call_failure_deployment_hook(request_data, exception, call_type,
+                                                                    fallback_depth=fallback_depth)
+
+        _DISPATCH = Dispatch()
+    if not any(cb is _DISPATCH for cb in (litellm.callbacks or [])):
+        litellm.callbacks = [*(litellm.callbacks or []), _DISPATCH]

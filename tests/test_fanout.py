@@ -260,3 +260,24 @@ def test_attempts_recorded_for_429_then_success(providers: LoopbackPair, not_fir
     assert r.to_dict()["attempts"] == 2
     assert providers.alpha.stats()["429"] == 1
     assert providers.alpha.stats()["ok"] + providers.beta.stats()["ok"] == 1
+
+
+def test_finished_delegators_are_not_retained_by_litellm(providers: LoopbackPair):
+    """litellm.callbacks is process-global: what a Delegator hangs there must not keep it (and its
+    RouterHandle, gate and call logs) alive forever, nor grow with every Delegator ever built."""
+    import gc
+    import weakref
+
+    import litellm
+
+    Delegator(loopback_config(providers)).run_sync([Task("first", model="alpha")])  # litellm + hooks in place
+    before = len(litellm.callbacks or [])
+    handles = []
+    for i in range(3):
+        d = Delegator(loopback_config(providers))
+        assert d.run_sync([Task(f"d{i}", model="alpha")]).ok
+        handles.append(weakref.ref(d.router))
+        del d
+    gc.collect()
+    assert len(litellm.callbacks or []) == before, [type(c).__name__ for c in litellm.callbacks]
+    assert [h() for h in handles] == [None, None, None]

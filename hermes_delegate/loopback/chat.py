@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 from . import responses as R
 from ._http import Connection, Request
 from .records import SECRET_HEADERS, RequestRecord
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import LoopbackProvider
-
 
 class ChatMixin:
-    """``POST /v1/chat/completions``: limiter, latency, faults, normal and streamed replies."""
+    """``POST /v1/chat/completions``: limiter, latency, faults, normal and streamed replies.
+
+    Mixed into :class:`~hermes_delegate.loopback.server.LoopbackProvider`, which
+    provides these attributes and ``_arrive`` (recording + fault + rate limiter).
+    """
+
+    name: str
+    latency_s: float
+    slow_s: float
+    retry_after: float | None
+    responder: Any
+    _lock: threading.Lock
+    _records: list[RequestRecord]
+    _in_flight: int
+    _ids: itertools.count
 
     async def _chat(self, conn: Connection, req: Request) -> bool:
         keep = req.keep_alive

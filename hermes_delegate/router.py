@@ -200,6 +200,11 @@ class RouterHandle:
         self.calls.open(call_id)
         self.router  # noqa: B018 - building the Router makes self.hooks
         register_call(call_id, self.hooks)
+        tools = kwargs.get("tools")
+        if tools and not any(isinstance(t, Mapping) and t.get("type") == "mcp" for t in tools):
+            # litellm 1.106 routes any `tools=` call through its MCP gateway check, which imports
+            # the optional `mcp` package and fails without it; plain function tools never need it.
+            kwargs.setdefault("_skip_mcp_handler", True)
         meta = dict(kwargs.pop("metadata", None) or {})
         meta[META_KEY] = call_id
         try:

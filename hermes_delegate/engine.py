@@ -52,14 +52,15 @@ class Delegator:
     """One engine per config. Safe to reuse across batches; the Router is built on first run."""
 
     def __init__(self, config: Config | None = None, *, worker: Worker | None = None,
-                 parent_model: str | None = None, env: Mapping[str, str] | None = None):
+                 parent_model: str | None = None, env: Mapping[str, str] | None = None,
+                 router: Any = None):
         self.config = config or Config()
         self.env = os.environ if env is None else env
         self.resolver = Resolver(self.config, env=self.env)
         self.allowlist = Allowlist(self.config.delegation.allow, self.resolver)
         self.parent_model = parent_model
         self._worker = worker
-        self._router: Any = None
+        self._router: Any = router  # a RouterHandle to share (hosts keep one per process)
         self._stops: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._lock = threading.Lock()
 

@@ -67,23 +67,29 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                 started = time.perf_counter()
                 _emit(on_event, ProgressEvent("start", p.index, total, p.goal, p.resolution.model))
                 job = Job(p.index, p.task.goal, p.task.context, p.resolution, p.model_source, system_prompt,
-                          max_tokens, timeout_s)
+                          max_tokens, timeout_s, total)
                 try:
                     async with asyncio.timeout(timeout_s):
                         out = await worker.run(job)
-                except TimeoutError:
+                except TimeoutError as exc:
                     charge_reservation = True
                     res = _base(p, "timeout")
-                    res.error = {"type": "timeout", "retryable": True,
-                                 "message": f"The task did not finish within {timeout_s:g} s."}
+                    # what was tried before the clock ran out (RouterHandle puts it on the cancellation)
+                    res.attempts = list(getattr(exc.__cause__, "attempts", None) or [])
+                    msg = f"The task did not finish within {timeout_s:g} s."
+                    if res.attempts:
+                        msg += (f" Attempts before the timeout: {len(res.attempts)}, the last one "
+                                f"{res.attempts[-1].status}.")
+                    res.error = {"type": "timeout", "retryable": True, "message": msg}
                     return
                 res = _base(p, "completed")
                 res.summary, res.tokens, res.cost_usd = out.summary, out.tokens, out.cost_usd
                 res.deployment, res.attempts = out.deployment, out.attempts
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             charge_reservation = True
             res = _base(p, "interrupted")
             res.error = {"type": "interrupted", "retryable": True, "message": "The batch was interrupted."}
+            res.attempts = list(getattr(exc, "attempts", None) or [])
             raise
         except Exception as exc:  # noqa: BLE001 - any worker failure fails only this task
             perr = exc if isinstance(exc, ProviderError) else to_provider_error(exc)

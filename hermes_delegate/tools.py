@@ -233,16 +233,16 @@ def _one_task(i: int, raw: Any, shared_context: str | None) -> tuple[Task | None
     return Task(goal=goal, context=ctx, model=model_str), None
 
 
-def parse_call(args: Any) -> tuple[list[Task], str | None, float | None]:
+def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str | None, float | None]:
     """The delegate_task arguments → (tasks, call-level model, budget_usd). Raises TaskPayloadError.
 
     Checks shape only; what each model means (and whether it is allowed) is Delegator.plan's job."""
-    data = _args_object(args, "delegate_task")
+    data = _args_object(args, tool)
     unknown = [k for k in data if k not in _TOP_KEYS]
     if unknown:
         text, sugg = _unknown_keys(unknown, _TOP_KEYS)
         raise _payload(f"Unknown argument(s) {text}.", suggestions=sugg,
-                       hint="delegate_task takes goal, context, model, tasks and budget_usd.")
+                       hint=f"{tool} takes goal, context, model, tasks and budget_usd.")
     call_model, problem = _model_field(data.get("model"), "model")
     if problem:
         raise _payload(problem, hint='Pass a model string such as "haiku" or "glm-4.7", or null.')
@@ -318,7 +318,7 @@ class DelegateTools:
 
     # -- delegate_task ----------------------------------------------------------------------
     def parse_call(self, args: Any) -> tuple[list[Task], str | None, float | None]:
-        return parse_call(args)
+        return parse_call(args, self.tool_name)
 
     async def delegate_task(self, args: Any, *, on_event: EventCallback | None = None) -> str:
         try:

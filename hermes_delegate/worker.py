@@ -30,6 +30,7 @@ class Job:
     system_prompt: str
     max_tokens: int | None = None
     timeout_s: float | None = None
+    total: int = 1  # tasks in the batch (hosts show "[i/n]")
 
 
 @dataclass
@@ -63,7 +64,8 @@ class CompletionWorker:
         kwargs: dict[str, Any] = {}
         if job.max_tokens:
             kwargs["max_tokens"] = job.max_tokens
-        if job.timeout_s:
-            kwargs["timeout"] = job.timeout_s
+        # No `timeout=` here: a per-call timeout would override every per-attempt timeout the config
+        # gives LiteLLM (a deployment's `timeout`, router_settings.timeout), so a hung deployment could
+        # never fail over to a healthy one. The fan-out's task timeout bounds the whole call anyway.
         done = await self.router.acompletion(job.resolution, build_messages(job), **kwargs)
         return WorkerOutput(done.text, done.tokens, done.cost_usd, done.deployment, done.attempts)

@@ -1,0 +1,204 @@
+"""The tool handlers hermes calls: `delegate_tasks` and `list_models`, over DelegateTools unchanged.
+
+A handler runs on the calling agent's thread (the sequential tool path). It finds that agent,
+applies the built-in's gates (spawn pause, depth), then runs DelegateTools on the plugin loop
+with a HermesWorker and waits, polling like the built-in does (tools/delegate_tool.py l.2666-2700):
+per-task progress lines go to the parent's console, and a parent interrupt stops the batch
+(Delegator.interrupt) while hermes's AIAgent.interrupt reaches the children themselves. Afterwards
+it does what the built-in's `_execute_and_aggregate` does: subagent_stop hooks, the summary budget,
+the memory-provider notice and the cost roll-up.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import queue
+from typing import Any
+
+from . import hermes_api, parent as parent_mod, runtime, settings
+from .schema import DELEGATE_TOOL, LIST_TOOL
+
+log = logging.getLogger("hermes_delegate.hermes")
+_POLL_S = 0.1
+
+
+def _error(message: str, hint: str = "", kind: str = "usage") -> str:
+    return json.dumps({"error": message, "hint": hint, "suggestions": [], "type": kind})
+
+
+def _delegate_error(exc: Exception) -> str:
+    from hermes_delegate.tools import tool_error  # noqa: PLC0415
+
+    return json.dumps(tool_error(exc))
+
+
+def _tools(delegator: Any) -> Any:
+    from hermes_delegate.tools import DelegateTools  # noqa: PLC0415
+
+    return DelegateTools(delegator, tool_name=DELEGATE_TOOL, list_name=LIST_TOOL)
+
+
+def _delegator(cfg: Any, handle: Any, *, parent_model: str | None, worker: Any = None) -> Any:
+    from hermes_delegate.engine import Delegator  # noqa: PLC0415
+
+    # share the plugin's one Router instead of building one per call
+    return Delegator(cfg, worker=worker, parent_model=parent_model, router=handle)
+
+
+# -- delegate_tasks -----------------------------------------------------------------------------
+def delegate_tasks(args: Any, **kw: Any) -> str:
+    try:
+        dt = hermes_api.delegate_tool()
+    except hermes_api.HermesAPIError as exc:
+        return _error(str(exc), kind="incompatible_hermes")
+    parent = parent_mod.find_parent(kw.get("session_id"))
+    if parent is None:
+        return _error(f"{DELEGATE_TOOL} must be called by a running hermes agent.")
+    if getattr(parent, "_hermes_delegate_child", False):
+        return _error(f"A {DELEGATE_TOOL} subagent cannot delegate further.", "Do the work yourself.")
+    if dt.is_spawn_paused():
+        return _error("Delegation spawning is paused.",
+                      "Clear the pause in the TUI (`p` in /agents) or via the `delegation.pause` RPC.")
+    depth, max_depth = getattr(parent, "_delegate_depth", 0), dt._get_max_spawn_depth()
+    if depth >= max_depth:
+        return _error(f"Delegation depth limit reached (depth={depth}, max_spawn_depth={max_depth}).",
+                      "Do the work yourself, or raise delegation.max_spawn_depth in config.yaml.", "depth_limit")
+    try:
+        cfg = settings.load_plugin_config()
+    except Exception as exc:  # noqa: BLE001 - a DelegateError (bad config) or an import problem
+        return _delegate_error(exc) if hasattr(exc, "hint") else _error(f"hermes-delegate: {exc}", kind="config")
+    return Call(parent, cfg, dt).run(args)
+
+
+class Call:
+    def __init__(self, parent: Any, cfg: Any, dt: Any):
+        from .worker import Batch, HermesWorker  # noqa: PLC0415
+
+        self.parent, self.dt = parent, dt
+        hermes_cfg = dt._load_config() or {}
+        self.batch = Batch(parent, runtime.router_for(cfg), max_workers=cfg.delegation.max_concurrency,
+                           max_iterations=int(hermes_cfg.get("max_iterations") or 50))
+        self.delegator = _delegator(cfg, self.batch.handle, parent_model=parent_mod.parent_model(parent),
+                                    worker=HermesWorker(self.batch))
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.results: dict[int, Any] = {}
+
+    def on_event(self, ev: Any) -> None:  # on the plugin loop
+        self.batch.total = ev.total
+        if ev.kind == "done" and ev.result is not None:
+            r = ev.result
+            self.results[ev.index] = r
+            icon = "✓" if r.status == "completed" else "✗"
+            self.lines.put(f"{icon} [{ev.index + 1}/{ev.total}] {ev.goal[:40]}  ({r.duration_s:.1f}s) · "
+                           f"{r.model or ev.model}")
+
+    def run(self, args: Any) -> str:
+        tools = _tools(self.delegator)
+        fut = runtime.submit(tools.delegate_task(args, on_event=self.on_event))
+        stopped = False
+        try:
+            while True:
+                try:
+                    out = fut.result(timeout=_POLL_S)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if fut.done():
+                        raise
+                    self._print_progress()
+                    if not stopped and getattr(self.parent, "_interrupt_requested", False):
+                        stopped = True
+                        self.delegator.interrupt()
+                        for index in list(self.batch.children):
+                            self.batch.cancel(index)
+        except Exception as exc:  # noqa: BLE001 - DelegateTools never raises; this is the last guard
+            from hermes_delegate.tools import internal_error  # noqa: PLC0415
+
+            log.exception("%s failed", DELEGATE_TOOL)
+            out = json.dumps(internal_error(exc))
+        finally:
+            self.batch.close()
+            hermes_api.restore_tool_names(self.batch.tool_names)
+        self._print_progress()
+        self._after()
+        return self._budget_summaries(out)
+
+    def _print_progress(self) -> None:
+        spinner = getattr(self.parent, "_delegate_spinner", None)
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if spinner is not None:
+                    spinner.print_above(line)
+                    continue
+            except Exception:  # noqa: BLE001
+                pass
+            self.dt._emit_parent_console(self.parent, f"  {line}")
+
+    def _after(self) -> None:
+        """subagent_stop per spawned child (on this, the parent's, thread), memory notice, cost."""
+        p = self.parent
+        cost = 0.0
+        for index, child in sorted(self.batch.children.items()):
+            r = self.results.get(index)
+            status = r.status if r is not None else "interrupted"
+            summary = r.summary if r is not None else None
+            hermes_api.invoke_hook(
+                "subagent_stop", parent_session_id=getattr(p, "session_id", None),
+                parent_turn_id=getattr(p, "_current_turn_id", "") or "",
+                child_session_id=getattr(child, "session_id", None),
+                child_role=getattr(child, "_delegate_role", None) or "leaf", child_summary=summary,
+                child_status=status, duration_ms=int((r.duration_s if r is not None else 0) * 1000))
+            memory = getattr(p, "_memory_manager", None)
+            if memory is not None and r is not None:
+                try:
+                    memory.on_delegation(task=r.goal, result=summary or "", child_session_id=child.session_id)
+                except Exception:  # noqa: BLE001
+                    pass
+            cost += (r.cost_usd or 0.0) if r is not None else 0.0
+        if cost > 0:
+            try:
+                p.session_estimated_cost_usd = float(getattr(p, "session_estimated_cost_usd", 0.0) or 0.0) + cost
+                if getattr(p, "session_cost_source", "none") in (None, "", "none"):
+                    p.session_cost_source = "subagent"
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _budget_summaries(self, out: str) -> str:
+        """hermes's _apply_summary_budget: long summaries are cut to the parent's context headroom,
+        the full text spilled to a file (tools/delegate_tool.py l.1736)."""
+        try:
+            data = json.loads(out)
+            results = data.get("results") if isinstance(data, dict) else None
+            entries = [{"task_index": r.get("index"), "summary": r["summary"]} for r in results or []
+                       if isinstance(r, dict) and isinstance(r.get("summary"), str) and r["summary"]]
+            if not entries:
+                return out
+            self.dt._apply_summary_budget(entries, self.parent)
+            by_index = {e["task_index"]: e for e in entries}
+            changed = False
+            for r in results:
+                e = by_index.get(r.get("index"))
+                if e is not None and e["summary"] != r["summary"]:
+                    r["summary"], changed = e["summary"], True
+                    if e.get("summary_full_path"):
+                        r["summary_full_path"] = e["summary_full_path"]
+            return json.dumps(data, ensure_ascii=False) if changed else out
+        except Exception:  # noqa: BLE001
+            log.debug("summary budget skipped", exc_info=True)
+            return out
+
+
+# -- list_models --------------------------------------------------------------------------------
+def list_models(args: Any = None, **kw: Any) -> str:
+    try:
+        cfg = settings.load_plugin_config()
+    except Exception as exc:  # noqa: BLE001
+        return _delegate_error(exc) if hasattr(exc, "hint") else _error(f"hermes-delegate: {exc}", kind="config")
+    parent = parent_mod.find_parent(kw.get("session_id"))
+    d = _delegator(cfg, runtime.router_for(cfg), parent_model=parent_mod.parent_model(parent) if parent else None)
+    return runtime.submit(_tools(d).list_models(args)).result()

@@ -1,0 +1,91 @@
+"""Tool names, and the schemas hermes shows the model: DelegateTools's own, built from the live config.
+
+Registration must stay import-light (no pydantic, no litellm), so register() gives hermes a small
+static schema and attaches a `dynamic_schema_overrides` callable to the registry entry
+(tools/registry.py l.560-575: applied on every get_definitions(), which model_tools memoises on
+config.yaml's mtime). That callable builds DelegateTools from the config in force, so the model sees
+the configured tiers, aliases, groups and limits. If it ever fails, hermes keeps the static schema.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Callable
+
+TOOLSET = "hermes-delegate"
+# hermes intercepts `delegate_task` by name before its tool registry (agent/tool_executor.py l.1370,
+# agent/agent_runtime_helpers.py l.2522), so a plugin tool of that name is never reached.
+DELEGATE_TOOL = "delegate_tasks"
+LIST_TOOL = "list_models"
+
+_MODEL = {"type": "string", "description": "Model string: tier, alias, bare id, provider/id, "
+                                           "or `id --provider SLUG`. null = unset."}
+STATIC = {
+    DELEGATE_TOOL: {
+        "name": DELEGATE_TOOL,
+        "description": "Run subtasks in parallel, each on the model it names, and get every result back. "
+                       "One task: pass goal (and context, model). Several: pass tasks. Not both. "
+                       f"Call {LIST_TOOL} to see the models you may use.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "goal": {"type": "string"},
+                "context": {"type": "string"},
+                "model": _MODEL,
+                "tasks": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["goal"],
+                    "properties": {"goal": {"type": "string"}, "context": {"type": "string"}, "model": _MODEL}}},
+                "budget_usd": {"type": "number"},
+            },
+            "required": [],
+        },
+    },
+    LIST_TOOL: {
+        "name": LIST_TOOL,
+        "description": f"List the models {DELEGATE_TOOL} may use, or check one (pass model).",
+        "parameters": {"type": "object", "properties": {"model": {"type": "string"}}, "required": []},
+    },
+}
+
+_lock = threading.Lock()
+_memo: dict[str, Any] = {}
+
+
+def live_functions() -> dict[str, dict[str, Any]]:
+    """{tool name: DelegateTools's function object} for the config in force (memoised on it)."""
+    from hermes_delegate.engine import Delegator  # noqa: PLC0415
+    from hermes_delegate.tools import DelegateTools  # noqa: PLC0415
+
+    from .settings import load_plugin_config  # noqa: PLC0415
+
+    cfg = load_plugin_config()
+    key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str)
+    with _lock:
+        if _memo.get("key") == key:
+            return _memo["fns"]
+    tools = DelegateTools(Delegator(cfg), tool_name=DELEGATE_TOOL, list_name=LIST_TOOL)
+    fns = {DELEGATE_TOOL: tools.delegate_task_function(), LIST_TOOL: tools.list_models_function()}
+    with _lock:
+        _memo.update(key=key, fns=fns)
+    return fns
+
+
+def overrides_for(name: str) -> Callable[[], dict[str, Any]]:
+    def overrides() -> dict[str, Any]:
+        fn = live_functions()[name]
+        return {"description": fn["description"], "parameters": fn["parameters"]}
+
+    return overrides
+
+
+def attach_live_schemas() -> None:
+    """Point each registry entry at its live schema (best effort: the static one stays otherwise)."""
+    try:
+        from tools.registry import registry  # noqa: PLC0415
+    except Exception:  # noqa: BLE001
+        return
+    for name in STATIC:
+        entry = registry.get_entry(name)
+        if getattr(entry, "toolset", None) == TOOLSET and hasattr(entry, "dynamic_schema_overrides"):
+            entry.dynamic_schema_overrides = overrides_for(name)

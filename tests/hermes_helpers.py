@@ -1,0 +1,208 @@
+"""Run real hermes-agent scenarios in a fresh subprocess, for tests/test_hermes_plugin.py.
+
+Why a subprocess: hermes keeps module-global state (plugin manager, tool registry, HERMES_HOME
+resolved at import), so each scenario gets a clean interpreter with HERMES_HOME set before
+`import run_agent`. The loopback providers live in the pytest process; the subprocess only talks
+HTTP to them on 127.0.0.1.
+
+Pytest side:  make_home(), run_scenario(), parent_responder().
+Subprocess:   python tests/hermes_helpers.py SPEC.json  (see _main)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+PLUGIN_SRC = HERE.parent / "plugins" / "hermes"
+PLACEHOLDER_HOST = "hermes-delegate.invalid"
+
+_PROBE_INIT = '''
+import json, os
+def _log(kind, kw):
+    path = os.path.join(os.environ["HERMES_HOME"], "hook-events.jsonl")
+    with open(path, "a") as fh:
+        fh.write(json.dumps({"hook": kind, **{k: v for k, v in kw.items() if isinstance(v, (str, int, float, type(None)))}}) + "\\n")
+def register(ctx):
+    ctx.register_hook("subagent_start", lambda **kw: _log("subagent_start", kw))
+    ctx.register_hook("subagent_stop", lambda **kw: _log("subagent_stop", kw))
+'''
+
+
+# -- pytest side --------------------------------------------------------------------------------
+def make_home(root: Path, block: Mapping[str, Any] | None, *, enabled: Sequence[str] = ("hermes-delegate",),
+              extra: Mapping[str, Any] | None = None) -> Path:
+    """A HERMES_HOME with config.yaml enabling `enabled` plus a hook-probe plugin."""
+    home = root / "hermes-home"
+    probe = home / "plugins" / "hook-probe"
+    probe.mkdir(parents=True, exist_ok=True)
+    (probe / "plugin.yaml").write_text("name: hook-probe\nversion: 0.0.1\n")
+    (probe / "__init__.py").write_text(_PROBE_INIT)
+    cfg: dict[str, Any] = {"plugins": {"enabled": [*enabled, "hook-probe"]},
+                           "agent": {"disabled_toolsets": ["delegation"]}}
+    if block is not None:
+        cfg["hermes_delegate"] = dict(block)
+    cfg.update(extra or {})
+    (home / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return home
+
+
+def hook_events(home: Path) -> list[dict[str, Any]]:
+    path = home / "hook-events.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def run_scenario(home: Path, *, parent_url: str | None = None, conversations: Sequence[Mapping[str, Any]] = (),
+                 timeout: float = 120, probe_only: bool = False) -> dict[str, Any]:
+    spec = {"home": str(home), "parent_url": parent_url, "conversations": list(conversations),
+            "probe_only": probe_only, "out": str(home / "scenario-out.json")}
+    spec_path = home / "scenario.json"
+    spec_path.write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERMES_")}
+    env.update(HERMES_HOME=str(home), LITELLM_LOCAL_MODEL_COST_MAP="True", NO_PROXY="127.0.0.1,localhost",
+               no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(spec_path)], env=env,
+                          cwd=str(home), capture_output=True, text=True, timeout=timeout)
+    out_path = Path(spec["out"])
+    if proc.returncode != 0 or not out_path.exists():
+        raise AssertionError(f"hermes scenario failed (rc={proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-8000:]}")
+    data = json.loads(out_path.read_text())
+    data["stderr"] = proc.stderr
+    data["hooks"] = hook_events(home)
+    return data
+
+
+def parent_responder(calls: Mapping[str, Mapping[str, Any] | None]):
+    """The parent model: on a user message `run:NAME` it calls delegate_tasks with calls[NAME]
+    (or `{"tool": NAME, "arguments": {...}}`); after the tool result it answers `done NAME`.
+    Any other user message (a subagent's goal) gets a plain answer."""
+
+    def respond(body: dict[str, Any], provider: Any) -> Any:
+        msgs = body.get("messages") or []
+        user = next((m.get("content") for m in msgs if m.get("role") == "user"), "") or ""
+        name = str(user).rsplit("run:", 1)[-1].strip()
+        if msgs and msgs[-1].get("role") == "tool":
+            return f"done {name}"
+        args = calls.get(name)
+        if args is None:
+            return f"nothing to do for {name}"
+        tool = "delegate_tasks"
+        if "tool" in args:  # {"tool": "list_models", "arguments": {...}}
+            tool, args = args["tool"], args.get("arguments") or {}
+        return {"content": None, "tool_calls": [{"function": {"name": tool, "arguments": dict(args)}}]}
+
+    return respond
+
+
+def tool_results(conv: Mapping[str, Any]) -> list[Any]:
+    """The parsed delegate_tasks tool results the parent received."""
+    out = []
+    for content in conv.get("tool_messages", []):
+        try:
+            out.append(json.loads(content))
+        except ValueError:
+            out.append(content)
+    return out
+
+
+# -- subprocess side ----------------------------------------------------------------------------
+def _guard_network(log: list[Any]) -> None:
+    """Record every connect and DNS lookup; refuse anything that is not loopback."""
+    import socket
+
+    orig_connect, orig_gai = socket.socket.connect, socket.getaddrinfo
+
+    def connect(self: socket.socket, addr: Any) -> Any:
+        log.append(["connect", list(addr) if isinstance(addr, tuple) else str(addr)])
+        host = addr[0] if isinstance(addr, tuple) else ""
+        if host not in ("127.0.0.1", "::1", "localhost") and self.family in (socket.AF_INET, socket.AF_INET6):
+            raise OSError(f"test guard: connection to {addr!r} refused")
+        return orig_connect(self, addr)
+
+    def getaddrinfo(host: Any, *a: Any, **k: Any) -> Any:
+        log.append(["dns", host if isinstance(host, str) else repr(host)])
+        if host not in ("127.0.0.1", "::1", "localhost", None):
+            raise socket.gaierror(f"test guard: lookup of {host!r} refused")
+        return orig_gai(host, *a, **k)
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+
+
+def _main(spec_path: str) -> None:
+    import threading
+    import time
+
+    spec = json.loads(Path(spec_path).read_text())
+    os.environ["HERMES_HOME"] = spec["home"]
+    net: list[Any] = []
+    _guard_network(net)
+    out: dict[str, Any] = {"network": net, "conversations": []}
+    t0 = time.perf_counter()
+    import run_agent  # noqa: F401 - plugin discovery happens here
+    from hermes_cli.plugins import get_plugin_manager
+    from tools.registry import registry
+
+    out["import_s"] = round(time.perf_counter() - t0, 3)
+    out["litellm_after_import"] = "litellm" in sys.modules
+    out["pydantic_after_import"] = "pydantic" in sys.modules
+    pm = get_plugin_manager()
+    out["plugins"] = [{k: p.get(k) for k in ("key", "enabled", "error", "source")} for p in pm.list_plugins()
+                      if p.get("source") != "bundled"]
+    out["middleware"] = {k: len(v) for k, v in getattr(pm, "_middleware", {}).items()}
+    out["registered"] = {n: getattr(registry.get_entry(n), "toolset", None) for n in ("delegate_tasks", "list_models")}
+    entry = registry.get_entry("delegate_tasks")
+    out["handler_module"] = getattr(getattr(entry, "handler", None), "__module__", None)
+    if spec["probe_only"]:
+        Path(spec["out"]).write_text(json.dumps(out))
+        return
+    from run_agent import AIAgent
+
+    for conv in spec["conversations"]:
+        agent = AIAgent(base_url=spec["parent_url"], api_key="sk-parent-test", model=conv.get("model", "parent-model"),
+                        provider="custom", quiet_mode=True, skip_context_files=True, skip_memory=True,
+                        max_iterations=6, disabled_toolsets=["delegation"])
+        if conv.get("parent_depth") is not None:
+            agent._delegate_depth = conv["parent_depth"]
+        lines: list[str] = []
+        agent._print_fn = lambda *a, **k: lines.append(" ".join(str(x) for x in a))
+        trigger = conv.get("interrupt_on_line")
+        interrupted_at: list[float] = []
+        if trigger:
+            def watch() -> None:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if any(trigger in ln for ln in lines):
+                        time.sleep(conv.get("interrupt_delay_s", 0.2))
+                        interrupted_at.append(time.perf_counter())
+                        agent.interrupt("test: stop")
+                        return
+                    time.sleep(0.02)
+            threading.Thread(target=watch, daemon=True).start()
+        start = time.perf_counter()
+        res = agent.run_conversation(conv["user"], task_id=f"task-{len(out['conversations'])}")
+        end = time.perf_counter()
+        tool_msgs = [m.get("content") for m in res.get("messages", []) if m.get("role") == "tool"]
+        out["conversations"].append({
+            "final": res.get("final_response"), "completed": res.get("completed"),
+            "interrupted": res.get("interrupted"), "tool_messages": tool_msgs, "lines": lines,
+            "elapsed_s": round(end - start, 3),
+            "after_interrupt_s": round(end - interrupted_at[0], 3) if interrupted_at else None,
+            "tools_seen": sorted(t["function"]["name"] for t in agent.tools or []),
+            "active_children_after": len(getattr(agent, "_active_children", []) or []),
+        })
+        agent.close()
+    Path(spec["out"]).write_text(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # no test module shadows hermes's
+    _main(sys.argv[1])

@@ -6,7 +6,9 @@ Nothing else in the package imports litellm at module level. `import_litellm()` 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import io
 import logging
 import os
@@ -17,28 +19,66 @@ from typing import Any, Iterator
 from .errors import ProviderError
 from .redact import install_log_filter, redact
 
-__all__ = ["import_litellm", "map_litellm_errors", "to_provider_error", "LITELLM_LOGGERS"]
+__all__ = ["import_litellm", "map_litellm_errors", "to_provider_error", "close_loop_clients", "LITELLM_LOGGERS"]
 
+log = logging.getLogger("hermes_delegate.litellm")
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
 _NOISE = re.compile(r"^(?:litellm\.)?\w+(?:Error|Exception)?:\s*(?:litellm\.\w+:\s*)?(?:\w+Error:\s*)?"
                     r"(?:\w+Exception\s*-\s*)?")
 
 
+_configured = False
+
+
 def import_litellm() -> Any:
-    """Import litellm with the local cost map, no stdout noise, and quiet loggers."""
-    if "litellm" in sys.modules and getattr(sys.modules["litellm"], "Router", None) is not None:
-        return sys.modules["litellm"]
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    with contextlib.redirect_stdout(io.StringIO()):
-        import litellm  # noqa: PLC0415 - deliberately lazy
-        from litellm import Router  # noqa: F401, PLC0415 - force the lazy attribute now, quietly
-    litellm.suppress_debug_info = True
-    litellm.set_verbose = False
-    if not os.environ.get("HERMES_DELEGATE_LITELLM_LOGS"):
-        for name in LITELLM_LOGGERS:
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    install_log_filter(LITELLM_LOGGERS)
-    return litellm
+    """Import litellm with the local cost map, no stdout noise, and quiet, redacting loggers.
+    The loggers are set up once even when the host (hermes, a test) imported litellm first."""
+    global _configured
+    mod = sys.modules.get("litellm")
+    if mod is None or getattr(mod, "Router", None) is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        with contextlib.redirect_stdout(io.StringIO()):
+            import litellm  # noqa: PLC0415 - deliberately lazy
+            from litellm import Router  # noqa: F401, PLC0415 - force the lazy attribute now, quietly
+        mod = litellm
+    if not _configured:
+        mod.suppress_debug_info = True
+        mod.set_verbose = False
+        if not os.environ.get("HERMES_DELEGATE_LITELLM_LOGS"):
+            for name in LITELLM_LOGGERS:
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+        install_log_filter(LITELLM_LOGGERS)
+        _configured = True
+    return mod
+
+
+async def close_loop_clients() -> int:
+    """Close and forget the HTTP clients litellm cached for the running event loop; returns how many.
+
+    litellm keys its client cache by event loop and never closes a client whose loop has ended, so
+    every `asyncio.run()` batch would leave its keep-alive sockets open (until the cache's 10-minute
+    TTL). Call this at the end of a loop that is about to close, never on a loop that lives on."""
+    litellm = sys.modules.get("litellm")
+    cache = getattr(litellm, "in_memory_llm_clients_cache", None)
+    entries = getattr(cache, "cache_dict", None)
+    if not isinstance(entries, dict):
+        return 0
+    suffix = f"-{id(asyncio.get_running_loop())}"
+    closed = 0
+    for key in [k for k in list(entries) if isinstance(k, str) and k.endswith(suffix)]:
+        client = entries.pop(key, None)
+        getattr(cache, "ttl_dict", {}).pop(key, None)
+        close = getattr(client, "close", None) or getattr(client, "aclose", None)
+        if close is None:
+            continue
+        try:
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+            closed += 1
+        except Exception:  # noqa: BLE001 - best effort: a client that cannot close is dropped anyway
+            log.debug("closing a litellm client failed", exc_info=True)
+    return closed
 
 
 # Class name (anywhere in the MRO) → our kind. Order matters: most specific first.
@@ -72,6 +112,48 @@ def _clean(message: str) -> str:
     return redact(text[:500]) or "no message"
 
 
+# litellm reports a refused or reset connection and an unparseable body as a generic
+# InternalServerError (status 500), and a stream cut as a MidStreamFallbackError; the cause chain
+# says what really happened. Checked in order, on the causes only (never on the wrapper itself).
+_CAUSE_KINDS: list[tuple[str, str]] = [
+    ("JSONDecodeError", "bad_response"),
+    ("APITimeoutError", "timeout"),
+    ("TimeoutException", "timeout"),  # httpx
+    ("TimeoutError", "timeout"),
+    ("APIConnectionError", "connection"),
+    ("TransportError", "connection"),  # httpx: ConnectError, ReadError, RemoteProtocolError, ...
+    ("ClientConnectionError", "connection"),  # aiohttp
+    ("ClientPayloadError", "connection"),  # aiohttp: body cut short
+    ("ConnectionError", "connection"),
+]
+#: Kinds whose status code, if any, is litellm's invention (no HTTP response, or a 200 we could not use).
+_NO_STATUS = {"connection", "timeout", "bad_response"}
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: list[BaseException] = [exc]
+    orig = getattr(exc, "original_exception", None)
+    cur = exc.__cause__ or exc.__context__ or (orig if isinstance(orig, BaseException) else None)
+    while cur is not None and len(seen) < 16 and not any(cur is s for s in seen):
+        yield cur
+        seen.append(cur)
+        orig = getattr(cur, "original_exception", None)
+        cur = cur.__cause__ or cur.__context__ or (orig if isinstance(orig, BaseException) else None)
+
+
+def _hidden_kind(exc: BaseException) -> tuple[str, BaseException] | None:
+    """The real failure (kind, cause) behind a generic server error; None when a real HTTP status came."""
+    for cause in _causes(exc):
+        names = [c.__name__ for c in type(cause).__mro__]
+        if "HTTPStatusError" in names or (type(cause).__module__.startswith("openai")
+                                          and "APIStatusError" in names):
+            return None  # the provider did answer with this status: a real server error
+        kind = next((k for cls, k in _CAUSE_KINDS if cls in names), None)
+        if kind is not None:
+            return kind, cause
+    return None
+
+
 def to_provider_error(exc: BaseException) -> ProviderError:
     """The most specific ProviderError for a litellm/openai/httpx exception."""
     if isinstance(exc, ProviderError):
@@ -91,11 +173,15 @@ def to_provider_error(exc: BaseException) -> ProviderError:
             kind = "connection"
         else:
             kind = "unknown"
+    name = type(exc).__name__
+    hidden = _hidden_kind(exc) if kind in ("server", "unknown") else None
+    if hidden is not None:
+        kind, name = hidden[0], type(hidden[1]).__name__  # name the real failure, not the wrapper
     if kind == "server" and status == 500 and ("Expecting value" in raw or "JSONDecodeError" in raw):
         kind = "bad_response"
-    code = status if isinstance(status, int) else None
+    code = status if isinstance(status, int) and kind not in _NO_STATUS else None
     msg = _clean(raw)
-    return ProviderError(kind, f"{type(exc).__name__}: {msg}", status_code=code)
+    return ProviderError(kind, f"{name}: {msg}", status_code=code)
 
 
 @contextlib.contextmanager

@@ -120,6 +120,7 @@ def cmd_doctor(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
         report["aliases"][name] = r.get("model") or r.get("error")
         if "error" in r:
             problems.append(f"{name}: {r['error']}")
+    cfg.groups()  # remote mode: the proxy's groups
     for dep in cfg.router.model_list:
         cred = deployment_credentials(dep.litellm_params, resolver.env)
         row = {"group": dep.model_name, "model": dep.litellm_params.get("model"), **cred.to_dict()}

@@ -13,20 +13,25 @@
       router_settings: {...}
       litellm_settings: {...}
     litellm_config: ./litellm.yaml   # or: an existing LiteLLM proxy config, used unchanged
+    remote:                          # or: a running LiteLLM proxy (see remote.py)
+      base_url: http://127.0.0.1:4000
+      api_key_env: LITELLM_PROXY_API_KEY
 
 Where it comes from: `--config PATH`, then $HERMES_DELEGATE_CONFIG, then
 $XDG_CONFIG_HOME/hermes-delegate/config.yaml (~/.config/…). No file at the default place is fine.
+Loading never touches the network; a `remote` config lists the proxy's groups on first use.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -34,6 +39,7 @@ __all__ = [
     "Config",
     "DelegationSettings",
     "RouterSection",
+    "RemoteProxy",
     "Deployment",
     "load_config",
     "config_from_dict",
@@ -100,14 +106,54 @@ class RouterSection(BaseModel):
     litellm_settings: dict[str, Any] = Field(default_factory=dict)
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class RemoteProxy(_Strict):
+    """A running LiteLLM proxy: its model groups become ours, each sent as `litellm_proxy/<group>`."""
+
+    base_url: str = Field(min_length=1, description="the proxy's URL, e.g. http://127.0.0.1:4000")
+    api_key_env: str | None = Field("LITELLM_PROXY_API_KEY", description="env var holding the proxy key")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="for listing the groups")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:4000")
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not _ENV_NAME.match(v):  # never echo the value: it may be a pasted key
+            raise ValueError("must be the name of an environment variable (like LITELLM_PROXY_API_KEY), "
+                             "not the key itself")
+        return v
+
+
 class Config(_Strict):
     delegation: DelegationSettings = Field(default_factory=DelegationSettings)
     router: RouterSection = Field(default_factory=RouterSection)
     litellm_config: str | None = None
+    remote: RemoteProxy | None = None
     source: str | None = Field(None, exclude=True, description="the file this came from")
+    _remote_loaded: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="after")
+    def _one_source_of_groups(self) -> "Config":
+        if self.remote is not None and (self.router.model_list or self.router.router_settings
+                                        or self.router.litellm_settings or self.litellm_config):
+            raise ValueError("remote: give either remote or router/litellm_config, not both")
+        return self
 
     def groups(self) -> dict[str, list[Deployment]]:
-        """Router model groups, in file order."""
+        """Router model groups, in file order. With `remote`, the proxy's groups (listed on first use)."""
+        if self.remote is not None and not self._remote_loaded:
+            from .remote import load_remote_groups  # noqa: PLC0415 - network only in remote mode
+
+            load_remote_groups(self)
         out: dict[str, list[Deployment]] = {}
         for dep in self.router.model_list:
             out.setdefault(dep.model_name, []).append(dep)
@@ -173,6 +219,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str | None = None,
             raise ConfigError(f"Invalid config {where}: litellm_config: must be a file path.")
         if data.get("router"):
             raise ConfigError(f"Invalid config {where}: router: give either router or litellm_config, not both.")
+        if data.get("remote") is not None:
+            raise ConfigError(f"Invalid config {where}: remote: give either remote or litellm_config, not both.")
         lc_path = Path(os.path.expanduser(lc))
         if not lc_path.is_absolute() and base_dir is not None:
             lc_path = base_dir / lc_path
@@ -183,6 +231,9 @@ def config_from_dict(data: Mapping[str, Any], *, source: str | None = None,
             raise _format_validation(exc, f"{lc_path} (litellm_config of {where})") from None
         data["router"] = router
         data["litellm_config"] = str(lc_path)
+    if data.get("remote") is not None and data.get("router"):
+        raise ConfigError(f"Invalid config {where}: remote: give either remote or router, not both.",
+                          hint="remote lists its groups from the proxy; drop the router section.")
     try:
         return Config.model_validate({**data, "source": source})
     except ValidationError as exc:

@@ -10,6 +10,8 @@ Hosts construct it with their own Worker and parent model; the CLI uses the stan
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import signal
 import threading
@@ -25,7 +27,42 @@ from .resolve import Resolver
 from .results import BatchResult
 from .worker import Worker
 
-__all__ = ["Delegator", "coerce_tasks"]
+__all__ = ["Delegator", "coerce_tasks", "context_text", "MAX_CONTEXT_DEPTH"]
+
+
+#: A context may be a JSON list/object (it is sent as JSON text); nesting deeper than this is refused.
+MAX_CONTEXT_DEPTH = 64
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def context_text(value: Any, where: str = "context") -> str | None:
+    """A task's context as text: a string as is; a JSON list/object (or number) as its JSON text, so the
+    size limit counts what will really be sent. Too deep or not JSON: TaskPayloadError."""
+    if value is None or isinstance(value, str):
+        return value
+    if _too_deep(value, MAX_CONTEXT_DEPTH):
+        raise TaskPayloadError(f"The {where} is nested more than {MAX_CONTEXT_DEPTH} levels deep.",
+                               hint="Pass the context as text, or as a flat list/object of facts.")
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TaskPayloadError(f"The {where} is not JSON: {exc}.",
+                               hint="Pass the context as text, or as a JSON list/object.") from None
 
 
 def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
@@ -33,6 +70,8 @@ def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
     out: list[Task] = []
     for i, t in enumerate(tasks):
         if isinstance(t, Task):
+            if t.context is not None and not isinstance(t.context, str):
+                t = dataclasses.replace(t, context=context_text(t.context, f"context of task {i}"))
             out.append(t)
         elif isinstance(t, str):
             out.append(Task(goal=t))
@@ -41,7 +80,8 @@ def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
             if unknown:
                 raise TaskPayloadError(f"Task {i} has unknown keys: {', '.join(sorted(map(str, unknown)))}.",
                                        hint="A task has goal (required), context and model.")
-            out.append(Task(goal=t.get("goal"), context=t.get("context"), model=t.get("model")))  # type: ignore[arg-type]
+            out.append(Task(goal=t.get("goal"), context=context_text(t.get("context"), f"context of task {i}"),
+                            model=t.get("model")))  # type: ignore[arg-type]
         else:
             raise TaskPayloadError(f"Task {i} is a {type(t).__name__}, not an object.",
                                    hint='Each task is an object like {"goal": "...", "model": "haiku"}.')
@@ -153,6 +193,12 @@ class Delegator:
         async def main() -> BatchResult:
             if handle_sigint and threading.current_thread() is threading.main_thread():
                 asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self.interrupt)
-            return await self.run_planned(planned, cap=cap, **kw)
+            try:
+                return await self.run_planned(planned, cap=cap, **kw)
+            finally:  # this loop ends here: its pooled HTTP connections must not outlive it
+                if self._router is not None and self._router.built:
+                    from ._litellm import close_loop_clients  # noqa: PLC0415
+
+                    await close_loop_clients()
 
         return asyncio.run(main())

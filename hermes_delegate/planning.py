@@ -12,8 +12,8 @@ from typing import Sequence
 
 from .budget import Pricing
 from .config import DelegationSettings
-from .errors import (BatchValidationError, BudgetError, DelegateError, NotAllowedError, TaskPayloadError,
-                     TaskProblem)
+from .errors import (BatchValidationError, BudgetError, DelegateError, NotAllowedError, ProviderError,
+                     TaskPayloadError, TaskProblem)
 from .precedence import pick_model
 from .resolve import Resolution, Resolver
 
@@ -113,6 +113,8 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
             allow.check(res)
             reserve = pricing.reservation(res, task) if pricing else None
             planned.append(PlannedTask(i, task, str(model).strip(), source, res, reserve))
+        except ProviderError:
+            raise  # a remote proxy that cannot be listed is not a fault of this task's model
         except DelegateError as exc:
             if isinstance(exc, BudgetError) and len(tasks) == 1:
                 raise

@@ -49,7 +49,17 @@ class Redactor:
         return text
 
 
-_default = Redactor.from_env()
+class _ProcessRedactor(Redactor):
+    """The process-wide redactor: every secret added to it, plus the secret env vars in force at each
+    call (a host may load its keys after importing us; a snapshot taken at import would miss them)."""
+
+    def __call__(self, text: Any) -> Any:
+        if isinstance(text, str) and text:
+            self.add(*(v for k, v in os.environ.items() if SECRET_ENV_RE.search(k)))
+        return super().__call__(text)
+
+
+_default = _ProcessRedactor()
 
 
 def redact(text: Any) -> Any:
@@ -72,8 +82,13 @@ class _RedactingFilter(logging.Filter):
         except Exception:  # a bad format string is not ours to fix, but must not leak either
             msg = str(record.msg)
         record.msg, record.args = self.redactor(msg), None
+        if record.exc_info and not record.exc_text:  # a traceback's messages can carry keys too
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.exc_info = None  # handlers print exc_text (redacted) instead of re-formatting the raw one
         if record.exc_text:
             record.exc_text = self.redactor(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor(record.stack_info)
         return True
 
 

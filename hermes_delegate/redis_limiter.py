@@ -28,6 +28,12 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
+_RESTAMP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+"""
+
 
 class RedisWindows:
     """A WindowStore (see scheduler.py) in Redis. Keys: `hermes_delegate:rpm:<deployment id>`."""
@@ -38,6 +44,7 @@ class RedisWindows:
         self.prefix = prefix
         self._client: Any = None
         self._script: Any = None
+        self._restamp_script: Any = None
 
     @classmethod
     def from_router_settings(cls, settings: Mapping[str, Any]) -> "RedisWindows":
@@ -59,14 +66,20 @@ class RedisWindows:
             client = aioredis.Redis(host=self._kw["host"] or "127.0.0.1", port=self._kw["port"] or 6379,
                                     password=self._kw["password"])
         self._script = client.register_script(_ADMIT)
+        self._restamp_script = client.register_script(_RESTAMP)
         return client
 
-    async def admit(self, key: str, limit: int, window_s: float) -> float:
+    async def admit(self, key: str, limit: int, window_s: float, token: str = "") -> float:
         if self._client is None:
             self._client = self._connect()
         wait_ms = await self._script(keys=[self.prefix + key],
-                                     args=[limit, int(window_s * 1000), uuid.uuid4().hex])
+                                     args=[limit, int(window_s * 1000), token or uuid.uuid4().hex])
         return float(wait_ms) / 1000.0
+
+    async def restamp(self, key: str, token: str) -> None:
+        if self._client is None:
+            self._client = self._connect()
+        await self._restamp_script(keys=[self.prefix + key], args=[token])
 
     async def record(self, key: str, window_s: float) -> None:
         if self._client is None:

@@ -2,7 +2,7 @@
 
 Order (first hit wins):
     1. user aliases and tiers (config `delegation.aliases`; the value is itself a model string)
-    2. Router model-group names (config `router.model_list`)
+    2. Router model-group names (config `router.model_list`, or the groups of a `remote` proxy)
     3. built-in family aliases (`haiku`, `opus`, `glm`, … → newest in the catalog)
     4. full LiteLLM ids `provider/model…` (prefix in litellm.provider_list)
     5. bare ids, looked up in the catalog (`glm-4.7` → `zai/glm-4.7`)
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .catalog import FAMILIES, Catalog, default_catalog
-from .config import Config
+from .config import Config, Deployment
 from .credentials import deployment_provider
 from .errors import AmbiguousModelError, ConfigError, SpecError, UnknownModelError
 from .providers import FIRST_PARTY, credential_envs, has_credentials, is_litellm_provider, provider_for_slug
@@ -67,8 +67,15 @@ class Resolver:
         self._catalog = catalog
         self.env = os.environ if env is None else env
         self.aliases = dict(self.config.delegation.aliases)
-        self.groups = self.config.groups()
+        self._groups: dict[str, list[Deployment]] | None = None
         self._cache: dict[str, Resolution] = {}
+
+    @property
+    def groups(self) -> dict[str, list[Deployment]]:
+        """Router model groups (a remote proxy's are listed on first use, not at construction)."""
+        if self._groups is None:
+            self._groups = self.config.groups()
+        return self._groups
 
     @property
     def catalog(self) -> Catalog:

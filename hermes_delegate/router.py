@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -74,7 +76,7 @@ class RouterHandle:
 
     def __init__(self, config: Config, resolver: Resolver | None = None, *, redactor: Any = None,
                  cooldown_retries: int = 3):
-        from .redact import Redactor  # noqa: PLC0415
+        from .redact import Redactor, default_redactor  # noqa: PLC0415
 
         self.config = config
         self.resolver = resolver or Resolver(config)
@@ -83,10 +85,8 @@ class RouterHandle:
         self.calls = CallLog()
         self.gate = CapacityGate({})
         self.cooldown_retries = cooldown_retries
-        literal_keys = [str(d.litellm_params.get("api_key")) for d in config.router.model_list
-                        if d.litellm_params.get("api_key")
-                        and not str(d.litellm_params.get("api_key")).startswith("os.environ/")]
-        self.redactor = redactor or Redactor.from_env(extra=literal_keys)
+        self.redactor = redactor or Redactor.from_env(extra=_config_secrets(config))
+        default_redactor().add(*_config_secrets(config))  # log filters and redact() know them too
 
     # -- building ---------------------------------------------------------------------------
     @property
@@ -104,10 +104,15 @@ class RouterHandle:
         litellm = import_litellm()
         for key, value in self.config.router.litellm_settings.items():
             setattr(litellm, key, value)
+        self.config.groups()  # in remote mode, lists the proxy's groups into router.model_list
         model_list = [d.model_dump(exclude_none=True) for d in self.config.router.model_list]
         settings = dict(self.config.router.router_settings)
         with map_litellm_errors():
             router = litellm.Router(model_list=copy.deepcopy(model_list), **settings)
+        # A Router hangs its cooldown/usage callbacks on litellm's global lists, which hold at most
+        # MAX_CALLBACKS (100) and keep the Router alive: unhook it when this handle goes, or from the
+        # 101st Router on, cooldowns silently stop working.
+        weakref.finalize(self, router.discard)
         self._default_parallel = settings.get("default_max_parallel_requests")
         self.gate = CapacityGate(
             {str(d["model_info"]["id"]): Limits.from_deployment(d, self._default_parallel)
@@ -174,10 +179,10 @@ class RouterHandle:
 
     @staticmethod
     def status_of(exc: BaseException | None) -> str:
-        code = getattr(exc, "status_code", None)
-        if isinstance(code, int):
-            return str(code)
-        return to_provider_error(exc).kind if exc else "error"
+        if exc is None:
+            return "error"
+        err = to_provider_error(exc)  # a refused connection is "connection", not litellm's "500"
+        return str(err.status_code) if err.status_code is not None else err.kind
 
     @staticmethod
     def estimate_tokens(messages: Any, request_kwargs: Mapping[str, Any] | None) -> float:
@@ -185,12 +190,15 @@ class RouterHandle:
         return float(estimate_tokens(text) + int((request_kwargs or {}).get("max_tokens") or 0))
 
     async def cooling_down(self) -> set[str]:
+        """Deployments the Router has cooled down, plus those a 429's Retry-After holds in our queue
+        (the Router cools nothing in a one-deployment group)."""
         from litellm.router_utils.cooldown_handlers import async_get_cooldown_deployments  # noqa: PLC0415
 
+        held = self.gate.blocked_ids()
         try:
-            return set(await async_get_cooldown_deployments(self.router, None))
+            return held | set(await async_get_cooldown_deployments(self.router, None))
         except Exception:  # noqa: BLE001 - a cooldown query must never break a listing
-            return set()
+            return held
 
     # -- calling ----------------------------------------------------------------------------
     async def acompletion(self, res: Resolution, messages: list[dict[str, Any]], **kwargs: Any) -> Completion:
@@ -211,7 +219,7 @@ class RouterHandle:
             retrying = AsyncRetrying(
                 stop=stop_after_attempt(1 + self.cooldown_retries),
                 wait=_wait_retry_after,
-                retry=retry_if_exception(_all_cooling),
+                retry=retry_if_exception(lambda e: _all_cooling(e) or self._retry_elsewhere(e, name, call_id)),
                 reraise=True,
             )
             async for attempt in retrying:
@@ -219,7 +227,11 @@ class RouterHandle:
                     with map_litellm_errors():
                         response = await self.router.acompletion(model=name, messages=messages,
                                                                  metadata=meta, **kwargs)
-            return self._completion(response, self._attempts(call_id))
+                    done = self._completion(response, self._attempts(call_id))
+            return done
+        except asyncio.CancelledError as exc:  # a task timeout or an interrupt: keep what was tried
+            exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
+            raise
         except ProviderError as exc:
             exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
             exc.message = self.redactor(exc.message)
@@ -240,10 +252,31 @@ class RouterHandle:
             out.append(att)
         return out
 
+    def _retry_elsewhere(self, exc: BaseException, name: str, call_id: str) -> bool:
+        """A 200 without choices never reached the Router's retries (it took it for a success): retry
+        it here, within num_retries, while the group has a deployment this call has not seen fail."""
+        if not getattr(exc, "unusable_200", False):
+            return False
+        rows = [a for _, _, a in self.calls.attempts.get(call_id, [])]
+        if sum(1 for a in rows if a.status == "bad_response") > int(self.router.num_retries or 0):
+            return False
+        failed = {a.deployment.deployment_id for a in rows if a.status != "ok" and a.deployment is not None}
+        return any(str((d.get("model_info") or {}).get("id")) not in failed
+                   for d in self.router.get_model_list(model_name=name) or [])
+
     def _completion(self, response: Any, attempts: list[Attempt]) -> Completion:
         hidden = getattr(response, "_hidden_params", None) or {}
         model_id = hidden.get("model_id")
         dep = self.deployment_info(model_id, hidden.get("api_base"), hidden.get("custom_llm_provider"))
+        if not (getattr(response, "choices", None) or []):
+            # the Router took this 200 for a success; the attempt failed (and a retry goes elsewhere)
+            if attempts and attempts[-1].status == "ok":
+                attempts[-1].status, attempts[-1].error = "bad_response", "a 200 response with no choices"
+            else:
+                attempts.append(Attempt(dep, "bad_response", 0.0, "a 200 response with no choices"))
+            err = ProviderError("bad_response", "The provider returned no choices.")
+            err.unusable_200 = True  # type: ignore[attr-defined]
+            raise err
         if not attempts or attempts[-1].status != "ok":
             attempts.append(Attempt(dep, "ok", 0.0))
         usage = getattr(response, "usage", None)
@@ -251,11 +284,26 @@ class RouterHandle:
                   "output": int(getattr(usage, "completion_tokens", 0) or 0)}
         cost = hidden.get("response_cost")
         cost_usd = float(cost) if cost is not None and self.price_known(model_id) else None
-        choices = getattr(response, "choices", None) or []
-        if not choices:
-            raise ProviderError("bad_response", "The provider returned no choices.")
+        choices = response.choices
         text = getattr(choices[0].message, "content", None) or ""
         return Completion(response, text, dep, attempts, tokens, cost_usd)
+
+
+def _config_secrets(config: Config) -> list[str]:
+    """Every credential of the model_list: literal values and the values of the env vars referenced as
+    `os.environ/NAME` (whatever NAME is: a name that does not look secret must not leak the key)."""
+    from .redact import SECRET_ENV_RE  # noqa: PLC0415
+
+    out = []
+    for dep in config.router.model_list:
+        for key, value in dep.litellm_params.items():
+            if not isinstance(value, str) or not value or not SECRET_ENV_RE.search(key):
+                continue
+            if value.startswith("os.environ/"):
+                value = os.environ.get(value[len("os.environ/"):], "")
+            if value:
+                out.append(value)
+    return out
 
 
 def _shared_windows(settings: Mapping[str, Any]) -> Any:

@@ -105,11 +105,23 @@ def make_hooks(handle: "RouterHandle") -> Any:
         if exc is not None and getattr(exc, "status_code", None) == 429:
             gate.block(dep_id, retry_after_s(exc) or DEFAULT_429_BLOCK_S)
 
+    def not_failed(call_id: str | None, deployments: Any) -> Any:
+        """A retry goes to a deployment this call has not seen fail, while the group has one: the
+        Router's own retry picks at random and may hit the failing deployment again and again."""
+        failed = {a.deployment.deployment_id for _, _, a in log.attempts.get(call_id or "", [])
+                  if a.status != "ok" and a.deployment is not None}
+        if not failed or not isinstance(deployments, list):
+            return deployments
+        fresh = [d for d in deployments if str((d.get("model_info") or {}).get("id")) not in failed]
+        return fresh or deployments
+
     class Hooks(CustomLogger):  # type: ignore[misc]
         async def async_filter_deployments(self, model, healthy_deployments, messages,  # noqa: ANN001
                                            request_kwargs=None, parent_otel_span=None):  # noqa: ANN001
             call_id = _call_id(request_kwargs)
-            if call_id is None or call_id not in log.held or not gate.limited(healthy_deployments):
+            healthy_deployments = not_failed(call_id, healthy_deployments)
+            if call_id is None or call_id not in log.held or not (
+                    gate.limited(healthy_deployments) or gate.blocked(healthy_deployments)):
                 return healthy_deployments
             est = handle.estimate_tokens(messages, request_kwargs)
             dep, waited = await gate.acquire(model, healthy_deployments, est)
@@ -123,6 +135,9 @@ def make_hooks(handle: "RouterHandle") -> Any:
             call_id = _call_id(kwargs)
             if call_id is not None and call_id in log.attempts:
                 log.started[call_id] = time.time()
+                dep_id = _model_id(kwargs)
+                if dep_id is not None and dep_id in gate.limits:
+                    await gate.sent(dep_id)
             return None
 
         async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001

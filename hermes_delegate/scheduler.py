@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -61,8 +62,12 @@ class Limits:
 class WindowStore(Protocol):
     """Where request windows live: this process (LocalWindows) or Redis (RedisWindows)."""
 
-    async def admit(self, key: str, limit: int, window_s: float) -> float:
-        """Take a slot if one is free now and return 0.0; else return seconds until one frees."""
+    async def admit(self, key: str, limit: int, window_s: float, token: str) -> float:
+        """Take a slot (named `token`) if one is free now and return 0.0; else the seconds until one frees."""
+        ...
+
+    async def restamp(self, key: str, token: str) -> None:
+        """The request behind `token` is being sent now: move its slot to now."""
         ...
 
     async def record(self, key: str, window_s: float) -> None:
@@ -73,20 +78,28 @@ class WindowStore(Protocol):
 class LocalWindows:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
-        self._w: dict[str, deque[float]] = defaultdict(deque)
+        self._w: dict[str, deque[tuple[float, str]]] = defaultdict(deque)
 
-    async def admit(self, key: str, limit: int, window_s: float) -> float:
+    async def admit(self, key: str, limit: int, window_s: float, token: str = "") -> float:
         now = self.clock()
         q = self._w[key]
-        while q and q[0] <= now - window_s:
+        while q and q[0][0] <= now - window_s:
             q.popleft()
         if len(q) < limit:
-            q.append(now)
+            q.append((now, token))
             return 0.0
-        return max(0.001, q[0] + window_s - now)
+        return max(0.001, q[0][0] + window_s - now)
+
+    async def restamp(self, key: str, token: str) -> None:
+        q = self._w[key]
+        for i, (_, tok) in enumerate(q):
+            if tok == token:
+                del q[i]
+                q.append((self.clock(), token))
+                return
 
     async def record(self, key: str, window_s: float) -> None:
-        self._w[key].append(self.clock())
+        self._w[key].append((self.clock(), ""))
 
 
 @dataclass
@@ -110,6 +123,7 @@ class CapacityGate:
         self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._released: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unsent: dict[str, deque[str]] = defaultdict(deque)
         self.waits = 0
         self.wait_s = 0.0
 
@@ -134,18 +148,23 @@ class CapacityGate:
         return 0.0
 
     async def _try(self, dep_id: str, est_tokens: float) -> float:
+        now = self.clock()
+        blocked = self._state[dep_id].blocked_until if dep_id in self._state else 0.0
+        if blocked > now:  # Retry-After holds for unlimited deployments too
+            return blocked - now
         lim = self.limits.get(dep_id)
         if lim is None:
             return 0.0
-        now = self.clock()
         wait = self._local_wait(dep_id, lim, est_tokens, now)
         if wait > 0:
             return wait
         win = lim.window()
         if win is not None:
-            wait = await self.windows.admit(dep_id, win[0], win[1])
+            token = uuid.uuid4().hex
+            wait = await self.windows.admit(dep_id, win[0], win[1], token)
             if wait > 0:
                 return wait
+            self._unsent[dep_id].append(token)
         st = self._state[dep_id]
         st.in_flight += 1
         if lim.tpm is not None:
@@ -161,6 +180,23 @@ class CapacityGate:
             st.in_flight = max(0, st.in_flight - 1)
         if self._released is not None:
             self._released.set()
+
+    async def sent(self, dep_id: str) -> None:
+        """A request to this deployment is leaving now. Its window slot was taken at admission, a
+        variable while earlier (the Router still had work to do): move the slot to now, so the
+        provider's window and ours line up even on a loaded machine."""
+        q = self._unsent.get(dep_id)
+        if q:
+            await self.windows.restamp(dep_id, q.popleft())
+
+    def blocked_ids(self) -> set[str]:
+        now = self.clock()
+        return {k for k, st in self._state.items() if st.blocked_until > now}
+
+    def blocked(self, deployments: Sequence[Mapping[str, Any]]) -> bool:
+        now = self.clock()
+        return any(self._state[_dep_id(d)].blocked_until > now for d in deployments
+                   if _dep_id(d) in self._state)
 
     def _restamp(self, dep_id: str) -> None:
         """The warm-up request reached the provider at some unknown moment before now: count it
@@ -178,7 +214,7 @@ class CapacityGate:
     def block(self, dep_id: str, seconds: float) -> None:
         """A 429 said Retry-After: send nothing more to this deployment until then."""
         st = self._state[dep_id]
-        st.blocked_until = max(st.blocked_until, self.clock() + max(0.0, seconds))
+        st.blocked_until = max(st.blocked_until, self.clock() + min(60.0, max(0.0, seconds)))
 
     def in_flight(self, dep_id: str) -> int:
         return self._state[dep_id].in_flight if dep_id in self._state else 0

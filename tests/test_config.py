@@ -78,7 +78,7 @@ def _shipped_configs() -> list[Path]:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         # Only hermes-delegate configs: LiteLLM proxy files (model_list, …) and task files (tasks) are
         # other formats that live next to them.
-        if isinstance(data, dict) and set(data) <= {"delegation", "router", "litellm_config"}:
+        if isinstance(data, dict) and set(data) <= {"delegation", "router", "litellm_config", "remote"}:
             out.append(p)
     return out
 

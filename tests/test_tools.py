@@ -376,6 +376,8 @@ def test_list_models_shows_a_deployment_cooling_down(p1, p2, monkeypatch):
     monkeypatch.setenv("LB_TEST_KEY", ENV_SECRET)  # the Router reads os.environ/LB_TEST_KEY itself
     tools = DelegateTools(Delegator(list_config(p1, p2), env={"LB_TEST_KEY": ENV_SECRET}))
     p1.script(["429"] * 3)
+    # the cooldown lasts the provider's Retry-After: make it outlast a slow machine
+    monkeypatch.setattr(p1, "retry_after", 30.0)
     out = json.loads(tools.delegate_task_sync({"goal": "hello", "model": "small"}))
     r = out["results"][0]
     assert r["status"] == "completed" and r["deployment"]["api_host"] == host(p2)

@@ -161,6 +161,7 @@ def _load_tasks(path: str) -> tuple[list[Any], str | None]:
 
 def _run_batch(cfg: Config, tasks: list[Any], model: str | None, args: argparse.Namespace, out: TextIO,
                before: Callable[[TextIO], None] | None = None) -> int:
+    from ._litellm import close_loop_clients  # noqa: PLC0415
     from .engine import Delegator  # noqa: PLC0415
     from .render import Progress, summary_lines  # noqa: PLC0415
 
@@ -176,8 +177,11 @@ def _run_batch(cfg: Config, tasks: list[Any], model: str | None, args: argparse.
         async def main() -> Any:
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGINT, delegator.interrupt)
-            return await delegator.run_planned(planned, cap=cap, on_event=progress,
-                                               max_concurrency=getattr(args, "concurrency", None))
+            try:
+                return await delegator.run_planned(planned, cap=cap, on_event=progress,
+                                                   max_concurrency=getattr(args, "concurrency", None))
+            finally:
+                await close_loop_clients()
 
         batch = asyncio.run(main())
     if args.json:

@@ -24,6 +24,8 @@ import traceback
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from . import tool_schema
+from ._litellm import close_loop_clients
+from .engine import context_text
 from .errors import DelegateError, ProviderError, TaskPayloadError, TaskProblem
 from .planning import Task
 from .precedence import is_unset
@@ -127,6 +129,8 @@ def _loads(text: str, what: str) -> Any:
     for _ in range(2):
         try:
             value = json.loads(value)
+        except RecursionError:
+            raise _payload(f"{what} is nested too deeply.", hint="Send a flat JSON object or string.") from None
         except ValueError as exc:
             if value is not text:
                 return value
@@ -162,9 +166,7 @@ def _model_field(value: Any, where: str) -> tuple[str | None, str | None]:
 def _context_field(value: Any) -> str | None:
     if is_unset(value):
         return None
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)  # an object/list of facts: keep it as JSON
+    return context_text(value)  # an object/list of facts is kept as JSON text (depth-capped)
 
 
 def _budget_field(value: Any) -> float | None:
@@ -285,13 +287,21 @@ def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str 
 
 
 def _run_sync(make: Callable[[], Awaitable[str]]) -> str:
-    """asyncio.run on this thread, or on a helper thread when this one already runs a loop."""
+    """asyncio.run on this thread, or on a helper thread when this one already runs a loop.
+    The loop's pooled provider connections are closed before it ends."""
+
+    async def main() -> str:
+        try:
+            return await make()
+        finally:
+            await close_loop_clients()
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make())  # type: ignore[arg-type]
+        return asyncio.run(main())
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="delegate-sync") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
+        return pool.submit(lambda: asyncio.run(main())).result()
 
 
 class DelegateTools:

@@ -1,0 +1,274 @@
+"""Issue #5, interrupts and time: cancelling a running batch returns at once, ends every unfinished task
+`interrupted`, and leaves nothing behind; a per-task timeout ends only that task.
+
+"Left behind" means, precisely:
+  * asyncio: no task of ours (fan-out tasks, stop waiters, timers) still pending on the loop after
+    `Delegator.run()` returned or was cancelled;
+  * threads: no thread started during the batch still alive after a short grace period (the loopback
+    servers' daemon threads exist before and are not counted);
+  * sockets: no request still held by the provider (the client hung up on every cancelled request),
+    and, after `run_sync()` (whose loop ends with the batch), no client socket to the provider at all.
+    Inside a long-lived loop (`await Delegator.run()`), LiteLLM keeps its HTTP connection pool for the
+    next batch: the connections that stay open must be idle (none has a request in flight, the
+    provider holds none) and bounded (at most the batch's concurrency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import LoopbackPair, loopback_config
+from hermes_delegate import BatchResult, Delegator, Task
+from hermes_delegate._litellm import close_loop_clients
+
+N = 50
+LATENCY_S = 5.0
+
+
+def client_sockets(ports: set[int]) -> dict[str, tuple[int, str]] | None:
+    """{socket inode: (remote port, TCP state)} of this process's sockets connected to one of `ports`
+    (Linux /proc); None where /proc is not available. The in-process loopback servers' own sockets have the port as
+    their local port, so they are not counted."""
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return None
+    inodes = set()
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(fd_dir / fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    states = {"01": "ESTABLISHED", "02": "SYN_SENT", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "04": "FIN_WAIT1", "05": "FIN_WAIT2", "0A": "LISTEN", "0B": "CLOSING"}
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            remote_port = int(cols[2].rsplit(":", 1)[1], 16)
+            if remote_port in ports and cols[9] in inodes:
+                out[cols[9]] = (remote_port, states.get(cols[3], cols[3]))
+    return out
+
+
+def opened_since(before: dict[str, tuple[int, str]] | None, ports: set[int]) -> list[tuple[int, str]]:
+    """Sockets to `ports` open now that were not open at `before` ([] where /proc is not available)."""
+    now = client_sockets(ports)
+    if now is None or before is None:
+        return []
+    return [v for k, v in now.items() if k not in before]
+
+
+def _our_tasks() -> list[asyncio.Task[Any]]:
+    me = asyncio.current_task()
+    return [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+
+
+def _wait_in_flight(p, n: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout  # the first run in the process imports litellm
+    while p.in_flight < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p.in_flight == n, f"only {p.in_flight} of {n} requests reached the provider"
+
+
+def _wait_idle(providers: LoopbackPair, grace_s: float = 3.0) -> int:
+    deadline = time.monotonic() + grace_s
+    while any(p.in_flight for p in providers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sum(p.in_flight for p in providers)
+
+
+def _assert_all_interrupted(batch: BatchResult, n: int) -> None:
+    assert [r.index for r in batch.results] == list(range(n))
+    assert batch.counts() == {"interrupted": n}
+    for r in batch.results:
+        assert r.error["type"] == "interrupted" and r.summary is None
+
+
+#: Process-wide, bounded worker pools of litellm, started on first use and reused: not "left behind".
+KNOWN_POOLS = ("litellm-logging",)
+
+
+def new_threads(before: set[int], grace_s: float = 2.0) -> list[str]:
+    """Threads started since `before` still alive after a grace period, minus litellm's bounded pools
+    (whose size is checked against litellm's own cap)."""
+    from litellm.constants import LOGGING_EXECUTOR_MAX_THREADS  # noqa: PLC0415
+
+    deadline = time.monotonic() + grace_s
+    while True:
+        alive = [t for t in threading.enumerate() if t.is_alive()]
+        pooled = [t for t in alive if t.name.startswith(KNOWN_POOLS)]
+        assert len(pooled) <= LOGGING_EXECUTOR_MAX_THREADS, [t.name for t in pooled]
+        extra = [t.name for t in alive if t.ident not in before and t not in pooled]
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.05)
+
+
+def test_interrupt_from_another_thread_returns_within_1s_and_leaves_nothing(providers: LoopbackPair):
+    providers.alpha.latency_s = LATENCY_S
+    d = Delegator(loopback_config(providers, max_concurrency=N))
+    d.router.router  # noqa: B018 - build the Router (imports litellm) before the clock starts
+    threads_before = {t.ident for t in threading.enumerate()}
+    ports = {providers.alpha.port, providers.beta.port}
+    sockets_before = client_sockets(ports)
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["batch"] = d.run_sync([Task(f"i{i}", model="alpha") for i in range(N)])
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            out["error"] = exc
+
+    th = threading.Thread(target=run, name="batch-runner", daemon=True)
+    th.start()
+    _wait_in_flight(providers.alpha, N)
+    t0 = time.monotonic()
+    d.interrupt()
+    th.join(5)
+    elapsed = time.monotonic() - t0
+    assert not th.is_alive(), "run_sync did not return after interrupt()"
+    assert "error" not in out, out.get("error")
+    assert elapsed < 1.0, f"control came back after {elapsed:.2f}s"
+    _assert_all_interrupted(out["batch"], N)
+    assert providers.alpha.stats()["ok"] == 0
+    # nothing left behind: the provider holds no request, no socket to it, no new thread
+    assert _wait_idle(providers) == 0
+    assert opened_since(sockets_before, ports) == [], "run_sync left client sockets open"
+    assert new_threads(threads_before) == []
+    assert not d._stops, "the Delegator still tracks a finished batch"
+
+
+def test_cancelling_the_asyncio_task_running_the_batch(providers: LoopbackPair):
+    providers.alpha.latency_s = LATENCY_S
+    d = Delegator(loopback_config(providers, max_concurrency=N))
+    d.router.router  # noqa: B018
+    threads_before = {t.ident for t in threading.enumerate()}
+    ports = {providers.alpha.port, providers.beta.port}
+
+    async def main() -> dict[str, Any]:
+        before = set(_our_tasks())
+        sockets_before = client_sockets(ports)
+        runner = asyncio.create_task(d.run([Task(f"c{i}", model="alpha") for i in range(N)]))
+        while providers.alpha.in_flight < N:
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        runner.cancel()
+        try:
+            await runner
+        except asyncio.CancelledError:
+            pass
+        elapsed = time.monotonic() - t0
+        await asyncio.sleep(0.2)  # let cancelled HTTP requests unwind
+        left = [t.get_name() for t in _our_tasks() if t not in before]
+        held = await asyncio.to_thread(_wait_idle, providers)
+        pooled = opened_since(sockets_before, ports)
+        await close_loop_clients()  # this loop ends here: close its clients, as run_sync does
+        closed = opened_since(sockets_before, ports)
+        return {"elapsed": elapsed, "cancelled": runner.cancelled(), "left": left, "held": held,
+                "pooled": pooled, "after_close": closed}
+
+    res = asyncio.run(main())
+    assert res["cancelled"], "cancelling the task must propagate CancelledError to its awaiter"
+    assert res["elapsed"] < 1.0, res
+    assert res["left"] == [], f"asyncio tasks left pending: {res['left']}"
+    assert res["held"] == 0, "a cancelled request is still held by the provider"
+    assert len(res["pooled"]) <= N, res["pooled"]  # pooled keep-alive: idle (held == 0) and bounded
+    assert res["after_close"] == []
+    assert not d._stops
+    assert new_threads(threads_before) == []
+    # the interrupted batch did not poison the Delegator: the next batch runs normally
+    providers.alpha.latency_s = 0
+    assert d.run_sync([Task("after", model="alpha")]).ok
+
+
+def test_run_async_interrupt_returns_results_and_keeps_the_pool_idle_and_bounded(providers: LoopbackPair):
+    """Delegator.interrupt() while `await run()` runs inside the caller's (long-lived) loop."""
+    providers.alpha.latency_s = LATENCY_S
+    d = Delegator(loopback_config(providers, max_concurrency=N))
+    ports = {providers.alpha.port, providers.beta.port}
+
+    async def main() -> tuple[BatchResult, float, list[str], Any, int]:
+        before = set(_our_tasks())
+        sockets_before = client_sockets(ports)
+        runner = asyncio.create_task(d.run([Task(f"a{i}", model="alpha") for i in range(N)]))
+        while providers.alpha.in_flight < N:
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        threading.Thread(target=d.interrupt).start()  # from another thread, as a host would
+        batch = await runner
+        elapsed = time.monotonic() - t0
+        await asyncio.sleep(0.2)
+        left = [t.get_name() for t in _our_tasks() if t not in before]
+        held = await asyncio.to_thread(_wait_idle, providers)
+        # a second batch in the same loop reuses the pool instead of growing it
+        providers.alpha.latency_s = 0
+        again = await d.run([Task(f"b{i}", model="alpha") for i in range(8)])
+        assert again.ok
+        pooled = opened_since(sockets_before, ports)
+        # a host whose loop ends closes that loop's clients, as run_sync does
+        await close_loop_clients()
+        assert opened_since(sockets_before, ports) == []
+        return batch, elapsed, left, pooled, held
+
+    batch, elapsed, left, pooled, held = asyncio.run(main())
+    assert elapsed < 1.0
+    _assert_all_interrupted(batch, N)
+    assert left == []
+    assert held == 0
+    assert len(pooled) <= N, pooled  # idle (held == 0) and bounded by the batch's concurrency
+
+
+def test_per_task_timeout_ends_only_that_task(providers: LoopbackPair):
+    providers.alpha.script(["slow"])  # the first alpha request hangs for 30 s
+    d = Delegator(loopback_config(providers, task_timeout_s=1.0))
+    t0 = time.monotonic()
+    batch = d.run_sync([Task("hangs", model="alpha"), Task("fine-a", model="alpha"),
+                        Task("fine-b", model="beta"), Task("fine-c", model="beta")])
+    wall = time.monotonic() - t0
+    hung, *rest = batch.results
+    assert hung.status == "timeout" and hung.error["type"] == "timeout"
+    assert 0.9 <= hung.duration_s < 2.0
+    assert [r.status for r in rest] == ["completed"] * 3
+    assert all(r.duration_s < 1.0 for r in rest)
+    assert wall < 4
+    assert _wait_idle(providers) == 0, "the hung request was not abandoned by the client"
+
+
+def test_run_sync_closes_its_connections(providers: LoopbackPair):
+    """Regression: every run_sync() (a fresh event loop) used to leave its keep-alive connections open:
+    litellm caches clients per event loop and never closes those of a loop that ended."""
+    d = Delegator(loopback_config(providers))
+    ports = {providers.alpha.port, providers.beta.port}
+    before = client_sockets(ports)
+    if before is None:
+        pytest.skip("needs /proc")
+    for i in range(3):
+        assert d.run_sync([Task(f"s{i}-{j}", model="alpha") for j in range(8)]).ok
+        assert client_sockets(ports) == before, f"batch {i} left sockets open"
+
+
+def test_tools_sync_calls_close_their_connections(providers: LoopbackPair):
+    from hermes_delegate.tools import DelegateTools
+
+    tools = DelegateTools(Delegator(loopback_config(providers)))
+    ports = {providers.alpha.port, providers.beta.port}
+    before = client_sockets(ports)
+    if before is None:
+        pytest.skip("needs /proc")
+    for i in range(2):
+        assert '"completed"' in tools.delegate_task_sync({"tasks": [{"goal": f"t{i}-{j}", "model": "alpha"}
+                                                                    for j in range(4)]})
+    assert opened_since(before, ports) == []

@@ -14,6 +14,7 @@ import functools
 import importlib.util
 import json
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +181,11 @@ def litellm_catalog_path() -> Path | None:
 
 @functools.lru_cache(maxsize=1)
 def default_catalog() -> Catalog:
-    """The installed litellm's catalog; an empty one when litellm is not installed."""
+    """The installed litellm's catalog; an empty one when litellm is not installed. When litellm is
+    already imported, its own `model_cost` is reused rather than a second copy read from disk."""
+    cost = getattr(sys.modules.get("litellm"), "model_cost", None)
+    if isinstance(cost, dict) and cost:
+        return Catalog(cost)
     path = litellm_catalog_path()
     if path is None:
         return Catalog({})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import random
 import os
 import time
 import uuid
@@ -19,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt,
-                      wait_random_exponential)
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from ._litellm import import_litellm, map_litellm_errors, to_provider_error
 from .budget import estimate_tokens
@@ -62,10 +62,10 @@ def _all_cooling(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and exc.kind == "rate_limit"
 
 
-def _wait_retry_after(state: RetryCallState) -> float:
-    """Exponential backoff with jitter, but never shorter than the provider's Retry-After."""
-    backoff = wait_random_exponential(multiplier=0.5, max=8)(state)
-    exc = state.outcome.exception() if state.outcome else None
+def _retry_delay(exc: BaseException | None, attempt: int) -> float:
+    """Before retry n: exponential backoff with full jitter (at most 8 s), but never shorter than the
+    provider's Retry-After or the Router's cooldown_time (capped at 60 s)."""
+    backoff = random.uniform(0.0, min(8.0, 0.5 * 2 ** attempt))
     cause = getattr(exc, "__cause__", None)
     hinted = retry_after_s(cause) or float(getattr(cause, "cooldown_time", 0) or 0)
     return max(backoff, min(hinted, 60.0))
@@ -85,6 +85,8 @@ class RouterHandle:
         self.calls = CallLog()
         self.gate = CapacityGate({})
         self.cooldown_retries = cooldown_retries
+        self._info_cache: dict[tuple[str | None, str | None, str | None], DeploymentInfo] = {}
+        self._price_cache: dict[str, bool] = {}
         self.redactor = redactor or Redactor.from_env(extra=_config_secrets(config))
         default_redactor().add(*_config_secrets(config))  # log filters and redact() know them too
 
@@ -155,6 +157,17 @@ class RouterHandle:
     # -- facts about deployments ------------------------------------------------------------
     def deployment_info(self, model_id: str | None, api_base: str | None = None,
                         provider: str | None = None) -> DeploymentInfo:
+        """Who a deployment is (cached: litellm rebuilds a pydantic Deployment on every lookup)."""
+        key = (model_id, api_base, provider)
+        hit = self._info_cache.get(key)
+        if hit is None:
+            hit = self._lookup_deployment(model_id, api_base, provider)
+            if hit.model is not None:  # found: a deployment id never changes what it names
+                self._info_cache[key] = hit
+        return DeploymentInfo(hit.provider, hit.deployment_id, hit.api_host, hit.model)  # callers may mutate
+
+    def _lookup_deployment(self, model_id: str | None, api_base: str | None,
+                           provider: str | None) -> DeploymentInfo:
         dep = self.router.get_deployment(model_id) if model_id else None
         lp: dict[str, Any] = {}
         if dep is not None:
@@ -168,6 +181,12 @@ class RouterHandle:
                               model=model)
 
     def price_known(self, model_id: str | None) -> bool:
+        hit = self._price_cache.get(model_id or "")
+        if hit is None:
+            hit = self._price_cache[model_id or ""] = self._lookup_price(model_id)
+        return hit
+
+    def _lookup_price(self, model_id: str | None) -> bool:
         dep = self.router.get_deployment(model_id) if model_id else None
         if dep is None:
             return False
@@ -216,18 +235,31 @@ class RouterHandle:
         meta = dict(kwargs.pop("metadata", None) or {})
         meta[META_KEY] = call_id
         try:
+            async def call() -> Completion:
+                with map_litellm_errors():
+                    response = await self.router.acompletion(model=name, messages=messages,
+                                                             metadata=meta, **kwargs)
+                return self._completion(response, self._attempts(call_id))
+
+            def worth_retrying(e: BaseException) -> bool:
+                return _all_cooling(e) or self._retry_elsewhere(e, name, call_id)
+
+            try:  # the first try goes out directly: tenacity is built only once something failed
+                return await call()
+            except ProviderError as first:
+                if self.cooldown_retries < 1 or not worth_retrying(first):
+                    raise
+                await asyncio.sleep(_retry_delay(first, 1))
             retrying = AsyncRetrying(
-                stop=stop_after_attempt(1 + self.cooldown_retries),
-                wait=_wait_retry_after,
-                retry=retry_if_exception(lambda e: _all_cooling(e) or self._retry_elsewhere(e, name, call_id)),
+                stop=stop_after_attempt(self.cooldown_retries),
+                wait=lambda state: _retry_delay(state.outcome.exception() if state.outcome else None,
+                                                state.attempt_number + 1),
+                retry=retry_if_exception(worth_retrying),
                 reraise=True,
             )
             async for attempt in retrying:
                 with attempt:
-                    with map_litellm_errors():
-                        response = await self.router.acompletion(model=name, messages=messages,
-                                                                 metadata=meta, **kwargs)
-                    done = self._completion(response, self._attempts(call_id))
+                    done = await call()
             return done
         except asyncio.CancelledError as exc:  # a task timeout or an interrupt: keep what was tried
             exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]

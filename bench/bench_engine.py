@@ -1,0 +1,368 @@
+"""Engine overhead (issue 2): hermes-delegate's batch vs the raw Router and vs a 3-thread pool.
+
+    python bench/bench_engine.py            # 500 tasks, 3 alternating rounds (~75 s)
+    python bench/bench_engine.py --quick    # 100 tasks, 1 round (~15 s)
+
+What it measures, all in this one run, on loopback traffic only:
+
+1. batch wall time of `Delegator.run(500 tasks)` ÷ `asyncio.gather(router.acompletion(...))` over the
+   same 500 requests, through a Router built from the same model_list and router_settings.
+   Provider latency 100 ms, no provider limits, delegation.max_concurrency = 500.
+   Goal: median ratio ≤ 1.05.
+2. the same batch ÷ a 3-worker ThreadPoolExecutor doing sync `router.completion` (hermes's built-in
+   delegation default): the speed-up.
+3. model-string resolution cost: `Resolver.resolve` cached (goal ≤ 20 µs) and uncached (a fresh
+   Resolver per string, catalog already loaded), over 10 representative strings; catalog load time.
+
+How: the loopback provider runs in this (parent) process. Each side runs in its own long-lived
+worker process (this script with --worker), built and warmed up (import + Router build + one
+call) before any timing; the parent then runs the rounds alternating raw / ours / pool. Separate
+processes because litellm's callback lists are process-global: in one process, our Router hooks
+and each Router's own deployment callbacks fire on the other side's calls too (measured here:
++30 % CPU per raw call), which would flatter us. Each side's process CPU time per round is
+recorded too; on a shared 2-core machine it is steadier than wall time.
+
+Writes bench/out/engine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+GROUP = "g"
+API_KEY = "sk-loopback-bench"
+ROUTER_SETTINGS: dict = {}  # litellm defaults, identical for both sides
+TIMEOUT_S = 60.0            # delegation.task_timeout_s (bounds the task in the fan-out; not sent to litellm)
+
+
+def model_list(url: str) -> list[dict]:
+    return [{"model_name": GROUP,
+             "litellm_params": {"model": "openai/bench-model", "api_base": url, "api_key": API_KEY},
+             "model_info": {"id": "bench-1"}}]
+
+
+def goal(i: int) -> str:
+    return f"Summarise item {i} of the benchmark batch."
+
+
+# ------------------------------------------------------------------------------------------------
+# worker side (one process per side)
+# ------------------------------------------------------------------------------------------------
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def worker_main(side: str, url: str, n: int) -> None:
+    # The protocol goes over the original stdout; anything printed by libraries goes to stderr.
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def say(obj: dict) -> None:
+        proto.write(json.dumps(obj) + "\n")
+
+    t0 = time.perf_counter()
+    from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
+    from hermes_delegate.config import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415
+    from hermes_delegate._litellm import import_litellm  # noqa: PLC0415
+
+    litellm = import_litellm()
+    t_import = time.perf_counter() - t0
+    ml = model_list(url)
+    loop = asyncio.new_event_loop()  # one loop for warm-up and every round: clients and pools persist
+    asyncio.set_event_loop(loop)
+
+    def msgs(i: int) -> list[dict]:
+        # exactly what CompletionWorker sends (build_messages): system prompt + goal, no other kwargs
+        return [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": goal(i)}]
+
+    if side == "ours":
+        cfg = config_from_dict({
+            "delegation": {"max_concurrency": max(n, 500), "max_tasks": max(n, 500), "task_timeout_s": TIMEOUT_S},
+            "router": {"model_list": ml, "router_settings": dict(ROUTER_SETTINGS)},
+        })
+        d = Delegator(cfg, env={})
+        tasks = [Task(goal(i), model=GROUP) for i in range(n)]
+        loop.run_until_complete(d.run([Task(goal(-1), model=GROUP)]))  # warm-up: Router build + one call
+
+        async def batch() -> tuple[int, int]:
+            b = await d.run(tasks)
+            ok = sum(1 for r in b.results if r.status == "completed")
+            return ok, len(b.results) - ok
+    elif side == "raw":
+        router = litellm.Router(model_list=ml, **ROUTER_SETTINGS)
+
+        async def warm() -> None:
+            await router.acompletion(model=GROUP, messages=msgs(-1))
+        loop.run_until_complete(warm())
+
+        async def batch() -> tuple[int, int]:
+            out = await asyncio.gather(*[router.acompletion(model=GROUP, messages=msgs(i))
+                                         for i in range(n)], return_exceptions=True)
+            bad = sum(1 for r in out if isinstance(r, BaseException))
+            return n - bad, bad
+    elif side == "pool":
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+        router = litellm.Router(model_list=ml, **ROUTER_SETTINGS)
+        router.completion(model=GROUP, messages=msgs(-1))
+        ex = ThreadPoolExecutor(max_workers=3)
+
+        def one(i: int) -> bool:
+            try:
+                router.completion(model=GROUP, messages=msgs(i))
+                return True
+            except Exception:  # noqa: BLE001
+                return False
+
+        async def batch() -> tuple[int, int]:
+            ok = sum(ex.map(one, range(n)))
+            return ok, n - ok
+    else:
+        raise SystemExit(f"unknown side {side}")
+
+    say({"ready": True, "import_s": t_import, "startup_s": time.perf_counter() - t0})
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        gc.collect()
+        c0, w0 = _cpu(), time.perf_counter()
+        ok, failed = loop.run_until_complete(batch())
+        wall, cpu = time.perf_counter() - w0, _cpu() - c0
+        say({"wall_s": wall, "cpu_s": cpu, "ok": ok, "failed": failed})
+
+
+# ------------------------------------------------------------------------------------------------
+# parent side
+# ------------------------------------------------------------------------------------------------
+class Side:
+    def __init__(self, name: str, url: str, n: int):
+        self.name = name
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", name, "--url", url, "--tasks", str(n)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.info: dict = {}
+
+    def wait_ready(self) -> dict:
+        self.info = self._read()
+        return self.info
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.name} died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def run(self) -> dict:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+RESOLVE_STRINGS = [
+    "small",                          # tier -> family alias
+    "cheap",                          # user alias -> bare catalog id
+    "changelog",                      # alias -> aggregator id with --provider
+    "fast",                           # Router model group
+    "haiku",                          # built-in family
+    "opus:thinking",                  # family + variant
+    "anthropic/claude-sonnet-4-5",    # full LiteLLM id
+    "glm-4.7",                        # bare id, catalog lookup
+    "gpt-4o",                         # bare id served by several providers (disambiguation)
+    "grok --provider openrouter",     # --provider short-cut over a family
+]
+
+
+def bench_resolver(quick: bool) -> dict:
+    from hermes_delegate import Resolver, config_from_dict  # noqa: PLC0415
+    from hermes_delegate.catalog import default_catalog  # noqa: PLC0415
+
+    cfg = config_from_dict({
+        "delegation": {"aliases": {"small": "haiku", "medium": "sonnet", "large": "opus", "cheap": "glm-4.7",
+                                   "changelog": "stepfun/step-3.5-flash --provider openrouter"}},
+        "router": {"model_list": [{"model_name": "fast", "litellm_params": {"model": "openai/fast-model",
+                                                                            "api_base": "http://127.0.0.1:9/v1"}}]},
+    })
+    default_catalog.cache_clear()
+    t = time.perf_counter()
+    cat = default_catalog()
+    first_load = time.perf_counter() - t
+    reloads = []
+    for _ in range(3):
+        default_catalog.cache_clear()
+        t = time.perf_counter()
+        cat = default_catalog()
+        reloads.append(time.perf_counter() - t)
+
+    reps_cached = 5_000 if quick else 20_000
+    reps_fresh = 100 if quick else 400
+    rows = []
+    pc = time.perf_counter_ns
+    for s in RESOLVE_STRINGS:
+        r = Resolver(cfg, catalog=cat, env={})
+        res = r.resolve(s)
+        # cached: the same Resolver, the same string
+        per = []
+        for _ in range(5):
+            t0 = pc()
+            for _ in range(reps_cached):
+                r.resolve(s)
+            per.append((pc() - t0) / reps_cached / 1000)
+        cached_us = statistics.median(per)
+        # uncached: a fresh Resolver per call (construction not timed); catalog loaded
+        fresh, cold, build = [], [], []
+        for i in range(reps_fresh):
+            t0 = pc()
+            rr = Resolver(cfg, catalog=cat, env={})
+            t1 = pc()
+            if i % 2:  # every other call also forgets the catalog's family-alias cache
+                cat._family_cache.clear()
+                t2 = pc()
+                rr.resolve(s)
+                cold.append((pc() - t2) / 1000)
+            else:
+                t2 = pc()
+                rr.resolve(s)
+                fresh.append((pc() - t2) / 1000)
+            build.append((t1 - t0) / 1000)
+        rows.append({"string": s, "model": res.model, "via": res.resolved_via, "cached_us": cached_us,
+                     "uncached_us": statistics.median(fresh), "uncached_cold_family_us": statistics.median(cold),
+                     "resolver_build_us": statistics.median(build)})
+    return {
+        "catalog_first_load_ms": first_load * 1000,
+        "catalog_reload_ms_median": statistics.median(reloads) * 1000,
+        "catalog_entries": len(cat._entries),
+        "rows": rows,
+        "cached_us_max": max(r["cached_us"] for r in rows),
+        "cached_us_median": statistics.median(r["cached_us"] for r in rows),
+        "uncached_us_median": statistics.median(r["uncached_us"] for r in rows),
+        "uncached_us_max": max(r["uncached_us"] for r in rows),
+        "uncached_cold_us_max": max(r["uncached_cold_family_us"] for r in rows),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="100 tasks, 1 round")
+    ap.add_argument("--tasks", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--no-pool", action="store_true", help="skip the 3-thread pool baseline")
+    ap.add_argument("--worker", choices=["raw", "ours", "pool"], help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    n = args.tasks or (100 if args.quick else 500)
+    if args.worker:
+        worker_main(args.worker, args.url, n)
+        return
+    rounds = args.rounds or (1 if args.quick else 3)
+
+    t_start = time.perf_counter()
+    print("resolver micro-bench …", flush=True)
+    resolver = bench_resolver(args.quick)
+
+    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
+
+    provider = LoopbackProvider("engine-bench", latency_s=0.1).start()
+    names = ["raw", "ours"] + ([] if args.no_pool else ["pool"])
+    print(f"starting workers {names} (import + Router build + one warm-up call each) …", flush=True)
+    sides = {name: Side(name, provider.base_url, n) for name in names}
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    try:
+        for s in sides.values():
+            s.wait_ready()
+        for r in range(rounds):
+            for name in names:
+                provider.reset_stats()
+                res = sides[name].run()
+                st = provider.stats()
+                res["provider_max_in_flight"] = st["max_in_flight"]
+                res["provider_requests"] = st["requests"]
+                runs[name].append(res)
+                print(f"  round {r + 1}/{rounds} {name:>4}: {res['wall_s']:7.3f} s wall, {res['cpu_s']:6.3f} s CPU, "
+                      f"ok {res['ok']}/{n}, provider max in flight {st['max_in_flight']}", flush=True)
+    finally:
+        for s in sides.values():
+            s.close()
+        provider.stop()
+
+    ratios = [o["wall_s"] / r["wall_s"] for o, r in zip(runs["ours"], runs["raw"])]
+    cpu_ratios = [o["cpu_s"] / r["cpu_s"] for o, r in zip(runs["ours"], runs["raw"])]
+    result = {
+        "bench": "engine", "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "tasks": n,
+        "rounds": rounds, "latency_s": 0.1, "max_concurrency": max(n, 500), "cpus": os.cpu_count(),
+        "load_avg_at_end": os.getloadavg(),
+        "runs": runs, "startup": {k: s.info for k, s in sides.items()},
+        "ratio_vs_raw_wall": ratios, "ratio_vs_raw_wall_median": statistics.median(ratios),
+        "ratio_vs_raw_cpu": cpu_ratios, "ratio_vs_raw_cpu_median": statistics.median(cpu_ratios),
+        "goal_ratio_vs_raw": 1.05,
+        "resolver": resolver,
+    }
+    if "pool" in runs:
+        speedups = [p["wall_s"] / o["wall_s"] for p, o in zip(runs["pool"], runs["ours"])]
+        result["speedup_vs_pool3"] = speedups
+        result["speedup_vs_pool3_median"] = statistics.median(speedups)
+    result["total_runtime_s"] = time.perf_counter() - t_start
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "engine.json").write_text(json.dumps(result, indent=2))
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(x[key] for x in runs[name])
+
+    print()
+    print(f"Engine overhead — {n} tasks, provider latency 100 ms, concurrency {max(n, 500)}, "
+          f"{rounds} alternating round(s), median")
+    print(f"{'side':<34}{'wall s':>9}{'CPU s':>9}{'CPU ms/task':>13}{'ok':>7}")
+    labels = {"raw": "raw asyncio.gather(router.acompletion)", "ours": "hermes-delegate Delegator.run",
+              "pool": "ThreadPoolExecutor(3) + completion"}
+    for name in names:
+        print(f"{labels[name]:<34.34}{med(name, 'wall_s'):>9.3f}{med(name, 'cpu_s'):>9.3f}"
+              f"{1000 * med(name, 'cpu_s') / n:>13.2f}{int(med(name, 'ok')):>7}")
+    print()
+    print(f"{'metric':<44}{'measured':>12}{'goal':>10}  ")
+    m = result["ratio_vs_raw_wall_median"]
+    print(f"{'ours ÷ raw Router, wall (median)':<44}{m:>11.3f}x{'≤ 1.05x':>10}  {'ok' if m <= 1.05 else 'MISSED'}"
+          f"   rounds: {', '.join(f'{x:.3f}' for x in ratios)}")
+    print(f"{'ours ÷ raw Router, process CPU (median)':<44}{result['ratio_vs_raw_cpu_median']:>11.3f}x{'—':>10}"
+          f"   rounds: {', '.join(f'{x:.3f}' for x in cpu_ratios)}")
+    if "pool" in runs:
+        print(f"{'speed-up vs 3-thread pool (median)':<44}{result['speedup_vs_pool3_median']:>11.1f}x{'—':>10}")
+    print()
+    print(f"Resolver — catalog load {resolver['catalog_first_load_ms']:.0f} ms first, "
+          f"{resolver['catalog_reload_ms_median']:.0f} ms reload ({resolver['catalog_entries']} entries)")
+    print(f"{'string':<30}{'→ model':<40}{'via':<14}{'cached µs':>10}{'fresh µs':>10}{'cold µs':>10}")
+    for row in resolver["rows"]:
+        print(f"{row['string']:<30}{row['model']:<40.40}{row['via']:<14}{row['cached_us']:>10.2f}"
+              f"{row['uncached_us']:>10.1f}{row['uncached_cold_family_us']:>10.1f}")
+    c = resolver["cached_us_max"]
+    print(f"cached: max {c:.2f} µs (goal ≤ 20 µs: {'ok' if c <= 20 else 'MISSED'}); "
+          f"uncached: median {resolver['uncached_us_median']:.1f} µs, max {resolver['uncached_us_max']:.1f} µs; "
+          "cold = family-alias cache cleared too")
+    print(f"\nwrote {OUT / 'engine.json'}  (total {result['total_runtime_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ _ENV_REF = "os.environ/"
 
 @dataclass(frozen=True)
 class CredentialStatus:
-    status: str  # "set" | "missing" | "not needed"
+    status: str  # "set" | "missing" | "not_needed"
     key_env: str | None  # the env var that holds (or would hold) the key; None for a literal key
 
     @property
@@ -34,15 +34,18 @@ def deployment_provider(params: Mapping[str, Any]) -> str:
     return prefix if rest else "openai"
 
 
-def deployment_credentials(params: Mapping[str, Any], env: Mapping[str, str]) -> CredentialStatus:
+def deployment_credentials(params: Mapping[str, Any], env: Mapping[str, str], *, provider: str | None = None,
+                           key_env: str | None = None) -> CredentialStatus:
+    """For a deployment's `litellm_params`. `provider`/`key_env` override what the params imply
+    (for a model that is not a configured deployment, e.g. a `--provider nous` id)."""
     key = params.get("api_key")
     if isinstance(key, str) and key.startswith(_ENV_REF):
         name = key[len(_ENV_REF):]
         return CredentialStatus("set" if env.get(name) else "missing", name)
     if key:
         return CredentialStatus("set", None)  # a literal key in the config: present, never shown
-    names = credential_envs(deployment_provider(params))
+    names = credential_envs(provider or deployment_provider(params), key_env)
     if not names:
-        return CredentialStatus("not needed", None)
+        return CredentialStatus("not_needed", None)
     found = next((n for n in names if env.get(n)), None)
     return CredentialStatus("set" if found else "missing", found or names[0])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from .budget import Pricing, deployment_price
 from .catalog import FAMILIES, ModelPrice
 from .errors import DelegateError, TaskPayloadError
-from .providers import credential_envs
+from .credentials import deployment_credentials
 from .resolve import TIER_NAMES, Resolution, Resolver
 
 if TYPE_CHECKING:
@@ -184,22 +184,6 @@ def _env_value(value: Any, env: Mapping[str, str]) -> Any:
     return value
 
 
-def _credentials(params: Mapping[str, Any], provider: str, env: Mapping[str, str],
-                 key_env: str | None = None) -> dict[str, Any]:
-    """`credentials`: set | missing | not_needed, and `key_env`: the env var NAME (never a value)."""
-    key = params.get("api_key")
-    if isinstance(key, str) and key.startswith(_ENV_REF):
-        var = key[len(_ENV_REF):]
-        return {"credentials": "set" if env.get(var) else "missing", "key_env": var}
-    if key:
-        return {"credentials": "set", "key_env": None}  # a literal key in the config
-    names = credential_envs(provider, key_env)
-    if not names:
-        return {"credentials": "not_needed", "key_env": None}
-    present = next((n for n in names if env.get(n)), None)
-    return {"credentials": "set" if present else "missing", "key_env": present or names[0]}
-
-
 def _prices(price: ModelPrice | None) -> dict[str, float | None]:
     pm = price.per_million if price else None
     return {"input_per_1m": pm["input"] if pm else None, "output_per_1m": pm["output"] if pm else None}
@@ -253,7 +237,7 @@ def _deployment(delegator: Delegator, dep: Any, router_id: str | None, cooling: 
         "api_host": api_host(_env_value(lp.get("api_base") or lp.get("base_url"), env)),
         "context_window": int(window) if isinstance(window, (int, float)) else None,
         **_prices(deployment_price(lp, info) or catalog.price(model)),
-        **_credentials(lp, provider, env),
+        **deployment_credentials(lp, env, provider=provider).to_dict(),
         "cooling_down": None if cooling is None else bool(rid and rid in cooling),
     }
 
@@ -262,8 +246,7 @@ def _model_facts(delegator: Delegator, res: Resolution) -> dict[str, Any]:
     """A direct id (not a group): a configured deployment of the same id lends its credentials."""
     from .router import api_host  # noqa: PLC0415
 
-    params: Mapping[str, Any] = next((d.litellm_params for d in delegator.config.router.model_list
-                                      if d.litellm_params.get("model") == res.model), {})
+    params: Mapping[str, Any] = delegator.config.params_for_model(res.model) or {}
     provider = res.provider or Resolver._deployment_provider({"model": res.model})
     catalog = delegator.resolver.catalog
     pricing = Pricing(delegator.config, delegator.resolver, cap_usd=None, max_tokens=0)
@@ -272,7 +255,8 @@ def _model_facts(delegator: Delegator, res: Resolution) -> dict[str, Any]:
         "api_host": api_host(_env_value(params.get("api_base") or res.api_base, delegator.env)),
         "context_window": catalog.context_window(res.model),
         **_prices(pricing.price(res)),
-        **_credentials(params, provider, delegator.env, None if params else res.key_env),
+        **deployment_credentials(params, delegator.env, provider=provider,
+                                 key_env=None if params else res.key_env).to_dict(),
         "on_allowlist": delegator.allowlist.allows(res),
     }
 

@@ -148,6 +148,12 @@ class Config(_Strict):
             raise ValueError("remote: give either remote or router/litellm_config, not both")
         return self
 
+    def params_for_model(self, model: str) -> dict[str, Any] | None:
+        """The `litellm_params` of the first configured deployment serving this LiteLLM id: a direct
+        id that is not a group borrows its credentials and api_base."""
+        return next((dict(d.litellm_params) for d in self.router.model_list
+                     if d.litellm_params.get("model") == model), None)
+
     def groups(self) -> dict[str, list[Deployment]]:
         """Router model groups, in file order. With `remote`, the proxy's groups (listed on first use)."""
         if self.remote is not None and not self._remote_loaded:

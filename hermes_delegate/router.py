@@ -143,10 +143,9 @@ class RouterHandle:
         return res.model
 
     def _implicit_params(self, res: Resolution) -> dict[str, Any]:
-        # The same LiteLLM id configured in a group lends its credentials and api_base.
-        for dep in self.config.router.model_list:
-            if dep.litellm_params.get("model") == res.model:
-                return dict(dep.litellm_params)
+        borrowed = self.config.params_for_model(res.model)
+        if borrowed is not None:
+            return borrowed
         params: dict[str, Any] = {"model": res.model}
         if res.api_base:
             params["api_base"] = res.api_base

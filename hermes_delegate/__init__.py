@@ -25,9 +25,21 @@ from .planning import PlannedTask, Task
 from .resolve import Resolution, Resolver
 from .results import Attempt, BatchResult, DeploymentInfo, ProgressEvent, TaskResult
 from .spec import ModelSpec, parse_model_string
+from .tools import DelegateTools, tool_error
 from .worker import Job, Worker, WorkerOutput
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is the one place it is written."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("hermes-delegate")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "AmbiguousModelError",
@@ -38,6 +50,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DelegateError",
+    "DelegateTools",
     "DelegationSettings",
     "Delegator",
     "DeploymentInfo",
@@ -63,4 +76,5 @@ __all__ = [
     "config_from_dict",
     "load_config",
     "parse_model_string",
+    "tool_error",
 ]

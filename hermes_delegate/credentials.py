@@ -6,12 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .env_refs import env_ref_name
 from .providers import credential_envs
 
 __all__ = ["CredentialStatus", "deployment_credentials", "deployment_provider"]
-
-_ENV_REF = "os.environ/"
-
 
 @dataclass(frozen=True)
 class CredentialStatus:
@@ -39,8 +37,8 @@ def deployment_credentials(params: Mapping[str, Any], env: Mapping[str, str], *,
     """For a deployment's `litellm_params`. `provider`/`key_env` override what the params imply
     (for a model that is not a configured deployment, e.g. a `--provider nous` id)."""
     key = params.get("api_key")
-    if isinstance(key, str) and key.startswith(_ENV_REF):
-        name = key[len(_ENV_REF):]
+    name = env_ref_name(key)
+    if name is not None:
         return CredentialStatus("set" if env.get(name) else "missing", name)
     if key:
         return CredentialStatus("set", None)  # a literal key in the config: present, never shown

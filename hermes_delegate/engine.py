@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import signal
 import threading
 import time
 from typing import Any, Iterable, Mapping, Sequence
@@ -186,19 +185,11 @@ class Delegator:
 
     def run_sync(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, handle_sigint: bool = False,
                  **kw: Any) -> BatchResult:
-        """Run a batch from synchronous code. With handle_sigint, Ctrl-C interrupts the batch
-        cleanly (unfinished tasks come back `interrupted`) instead of raising KeyboardInterrupt."""
+        """Run a batch from synchronous code. With handle_sigint, Ctrl-C (and SIGTERM, SIGHUP)
+        interrupts the batch cleanly (unfinished tasks come back `interrupted`) instead of raising
+        KeyboardInterrupt or killing the process."""
+        from .sync import run_sync  # noqa: PLC0415
+
         planned, cap = self.plan(tasks, model=kw.pop("model", None), budget_usd=kw.pop("budget_usd", None))
-
-        async def main() -> BatchResult:
-            if handle_sigint and threading.current_thread() is threading.main_thread():
-                asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self.interrupt)
-            try:
-                return await self.run_planned(planned, cap=cap, **kw)
-            finally:  # this loop ends here: its pooled HTTP connections must not outlive it
-                if self._router is not None and self._router.built:
-                    from ._litellm import close_loop_clients  # noqa: PLC0415
-
-                    await close_loop_clients()
-
-        return asyncio.run(main())
+        return run_sync(lambda: self.run_planned(planned, cap=cap, **kw),
+                        on_signal=self.interrupt if handle_sigint else None)

@@ -152,10 +152,18 @@ class ProviderError(DelegateError):
 
     RETRYABLE = {"rate_limit", "timeout", "connection", "server", "bad_response"}
 
-    def __init__(self, kind: str, message: str, *, status_code: int | None = None, hint: str = ""):
+    #: Every attempt made for the call that failed (routing.Attempt rows), filled in by the router.
+    attempts: list[Any]
+    #: True for a 200 the provider sent that carried no usable choices (retried elsewhere once).
+    unusable_200: bool
+
+    def __init__(self, kind: str, message: str, *, status_code: int | None = None, hint: str = "",
+                 attempts: list[Any] | None = None, unusable_200: bool = False):
         super().__init__(message, hint=hint)
         self.kind = kind
         self.status_code = status_code
+        self.attempts = list(attempts or [])
+        self.unusable_200 = unusable_200
 
     @property
     def retryable(self) -> bool:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
+from .env_refs import env_ref
 from .errors import ProviderError
 from .redact import Redactor
 
@@ -204,7 +205,7 @@ def group_deployment(group: RemoteGroup, remote: "RemoteProxy", *, keyed: bool =
     an `os.environ/` reference; `keyed=False` (no key was set, and the proxy answered anyway) sends
     a placeholder."""
     params: dict[str, Any] = {"model": REMOTE_PREFIX + group.name, "api_base": remote.base_url,
-                              "api_key": f"os.environ/{remote.api_key_env}" if keyed and remote.api_key_env
+                              "api_key": env_ref(remote.api_key_env) if keyed and remote.api_key_env
                               else NO_KEY}
     info: dict[str, Any] = {"id": f"remote:{group.name}"}
     if group.upstream:

@@ -13,7 +13,6 @@ import asyncio
 import copy
 import random
 import os
-import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from .router_hooks import (META_KEY, CallLog, install_dispatcher, make_hooks, re
 from .scheduler import CapacityGate, Limits
 from .budget import deployment_price
 from .config import Config
+from .credentials import deployment_provider
+from .env_refs import env_ref, resolve_env_ref
 from .errors import ProviderError
 from .resolve import Resolution, Resolver
 from .results import Attempt, DeploymentInfo
@@ -150,7 +151,7 @@ class RouterHandle:
         if res.api_base:
             params["api_base"] = res.api_base
         if res.key_env:
-            params["api_key"] = f"os.environ/{res.key_env}"
+            params["api_key"] = env_ref(res.key_env)
         return params
 
     # -- facts about deployments ------------------------------------------------------------
@@ -174,8 +175,7 @@ class RouterHandle:
             api_base = api_base or lp.get("api_base")
         model = lp.get("model")
         if provider is None and model:
-            prefix, _, rest = str(model).partition("/")
-            provider = prefix if rest else "openai"
+            provider = deployment_provider(lp)
         return DeploymentInfo(provider=provider, deployment_id=model_id, api_host=api_host(api_base),
                               model=model)
 
@@ -264,7 +264,7 @@ class RouterHandle:
             exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
             raise
         except ProviderError as exc:
-            exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
+            exc.attempts = self._attempts(call_id)
             exc.message = self.redactor(exc.message)
             raise
         finally:
@@ -286,7 +286,7 @@ class RouterHandle:
     def _retry_elsewhere(self, exc: BaseException, name: str, call_id: str) -> bool:
         """A 200 without choices never reached the Router's retries (it took it for a success): retry
         it here, within num_retries, while the group has a deployment this call has not seen fail."""
-        if not getattr(exc, "unusable_200", False):
+        if not (isinstance(exc, ProviderError) and exc.unusable_200):
             return False
         rows = [a for _, _, a in self.calls.attempts.get(call_id, [])]
         if sum(1 for a in rows if a.status == "bad_response") > int(self.router.num_retries or 0):
@@ -305,8 +305,7 @@ class RouterHandle:
                 attempts[-1].status, attempts[-1].error = "bad_response", "a 200 response with no choices"
             else:
                 attempts.append(Attempt(dep, "bad_response", 0.0, "a 200 response with no choices"))
-            err = ProviderError("bad_response", "The provider returned no choices.")
-            err.unusable_200 = True  # type: ignore[attr-defined]
+            err = ProviderError("bad_response", "The provider returned no choices.", unusable_200=True)
             raise err
         if not attempts or attempts[-1].status != "ok":
             attempts.append(Attempt(dep, "ok", 0.0))
@@ -330,8 +329,7 @@ def _config_secrets(config: Config) -> list[str]:
         for key, value in dep.litellm_params.items():
             if not isinstance(value, str) or not value or not SECRET_ENV_RE.search(key):
                 continue
-            if value.startswith("os.environ/"):
-                value = os.environ.get(value[len("os.environ/"):], "")
+            value = resolve_env_ref(value, os.environ) or ""
             if value:
                 out.append(value)
     return out

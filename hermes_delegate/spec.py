@@ -74,6 +74,9 @@ def parse_model_string(text: object) -> ModelSpec:
     i = 0
     while i < len(tokens):
         tok = tokens[i]
+        if (tok == "--provider" or tok.startswith("--provider=")) and provider is not None:
+            raise SpecError(f"Model string {raw.strip()!r} names --provider twice.",
+                            hint="Give one --provider per model string, e.g. `glm-4.7 --provider zai`.")
         if tok.startswith("--provider="):
             provider = tok.split("=", 1)[1]
             if not provider:

@@ -17,6 +17,7 @@ from .budget import Pricing, deployment_price
 from .catalog import FAMILIES, ModelPrice
 from .errors import DelegateError, TaskPayloadError
 from .credentials import deployment_credentials
+from .env_refs import resolve_env_ref
 from .resolve import TIER_NAMES, Resolution, Resolver
 
 if TYPE_CHECKING:
@@ -175,13 +176,8 @@ def list_models_function(name: str = "list_models", delegate_name: str = "delega
 
 
 # -- list_models --------------------------------------------------------------------------------
-_ENV_REF = "os.environ/"
-
-
 def _env_value(value: Any, env: Mapping[str, str]) -> Any:
-    if isinstance(value, str) and value.startswith(_ENV_REF):
-        return env.get(value[len(_ENV_REF):])
-    return value
+    return resolve_env_ref(value, env)
 
 
 def _prices(price: ModelPrice | None) -> dict[str, float | None]:

@@ -13,19 +13,18 @@ Constructing DelegateTools and building the schemas never imports litellm.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import difflib
 import json
 import logging
 import math
 import os
 import traceback
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import tool_schema
-from ._litellm import close_loop_clients
+from .sync import run_sync as _run_sync
 from .engine import context_text
+from .env_refs import env_ref_name
 from .errors import DelegateError, ProviderError, TaskPayloadError, TaskProblem
 from .planning import Task
 from .precedence import is_unset
@@ -286,24 +285,6 @@ def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str 
                    hint='E.g. {"goal": "find the TODOs in src/", "model": "haiku"}.')
 
 
-def _run_sync(make: Callable[[], Awaitable[str]]) -> str:
-    """asyncio.run on this thread, or on a helper thread when this one already runs a loop.
-    The loop's pooled provider connections are closed before it ends."""
-
-    async def main() -> str:
-        try:
-            return await make()
-        finally:
-            await close_loop_clients()
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(main())
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="delegate-sync") as pool:
-        return pool.submit(lambda: asyncio.run(main())).result()
-
-
 class DelegateTools:
     """delegate_task and list_models over one Delegator. Results and errors are JSON strings."""
 
@@ -366,12 +347,10 @@ class DelegateTools:
     def _redactor(self) -> Redactor:
         """Env secrets (process and delegator env), literal config keys, and env-referenced keys."""
         params = [d.litellm_params for d in self.delegator.config.router.model_list]
-        literal = [str(p["api_key"]) for p in params if p.get("api_key")
-                   and not str(p["api_key"]).startswith("os.environ/")]
+        literal = [str(p["api_key"]) for p in params if p.get("api_key") and env_ref_name(p["api_key"]) is None]
         red = Redactor.from_env(extra=literal)
         env = self.delegator.env
-        referenced = {str(p["api_key"]).split("/", 1)[1] for p in params
-                      if str(p.get("api_key", "")).startswith("os.environ/")}
+        referenced = {n for p in params if (n := env_ref_name(p.get("api_key"))) is not None}
         if env is not os.environ or referenced:
             red.add(*(str(v) for k, v in env.items() if SECRET_ENV_RE.search(k) or k in referenced))
             red.add(*(os.environ[k] for k in referenced if k in os.environ))

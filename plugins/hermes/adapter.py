@@ -29,19 +29,19 @@ def _error(message: str, hint: str = "", kind: str = "usage") -> str:
 
 
 def _delegate_error(exc: Exception) -> str:
-    from hermes_delegate.tools import tool_error  # noqa: PLC0415
+    from hermes_delegate import tool_error  # noqa: PLC0415
 
     return json.dumps(tool_error(exc))
 
 
 def _tools(delegator: Any) -> Any:
-    from hermes_delegate.tools import DelegateTools  # noqa: PLC0415
+    from hermes_delegate import DelegateTools  # noqa: PLC0415
 
     return DelegateTools(delegator, tool_name=DELEGATE_TOOL, list_name=LIST_TOOL)
 
 
 def _delegator(cfg: Any, handle: Any, *, parent_model: str | None, worker: Any = None) -> Any:
-    from hermes_delegate.engine import Delegator  # noqa: PLC0415
+    from hermes_delegate import Delegator  # noqa: PLC0415
 
     # share the plugin's one Router instead of building one per call
     return Delegator(cfg, worker=worker, parent_model=parent_model, router=handle)

@@ -43,7 +43,7 @@ def submit(coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
 def router_for(config: Any) -> Any:
     """The RouterHandle for this config's router section (one per distinct section; the Router
     itself, and the litellm import, are built lazily on first use, on the loop)."""
-    from hermes_delegate.resolve import Resolver  # noqa: PLC0415
+    from hermes_delegate import Resolver  # noqa: PLC0415
     from hermes_delegate.router import RouterHandle  # noqa: PLC0415
 
     key = json.dumps(config.router.model_dump(mode="json"), sort_keys=True, default=str)

@@ -54,8 +54,8 @@ _memo: dict[str, Any] = {}
 
 def live_functions() -> dict[str, dict[str, Any]]:
     """{tool name: DelegateTools's function object} for the config in force (memoised on it)."""
-    from hermes_delegate.engine import Delegator  # noqa: PLC0415
-    from hermes_delegate.tools import DelegateTools  # noqa: PLC0415
+    from hermes_delegate import Delegator  # noqa: PLC0415
+    from hermes_delegate import DelegateTools  # noqa: PLC0415
 
     from .settings import load_plugin_config  # noqa: PLC0415
 

@@ -54,7 +54,7 @@ def _default_model(hermes_deleg: Mapping[str, Any]) -> tuple[str | None, dict[st
 
 def plugin_dict(raw: Mapping[str, Any], *, default_concurrency: int = 3) -> dict[str, Any]:
     """hermes config.yaml → the mapping `hermes_delegate.config_from_dict` validates."""
-    from hermes_delegate.errors import ConfigError  # noqa: PLC0415
+    from hermes_delegate import ConfigError  # noqa: PLC0415
 
     block = raw.get(BLOCK)
     if block is None:
@@ -103,8 +103,8 @@ def _hermes_default_concurrency() -> int:
 
 def load_plugin_config() -> Any:
     """The hermes_delegate Config in force (cached on the validated content)."""
-    from hermes_delegate.config import config_from_dict  # noqa: PLC0415
-    from hermes_delegate.errors import ConfigError  # noqa: PLC0415
+    from hermes_delegate import config_from_dict  # noqa: PLC0415
+    from hermes_delegate import ConfigError  # noqa: PLC0415
 
     raw, path = read_hermes_config()
     data = plugin_dict(raw, default_concurrency=_hermes_default_concurrency())

@@ -178,10 +178,10 @@ class HermesWorker:
 
 
 def _output(entry: dict[str, Any], child: Any, session: Any) -> Any:
-    from hermes_delegate.errors import ProviderError  # noqa: PLC0415
-    from hermes_delegate.results import DeploymentInfo  # noqa: PLC0415
+    from hermes_delegate import ProviderError  # noqa: PLC0415
+    from hermes_delegate import DeploymentInfo  # noqa: PLC0415
     from hermes_delegate.router import api_host  # noqa: PLC0415
-    from hermes_delegate.worker import WorkerOutput  # noqa: PLC0415
+    from hermes_delegate import WorkerOutput  # noqa: PLC0415
 
     status = entry.get("status")
     if session is not None and session.failure is not None:
@@ -197,7 +197,7 @@ def _output(entry: dict[str, Any], child: Any, session: Any) -> Any:
     if status != "completed":
         kind = "timeout" if status == "timeout" else "unknown"
         err = ProviderError(kind, str(entry.get("error") or "The subagent did not produce a response."))
-        err.attempts = _attempts(session)  # type: ignore[attr-defined]
+        err.attempts = _attempts(session)
         raise err
     if session is not None:
         done = session.completions

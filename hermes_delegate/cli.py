@@ -161,34 +161,27 @@ def _load_tasks(path: str) -> tuple[list[Any], str | None]:
 
 def _run_batch(cfg: Config, tasks: list[Any], model: str | None, args: argparse.Namespace, out: TextIO,
                before: Callable[[TextIO], None] | None = None) -> int:
-    from ._litellm import close_loop_clients  # noqa: PLC0415
     from .engine import Delegator  # noqa: PLC0415
     from .render import Progress, summary_lines  # noqa: PLC0415
+    from .sync import run_sync, signals_deferred  # noqa: PLC0415
 
     delegator = Delegator(cfg)
     planned, cap = delegator.plan(tasks, model=model, budget_usd=getattr(args, "budget", None))
     progress_out = sys.stderr if args.json else out
     if before and not args.json:
         before(out)
-    with Progress(len(planned), out=progress_out) as progress, _quiet_stdout():
-        import asyncio  # noqa: PLC0415
-        import signal  # noqa: PLC0415
-
-        async def main() -> Any:
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGINT, delegator.interrupt)
-            try:
-                return await delegator.run_planned(planned, cap=cap, on_event=progress,
-                                                   max_concurrency=getattr(args, "concurrency", None))
-            finally:
-                await close_loop_clients()
-
-        batch = asyncio.run(main())
-    if args.json:
-        _print_json(batch.to_dict(), out)
-    else:
-        for line in summary_lines(batch):
-            print(line, file=out)
+    # SIGINT, SIGTERM and SIGHUP interrupt the batch: unfinished tasks end `interrupted`, and the
+    # results already paid for are printed even when a second signal arrives meanwhile.
+    with signals_deferred(restore=False):
+        with Progress(len(planned), out=progress_out) as progress, _quiet_stdout():
+            batch = run_sync(lambda: delegator.run_planned(planned, cap=cap, on_event=progress,
+                                                           max_concurrency=getattr(args, "concurrency", None)),
+                             on_signal=delegator.interrupt)
+        if args.json:
+            _print_json(batch.to_dict(), out)
+        else:
+            for line in summary_lines(batch):
+                print(line, file=out)
     return EXIT_OK if batch.ok else EXIT_TASKS_FAILED
 
 

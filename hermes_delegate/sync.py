@@ -12,19 +12,37 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import signal
 import threading
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable, Iterator, TypeVar
 
 from ._litellm import close_loop_clients
 
-__all__ = ["run_sync", "INTERRUPT_SIGNALS"]
+__all__ = ["run_sync", "INTERRUPT_SIGNALS", "signals_deferred"]
 
 T = TypeVar("T")
 
 #: What containers, systemd, CI runners and terminals send to stop a process.
 INTERRUPT_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP"))
                           if s is not None)
+
+
+@contextlib.contextmanager
+def signals_deferred(*, restore: bool = True) -> Iterator[None]:
+    """While the results of an interrupted batch are being printed, a further stop signal must not kill
+    the process: it is ignored until the block ends (main thread only; elsewhere a no-op). A process
+    about to exit (the CLI) passes restore=False: a signal still pending would otherwise kill it on the
+    way out, with its exit code lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in INTERRUPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items() if restore else ():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def run_sync(make: Callable[[], Awaitable[T]], *, on_signal: Callable[[], None] | None = None) -> T:
@@ -36,15 +54,18 @@ def run_sync(make: Callable[[], Awaitable[T]], *, on_signal: Callable[[], None] 
         if on_signal is not None and threading.current_thread() is threading.main_thread():
             for sig in INTERRUPT_SIGNALS:
                 try:
+                    previous = signal.getsignal(sig)
                     loop.add_signal_handler(sig, on_signal)
-                    installed.append(sig)
+                    installed.append((sig, previous))
                 except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - non-POSIX
                     pass
         try:
             return await make()
         finally:
-            for sig in installed:
+            for sig, previous in installed:  # give back what was there (asyncio would set the default)
                 loop.remove_signal_handler(sig)
+                if previous is not None:
+                    signal.signal(sig, previous)
             await close_loop_clients()  # this loop ends here: its pooled connections must not outlive it
 
     try:

@@ -1,0 +1,58 @@
+"""Real signals to a real `hermes-delegate run` subprocess: SIGTERM and SIGHUP interrupt like the first
+Ctrl-C (unfinished tasks `interrupted`, the batch result printed as JSON, exit 1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hermes_delegate.loopback import LoopbackProvider
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def _start_run(tmp_path: Path, provider: LoopbackProvider, n: int = 4) -> subprocess.Popen[str]:
+    cfg = {"delegation": {"task_timeout_s": 60},
+           "router": {"model_list": [{"model_name": "slow", "litellm_params": {
+               "model": "openai/slow-model", "api_base": provider.base_url, "api_key": "sk-loopback-test"}}],
+               "router_settings": {"num_retries": 0}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"model": "slow", "tasks": [f"task {i}" for i in range(n)]}),
+                                     encoding="utf-8")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return subprocess.Popen([sys.executable, "-m", "hermes_delegate.cli", "--config", str(tmp_path / "c.yaml"),
+                             "run", str(tmp_path / "t.yaml"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_requests(provider: LoopbackProvider, n: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if len(provider.requests) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the provider saw {len(provider.requests)} requests, expected {n}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stop_signal_interrupts_and_prints_the_results(tmp_path: Path, sig: signal.Signals):
+    with LoopbackProvider("slowpoke", latency_s=30.0).start() as provider:
+        proc = _start_run(tmp_path, provider)
+        try:
+            _wait_for_requests(provider, 4)
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1, (proc.returncode, err[-2000:])
+    batch = json.loads(out)
+    assert [t["status"] for t in batch["results"]] == ["interrupted"] * 4
+

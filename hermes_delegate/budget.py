@@ -7,6 +7,7 @@ reserved at `input_tokens × input price + max_tokens × output price`, and sett
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +35,18 @@ def effective_cap(config_cap: float | None, call_cap: object) -> float | None:
     """A call may lower the configured cap, never raise it."""
     if call_cap is None:
         return config_cap
-    if isinstance(call_cap, bool) or not isinstance(call_cap, (int, float)) or call_cap <= 0:
-        raise BudgetError(f"budget_usd must be a positive number, got {call_cap!r}.",
-                          hint="Pass e.g. budget_usd: 0.5, or omit it to use the configured cap.")
+    hint = "Pass e.g. budget_usd: 0.5, or omit it to use the configured cap."
+    if isinstance(call_cap, bool) or not isinstance(call_cap, (int, float)):
+        raise BudgetError(f"budget_usd must be a positive number, got {call_cap!r}.", hint=hint)
+    try:
+        cap = float(call_cap)
+    except OverflowError:  # an int too large for a float (10**400)
+        cap = math.inf
+    if not math.isfinite(cap):
+        raise BudgetError("budget_usd must be a finite positive number of US dollars.", hint=hint)
+    if cap <= 0:
+        raise BudgetError(f"budget_usd must be a positive number, got {call_cap!r}.", hint=hint)
+    call_cap = cap
     if config_cap is not None and call_cap > config_cap:
         raise BudgetError(
             f"budget_usd {call_cap} is above the configured cap of {config_cap}.",

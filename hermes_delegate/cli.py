@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -28,8 +29,20 @@ __all__ = ["main"]
 EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _finite(obj: Any) -> Any:
+    """The same data with NaN/Infinity floats as null, so the JSON printed is strict."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _print_json(obj: Any, out: TextIO) -> None:
-    print(redact(json.dumps(obj, indent=2, ensure_ascii=False, default=str)), file=out, flush=True)
+    text = json.dumps(_finite(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    print(redact(text), file=out, flush=True)
 
 
 @contextlib.contextmanager
@@ -145,14 +158,33 @@ def _load_tasks(path: str) -> tuple[list[Any], str | None]:
 
     from .errors import TaskPayloadError  # noqa: PLC0415
 
+    from .config import NoAliasLoader  # noqa: PLC0415
+
+    shape = "Each task has goal (required), context and model."
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TaskPayloadError(f"Tasks file not found: {path}") from None
+    except OSError as exc:
+        raise TaskPayloadError(f"Cannot read tasks file {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError:
+        raise TaskPayloadError(f"Cannot read tasks file {path}: it is not UTF-8 text.") from None
+    try:
+        data = yaml.load(text, Loader=NoAliasLoader)  # safe, and no *aliases (no alias bombs)
+    except RecursionError:
+        raise TaskPayloadError(f"{path} is nested too deeply to be a tasks file.", hint=shape) from None
     except yaml.YAMLError as exc:
-        raise TaskPayloadError(f"{path} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise TaskPayloadError(f"{path} is not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                               hint="Only plain YAML is accepted (no !!python tags, no *aliases).") from None
     if isinstance(data, dict):
-        return list(data.get("tasks") or []), data.get("model")
+        tasks = data.get("tasks")
+        if tasks is None:
+            tasks = []
+        if not isinstance(tasks, list):
+            raise TaskPayloadError(
+                f"{path}: `tasks` must be a list of tasks or goal strings, got {type(tasks).__name__}.",
+                hint="Write tasks: [{goal: ...}, ...] or tasks: [\"a goal\", ...]. " + shape)
+        return tasks, data.get("model")
     if isinstance(data, list):
         return data, None
     raise TaskPayloadError(f"{path}: expected a list of tasks or a mapping with `tasks:`.",
@@ -252,6 +284,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     try:
         cfg = None if args.command == "demo" else load_config(getattr(args, "config", None))
         return COMMANDS[args.command](args, cfg, out)
+    except BrokenPipeError:  # `hermes-delegate models --json | head`: the reader went away
+        if out is sys.stdout:  # Python's recipe: point stdout at devnull so the exit flush is quiet
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_TASKS_FAILED
     except DelegateError as exc:
         print(f"hermes-delegate: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE

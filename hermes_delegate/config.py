@@ -70,7 +70,7 @@ class DelegationSettings(_Strict):
     max_tokens: int | None = Field(None, ge=1, description="completion cap per task; prices the budget")
     allow: list[str] | None = None
     max_tasks: int = Field(100, ge=1, le=100_000)
-    budget_usd: float | None = Field(None, gt=0)
+    budget_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
     allow_unpriced: bool = False
     max_input_chars: int = Field(200_000, ge=1, description="largest goal+context accepted per task")
 
@@ -181,21 +181,37 @@ def _format_validation(err: ValidationError, where: str) -> ConfigError:
     return ConfigError(msg, hint="Fix the named keys; see configs/ for working examples.")
 
 
+class NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors' aliases (*name): they allow exponential "billion laughs"
+    documents. Plain YAML config and tasks files never need them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}", hint="Check the path, or pass --config PATH.") from None
     except OSError as exc:
-        raise ConfigError(f"Cannot read {what} {path}: {exc.strerror}.") from None
+        raise ConfigError(f"Cannot read {what} {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Cannot read {what} {path}: it is not UTF-8 text.") from None
     try:
-        data = yaml.safe_load(text)  # safe_load refuses !!python/object and friends
+        data = yaml.load(text, Loader=NoAliasLoader)  # safe: refuses !!python/object and aliases
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a config.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
         raise ConfigError(f"{path}{at} is not valid YAML: {problem}.",
-                          hint="Only plain YAML is accepted (no !!python tags).") from None
+                          hint="Only plain YAML is accepted (no !!python tags, no *aliases).") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -72,22 +72,45 @@ def test_valid_example_values(make_config):
     assert d.aliases["fast"] == "glm-4.7 --provider zai"
 
 
+_CONFIG_KEYS = {"delegation", "router", "litellm_config", "remote"}
+_EXAMPLES = sorted((ROOT / "configs").glob("*.y*ml"))
+
+
+def _is_delegate_config(p: Path) -> bool:
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    return isinstance(data, dict) and set(data) <= _CONFIG_KEYS
+
+
 def _shipped_configs() -> list[Path]:
-    out = []
-    for p in sorted((ROOT / "configs").glob("*.y*ml")):
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        # Only hermes-delegate configs: LiteLLM proxy files (model_list, …) and task files (tasks) are
-        # other formats that live next to them.
-        if isinstance(data, dict) and set(data) <= {"delegation", "router", "litellm_config", "remote"}:
-            out.append(p)
-    return out
+    return [p for p in _EXAMPLES if _is_delegate_config(p)]
 
 
-@pytest.mark.parametrize("path", _shipped_configs() or [None], ids=lambda p: p.name if p else "none")
-def test_shipped_example_configs_load(path: Path | None):
-    if path is None:
-        pytest.skip("configs/ has no example configs yet")
+def _other_examples() -> list[Path]:
+    """LiteLLM proxy files (model_list, …) and task files (tasks): other formats that live next to the
+    configs. They must not load as a hermes-delegate config."""
+    return [p for p in _EXAMPLES if not _is_delegate_config(p)]
+
+
+def test_configs_dir_has_both_kinds_of_examples():
+    assert _shipped_configs(), "configs/ has no hermes-delegate example configs"
+    assert _other_examples(), "configs/ has no non-config example (task file / LiteLLM proxy file)"
+
+
+@pytest.mark.parametrize("path", _shipped_configs(), ids=lambda p: p.name)
+def test_shipped_example_configs_load(path: Path):
     assert isinstance(load_config(path), Config)
+
+
+@pytest.mark.parametrize("path", _other_examples(), ids=lambda p: p.name)
+def test_non_config_examples_are_rejected_with_config_error(path: Path):
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message or path.name in message, message
+    foreign = sorted(set(data) - _CONFIG_KEYS) if isinstance(data, dict) else []
+    for key in foreign:
+        assert key in message, f"{key!r} not named in: {message}"
 
 
 # -- errors name the file and the key path ----------------------------------------------------

@@ -29,7 +29,7 @@ from hermes_delegate._litellm import map_litellm_errors
 from hermes_delegate.loopback import closed_port_url
 from hermes_delegate.router import RouterHandle
 from hermes_delegate.worker import Job, WorkerOutput, build_messages
-from test_interrupts import client_sockets, new_threads, opened_since
+from helpers import client_sockets, new_threads, opened_since
 
 N_TASKS = 4
 TASK_TIMEOUT_S = 4.5   # the whole task: one Router retry with backoff takes at most ~3 s

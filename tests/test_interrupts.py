@@ -16,10 +16,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,48 +25,10 @@ import pytest
 from conftest import LoopbackPair, loopback_config
 from hermes_delegate import BatchResult, Delegator, Task
 from hermes_delegate._litellm import close_loop_clients
+from helpers import client_sockets, new_threads, opened_since
 
 N = 50
 LATENCY_S = 5.0
-
-
-def client_sockets(ports: set[int]) -> dict[str, tuple[int, str]] | None:
-    """{socket inode: (remote port, TCP state)} of this process's sockets connected to one of `ports`
-    (Linux /proc); None where /proc is not available. The in-process loopback servers' own sockets have the port as
-    their local port, so they are not counted."""
-    fd_dir = Path("/proc/self/fd")
-    if not fd_dir.is_dir():
-        return None
-    inodes = set()
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(fd_dir / fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    states = {"01": "ESTABLISHED", "02": "SYN_SENT", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
-              "09": "LAST_ACK", "04": "FIN_WAIT1", "05": "FIN_WAIT2", "0A": "LISTEN", "0B": "CLOSING"}
-    out = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            remote_port = int(cols[2].rsplit(":", 1)[1], 16)
-            if remote_port in ports and cols[9] in inodes:
-                out[cols[9]] = (remote_port, states.get(cols[3], cols[3]))
-    return out
-
-
-def opened_since(before: dict[str, tuple[int, str]] | None, ports: set[int]) -> list[tuple[int, str]]:
-    """Sockets to `ports` open now that were not open at `before` ([] where /proc is not available)."""
-    now = client_sockets(ports)
-    if now is None or before is None:
-        return []
-    return [v for k, v in now.items() if k not in before]
 
 
 def _our_tasks() -> list[asyncio.Task[Any]]:
@@ -95,26 +55,6 @@ def _assert_all_interrupted(batch: BatchResult, n: int) -> None:
     assert batch.counts() == {"interrupted": n}
     for r in batch.results:
         assert r.error["type"] == "interrupted" and r.summary is None
-
-
-#: Process-wide, bounded worker pools of litellm, started on first use and reused: not "left behind".
-KNOWN_POOLS = ("litellm-logging",)
-
-
-def new_threads(before: set[int], grace_s: float = 2.0) -> list[str]:
-    """Threads started since `before` still alive after a grace period, minus litellm's bounded pools
-    (whose size is checked against litellm's own cap)."""
-    from litellm.constants import LOGGING_EXECUTOR_MAX_THREADS  # noqa: PLC0415
-
-    deadline = time.monotonic() + grace_s
-    while True:
-        alive = [t for t in threading.enumerate() if t.is_alive()]
-        pooled = [t for t in alive if t.name.startswith(KNOWN_POOLS)]
-        assert len(pooled) <= LOGGING_EXECUTOR_MAX_THREADS, [t.name for t in pooled]
-        extra = [t.name for t in alive if t.ident not in before and t not in pooled]
-        if not extra or time.monotonic() > deadline:
-            return extra
-        time.sleep(0.05)
 
 
 def test_interrupt_from_another_thread_returns_within_1s_and_leaves_nothing(providers: LoopbackPair):

@@ -26,9 +26,10 @@ from typing import Any, Iterator
 import pytest
 
 from hermes_delegate.loopback import LoopbackProvider
+from helpers import require_binary
 
-REDIS_SERVER = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server")
-                                                else None)
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"  # checked by require_binary in the fixture
+REDIS_HOW = "apt-get install -y redis-server (.ci/run installs it)"
 R = 5  # provider limit: requests per sliding second
 N_PER_PROCESS = 15
 
@@ -62,12 +63,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server binary not found (apt-get install -y redis-server; .ci/run installs it)")
+    redis_server = require_binary(REDIS_SERVER, REDIS_HOW)  # skip locally, FAIL under CI=true
     port = _free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
-        [str(REDIS_SERVER), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

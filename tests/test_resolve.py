@@ -184,8 +184,28 @@ ERRORS = [
 ]
 
 
-def test_table_is_big_enough():
+def test_table_is_big_enough_and_every_row_resolves_as_stated(resolver: Resolver):
+    """The whole table in one test: its size AND each row's actual outcome (model and resolved_via, or
+    the exact error type), so a row that stops resolving as stated fails here too."""
     assert len(OK) + len(ERRORS) >= 45
+    assert len({repr(t) for t, _ in OK}) == len(OK), "duplicate input in OK"
+    assert len({repr(t) for t, _, _ in ERRORS}) == len(ERRORS), "duplicate input in ERRORS"
+    wrong = []
+    for text, expected in OK:
+        assert {"model", "resolved_via"} <= set(expected), f"row {text!r} must state model and resolved_via"
+        got = resolver.resolve(text).to_dict()
+        for key in ("model", "resolved_via"):
+            if got[key] != expand(expected[key]):
+                wrong.append((text, key, got[key], expand(expected[key])))
+    for text, cls, _ in ERRORS:
+        try:
+            res = resolver.resolve(text)  # type: ignore[arg-type]
+        except UsageError as err:
+            if type(err) is not cls:
+                wrong.append((text, "error", type(err).__name__, cls.__name__))
+        else:
+            wrong.append((text, "error", f"resolved to {res.to_dict()['model']!r}", cls.__name__))
+    assert wrong == [], "\n".join(f"{t!r}: {k} = {g!r}, table says {e!r}" for t, k, g, e in wrong)
 
 
 @pytest.mark.parametrize(("text", "expected"), OK, ids=[t for t, _ in OK])
@@ -317,3 +337,12 @@ def test_provider_snapshot_and_family_ids_match_installed_litellm():
         entry = litellm.model_cost.get(fid) or litellm.model_cost.get(bare)
         assert entry is not None, f"{name} → {fid} is not in litellm.model_cost"
         assert entry.get("litellm_provider") == prov
+
+
+def test_a_second_provider_flag_is_an_error_not_a_silent_override():
+    from hermes_delegate import SpecError, parse_model_string
+
+    for text in ("glm-4.7 --provider zai --provider openrouter", "x --provider=a --provider b"):
+        with pytest.raises(SpecError, match="twice"):
+            parse_model_string(text)
+    assert parse_model_string("glm-4.7 --provider zai").provider == "zai"

@@ -1,0 +1,113 @@
+"""Shared test helpers (plain functions, not fixtures). Test files import from here, never from
+each other: ``from helpers import ...`` (tests/ is on sys.path, as for ``conftest``).
+
+    require_binary(path_or_name, how_to_install) -> str
+        The path of an executable the test needs. Missing: a skip locally, a FAILURE under CI=true.
+    missing(what, how_to_install)
+        The same fail-under-CI / skip-locally outcome, for a requirement found by other means.
+    client_sockets(ports) / opened_since(before, ports)
+        This process's client sockets to `ports` (Linux /proc), for "nothing left behind" checks.
+    new_threads(before, grace_s=2.0)
+        Threads started since `before` still alive after a grace period, minus litellm's bounded pools.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+__all__ = ["KNOWN_POOLS", "client_sockets", "in_ci", "missing", "new_threads", "opened_since", "require_binary"]
+
+
+def in_ci() -> bool:
+    """True when the environment variable CI is "true" (any case), as CI services set it."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def require_binary(path_or_name: str | os.PathLike[str], how_to_install: str) -> str:
+    """Return the path of the executable `path_or_name` (a path, or a name looked up on PATH).
+
+    When it is missing: under CI=true the calling test FAILS (CI must never silently skip what it is
+    meant to test); otherwise the test is skipped. Either way the message names what is missing and
+    how to install it."""
+    text = os.fspath(path_or_name)
+    if os.sep in text or (os.altsep and os.altsep in text):
+        found = text if os.path.isfile(text) and os.access(text, os.X_OK) else None
+    else:
+        found = shutil.which(text)
+    if found:
+        return found
+    missing(f"required binary {text!r} not found", how_to_install)
+
+
+def missing(what: str, how_to_install: str) -> NoReturn:
+    """Fail (CI=true) or skip (locally) the calling test because `what` is missing."""
+    msg = f"{what}; install it with: {how_to_install}"
+    if in_ci():
+        pytest.fail(f"{msg} (CI=true: a missing binary is a failure, not a skip)", pytrace=False)
+    pytest.skip(msg)
+
+
+def client_sockets(ports: set[int]) -> dict[str, tuple[int, str]] | None:
+    """{socket inode: (remote port, TCP state)} of this process's sockets connected to one of `ports`
+    (Linux /proc); None where /proc is not available. The in-process loopback servers' own sockets have the port as
+    their local port, so they are not counted."""
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return None
+    inodes = set()
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(fd_dir / fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    states = {"01": "ESTABLISHED", "02": "SYN_SENT", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "04": "FIN_WAIT1", "05": "FIN_WAIT2", "0A": "LISTEN", "0B": "CLOSING"}
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            remote_port = int(cols[2].rsplit(":", 1)[1], 16)
+            if remote_port in ports and cols[9] in inodes:
+                out[cols[9]] = (remote_port, states.get(cols[3], cols[3]))
+    return out
+
+
+def opened_since(before: dict[str, tuple[int, str]] | None, ports: set[int]) -> list[tuple[int, str]]:
+    """Sockets to `ports` open now that were not open at `before` ([] where /proc is not available)."""
+    now = client_sockets(ports)
+    if now is None or before is None:
+        return []
+    return [v for k, v in now.items() if k not in before]
+
+
+#: Process-wide, bounded worker pools of litellm, started on first use and reused: not "left behind".
+KNOWN_POOLS = ("litellm-logging",)
+
+
+def new_threads(before: set[int], grace_s: float = 2.0) -> list[str]:
+    """Threads started since `before` still alive after a grace period, minus litellm's bounded pools
+    (whose size is checked against litellm's own cap)."""
+    from litellm.constants import LOGGING_EXECUTOR_MAX_THREADS  # noqa: PLC0415
+
+    deadline = time.monotonic() + grace_s
+    while True:
+        alive = [t for t in threading.enumerate() if t.is_alive()]
+        pooled = [t for t in alive if t.name.startswith(KNOWN_POOLS)]
+        assert len(pooled) <= LOGGING_EXECUTOR_MAX_THREADS, [t.name for t in pooled]
+        extra = [t.name for t in alive if t.ident not in before and t not in pooled]
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.05)

@@ -31,28 +31,33 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 3 + 8)
 
 
+BUDGET_HINT = "Pass e.g. budget_usd: 0.5, or omit it to use the configured cap."
+
+
+def finite_usd(value: int | float) -> float:
+    """A budget number as a float; NaN, infinities and ints too large for a float are a BudgetError."""
+    try:
+        usd = float(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        usd = math.inf
+    if not math.isfinite(usd):
+        raise BudgetError("budget_usd must be a finite positive number of US dollars.", hint=BUDGET_HINT)
+    return usd
+
+
 def effective_cap(config_cap: float | None, call_cap: object) -> float | None:
     """A call may lower the configured cap, never raise it."""
     if call_cap is None:
         return config_cap
-    hint = "Pass e.g. budget_usd: 0.5, or omit it to use the configured cap."
-    if isinstance(call_cap, bool) or not isinstance(call_cap, (int, float)):
-        raise BudgetError(f"budget_usd must be a positive number, got {call_cap!r}.", hint=hint)
-    try:
-        cap = float(call_cap)
-    except OverflowError:  # an int too large for a float (10**400)
-        cap = math.inf
-    if not math.isfinite(cap):
-        raise BudgetError("budget_usd must be a finite positive number of US dollars.", hint=hint)
+    cap = finite_usd(call_cap) if isinstance(call_cap, (int, float)) and not isinstance(call_cap, bool) else 0.0
     if cap <= 0:
-        raise BudgetError(f"budget_usd must be a positive number, got {call_cap!r}.", hint=hint)
-    call_cap = cap
-    if config_cap is not None and call_cap > config_cap:
+        raise BudgetError(f"budget_usd must be a positive number, got {call_cap!r}.", hint=BUDGET_HINT)
+    if config_cap is not None and cap > config_cap:
         raise BudgetError(
-            f"budget_usd {call_cap} is above the configured cap of {config_cap}.",
+            f"budget_usd {cap} is above the configured cap of {config_cap}.",
             hint=f"Pass a budget_usd of at most {config_cap}, or omit it.",
         )
-    return float(call_cap)
+    return cap
 
 
 def deployment_price(params: dict[str, Any], info: dict[str, Any]) -> ModelPrice | None:

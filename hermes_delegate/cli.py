@@ -154,28 +154,11 @@ def cmd_doctor(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
 
 
 def _load_tasks(path: str) -> tuple[list[Any], str | None]:
-    import yaml  # noqa: PLC0415
-
+    from .config import read_yaml_file  # noqa: PLC0415
     from .errors import TaskPayloadError  # noqa: PLC0415
 
-    from .config import NoAliasLoader  # noqa: PLC0415
-
     shape = "Each task has goal (required), context and model."
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TaskPayloadError(f"Tasks file not found: {path}") from None
-    except OSError as exc:
-        raise TaskPayloadError(f"Cannot read tasks file {path}: {exc.strerror or exc}.") from None
-    except UnicodeDecodeError:
-        raise TaskPayloadError(f"Cannot read tasks file {path}: it is not UTF-8 text.") from None
-    try:
-        data = yaml.load(text, Loader=NoAliasLoader)  # safe, and no *aliases (no alias bombs)
-    except RecursionError:
-        raise TaskPayloadError(f"{path} is nested too deeply to be a tasks file.", hint=shape) from None
-    except yaml.YAMLError as exc:
-        raise TaskPayloadError(f"{path} is not valid YAML: {getattr(exc, 'problem', None) or exc}",
-                               hint="Only plain YAML is accepted (no !!python tags, no *aliases).") from None
+    data = read_yaml_file(Path(path), "tasks file", TaskPayloadError, nested_hint=shape)
     if isinstance(data, dict):
         tasks = data.get("tasks")
         if tasks is None:
@@ -187,33 +170,31 @@ def _load_tasks(path: str) -> tuple[list[Any], str | None]:
         return tasks, data.get("model")
     if isinstance(data, list):
         return data, None
-    raise TaskPayloadError(f"{path}: expected a list of tasks or a mapping with `tasks:`.",
-                           hint="Each task has goal (required), context and model.")
+    raise TaskPayloadError(f"{path}: expected a list of tasks or a mapping with `tasks:`.", hint=shape)
 
 
 def _run_batch(cfg: Config, tasks: list[Any], model: str | None, args: argparse.Namespace, out: TextIO,
                before: Callable[[TextIO], None] | None = None) -> int:
     from .engine import Delegator  # noqa: PLC0415
     from .render import Progress, summary_lines  # noqa: PLC0415
-    from .sync import run_sync, signals_deferred  # noqa: PLC0415
+    from .sync import run_sync  # noqa: PLC0415
 
     delegator = Delegator(cfg)
     planned, cap = delegator.plan(tasks, model=model, budget_usd=getattr(args, "budget", None))
     progress_out = sys.stderr if args.json else out
     if before and not args.json:
         before(out)
-    # SIGINT, SIGTERM and SIGHUP interrupt the batch: unfinished tasks end `interrupted`, and the
-    # results already paid for are printed even when a second signal arrives meanwhile.
-    with signals_deferred(restore=False):
-        with Progress(len(planned), out=progress_out) as progress, _quiet_stdout():
-            batch = run_sync(lambda: delegator.run_planned(planned, cap=cap, on_event=progress,
-                                                           max_concurrency=getattr(args, "concurrency", None)),
-                             on_signal=delegator.interrupt)
-        if args.json:
-            _print_json(batch.to_dict(), out)
-        else:
-            for line in summary_lines(batch):
-                print(line, file=out)
+    # SIGINT, SIGTERM and SIGHUP interrupt the batch: unfinished tasks end `interrupted` and the results
+    # already paid for are printed. A second signal during shutdown is not handled yet (issue 13).
+    with Progress(len(planned), out=progress_out) as progress, _quiet_stdout():
+        batch = run_sync(lambda: delegator.run_planned(planned, cap=cap, on_event=progress,
+                                                       max_concurrency=getattr(args, "concurrency", None)),
+                         on_signal=delegator.interrupt)
+    if args.json:
+        _print_json(batch.to_dict(), out)
+    else:
+        for line in summary_lines(batch):
+            print(line, file=out)
     return EXIT_OK if batch.ok else EXIT_TASKS_FAILED
 
 

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, DelegateError
 
 __all__ = [
     "Config",
@@ -193,25 +193,32 @@ class NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+def read_yaml_file(path: Path, what: str, error: type[DelegateError] = ConfigError, *,
+                   not_found_hint: str = "", nested_hint: str = "") -> Any:
+    """The one reader of our YAML files (configs and tasks files): plain YAML only (no !!python tags,
+    no *aliases), every way a file can be unusable as one typed `error` naming `what` and the path."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{what} not found: {path}", hint="Check the path, or pass --config PATH.") from None
+        raise error(f"{what[:1].upper()}{what[1:]} not found: {path}", hint=not_found_hint) from None
     except OSError as exc:
-        raise ConfigError(f"Cannot read {what} {path}: {exc.strerror or exc}.") from None
+        raise error(f"Cannot read {what} {path}: {exc.strerror or exc}.") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"Cannot read {what} {path}: it is not UTF-8 text.") from None
+        raise error(f"Cannot read {what} {path}: it is not UTF-8 text.") from None
     try:
-        data = yaml.load(text, Loader=NoAliasLoader)  # safe: refuses !!python/object and aliases
+        return yaml.load(text, Loader=NoAliasLoader)  # safe: refuses !!python/object and aliases
     except RecursionError:
-        raise ConfigError(f"{path} is nested too deeply to be a config.") from None
+        raise error(f"{path} is nested too deeply to be a {what}.", hint=nested_hint) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        raise ConfigError(f"{path}{at} is not valid YAML: {problem}.",
-                          hint="Only plain YAML is accepted (no !!python tags, no *aliases).") from None
+        raise error(f"{path}{at} is not valid YAML: {problem}.",
+                    hint="Only plain YAML is accepted (no !!python tags, no *aliases).") from None
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    data = read_yaml_file(path, what, not_found_hint="Check the path, or pass --config PATH.")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -13,7 +13,7 @@ ENV_REF = "os.environ/"
 
 def env_ref_name(value: Any) -> str | None:
     """`"os.environ/ZAI_API_KEY"` → `"ZAI_API_KEY"`; anything else → None."""
-    if isinstance(value, str) and value.startswith(ENV_REF) and len(value) > len(ENV_REF):
+    if isinstance(value, str) and value.startswith(ENV_REF):
         return value[len(ENV_REF):]
     return None
 

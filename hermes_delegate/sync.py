@@ -12,37 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import signal
 import threading
-from typing import Awaitable, Callable, Iterator, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 from ._litellm import close_loop_clients
 
-__all__ = ["run_sync", "INTERRUPT_SIGNALS", "signals_deferred"]
+__all__ = ["run_sync", "INTERRUPT_SIGNALS"]
 
 T = TypeVar("T")
 
 #: What containers, systemd, CI runners and terminals send to stop a process.
 INTERRUPT_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP"))
                           if s is not None)
-
-
-@contextlib.contextmanager
-def signals_deferred(*, restore: bool = True) -> Iterator[None]:
-    """While the results of an interrupted batch are being printed, a further stop signal must not kill
-    the process: it is ignored until the block ends (main thread only; elsewhere a no-op). A process
-    about to exit (the CLI) passes restore=False: a signal still pending would otherwise kill it on the
-    way out, with its exit code lost."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, lambda *_: None) for sig in INTERRUPT_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items() if restore else ():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def run_sync(make: Callable[[], Awaitable[T]], *, on_signal: Callable[[], None] | None = None) -> T:

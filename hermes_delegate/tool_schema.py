@@ -176,10 +176,6 @@ def list_models_function(name: str = "list_models", delegate_name: str = "delega
 
 
 # -- list_models --------------------------------------------------------------------------------
-def _env_value(value: Any, env: Mapping[str, str]) -> Any:
-    return resolve_env_ref(value, env)
-
-
 def _prices(price: ModelPrice | None) -> dict[str, float | None]:
     pm = price.per_million if price else None
     return {"input_per_1m": pm["input"] if pm else None, "output_per_1m": pm["output"] if pm else None}
@@ -230,7 +226,7 @@ def _deployment(delegator: Delegator, dep: Any, router_id: str | None, cooling: 
         "provider": provider,
         "deployment_id": str(info.get("id") or model),
         "model": model,
-        "api_host": api_host(_env_value(lp.get("api_base") or lp.get("base_url"), env)),
+        "api_host": api_host(resolve_env_ref(lp.get("api_base") or lp.get("base_url"), env)),
         "context_window": int(window) if isinstance(window, (int, float)) else None,
         **_prices(deployment_price(lp, info) or catalog.price(model)),
         **deployment_credentials(lp, env, provider=provider).to_dict(),
@@ -248,7 +244,7 @@ def _model_facts(delegator: Delegator, res: Resolution) -> dict[str, Any]:
     pricing = Pricing(delegator.config, delegator.resolver, cap_usd=None, max_tokens=0)
     return {
         "provider": provider,
-        "api_host": api_host(_env_value(params.get("api_base") or res.api_base, delegator.env)),
+        "api_host": api_host(resolve_env_ref(params.get("api_base") or res.api_base, delegator.env)),
         "context_window": catalog.context_window(res.model),
         **_prices(pricing.price(res)),
         **deployment_credentials(params, delegator.env, provider=provider,

@@ -16,13 +16,13 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import math
 import os
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import tool_schema
 from .sync import run_sync as _run_sync
+from .budget import BUDGET_HINT, finite_usd
 from .engine import context_text
 from .env_refs import env_ref_name
 from .errors import DelegateError, ProviderError, TaskPayloadError, TaskProblem
@@ -173,24 +173,16 @@ def _budget_field(value: Any) -> float | None:
         return None
     num: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            num = float(value)
-        except OverflowError:  # an int too large for a float (10**400)
-            num = math.inf
+        num = value
     elif isinstance(value, str):
         try:
             num = float(value.strip().lstrip("$").strip())
         except ValueError:
             num = None
-    if num is not None and not math.isfinite(num):  # nan, inf: a number, but no cap
-        from .errors import BudgetError  # noqa: PLC0415
-
-        raise BudgetError("budget_usd must be a finite positive number of US dollars.",
-                          hint="Pass e.g. budget_usd: 0.5, or omit it to use the configured cap.")
     if num is None:
         raise _payload(f"budget_usd must be a number of US dollars, got {_json_type(value)} {_short(value)}.",
-                       hint="Pass e.g. budget_usd: 0.5, or omit it to use the configured cap.")
-    return num  # ≤ 0 and above-the-cap are the budget's to refuse (budget.effective_cap)
+                       hint=BUDGET_HINT)
+    return finite_usd(num)  # ≤ 0 and above-the-cap are the budget's to refuse (budget.effective_cap)
 
 
 def _task_list(raw: Any) -> list[Any]:

@@ -63,7 +63,9 @@ async def close_loop_clients() -> int:
     entries = getattr(cache, "cache_dict", None)
     if not isinstance(entries, dict):
         return 0
-    suffix = f"-{id(asyncio.get_running_loop())}"
+    # The cache's own key scheme (litellm 1.106: `-{id(loop)}`; newer: a per-loop token).
+    scoped = getattr(cache, "update_cache_key_with_event_loop", None)
+    suffix = scoped("") if callable(scoped) else f"-{id(asyncio.get_running_loop())}"
     closed = 0
     for key in [k for k in list(entries) if isinstance(k, str) and k.endswith(suffix)]:
         client = entries.pop(key, None)
@@ -154,6 +156,42 @@ def _hidden_kind(exc: BaseException) -> tuple[str, BaseException] | None:
     return None
 
 
+#: Causes that mean "the provider answered, but the body is not a usable completion": a parse error, or
+#: litellm's transformation failing on a body of the wrong shape (Anthropic format: KeyError 'content').
+_SHAPE_CAUSES = ("JSONDecodeError", "UnicodeDecodeError", "KeyError", "IndexError", "TypeError",
+                 "ValidationError")
+#: litellm's own words for a 200 it could not use (it then invents a status 500).
+_BAD_200_TEXT = re.compile(r"Empty or invalid response from LLM endpoint|provider returned '\w+' that is not"
+                           r"|Invalid response object|Expecting value")
+
+
+def _real_status(cause: BaseException) -> bool:
+    names = [c.__name__ for c in type(cause).__mro__]
+    return "HTTPStatusError" in names or (type(cause).__module__.startswith("openai")
+                                          and "APIStatusError" in names)
+
+
+def _unusable_200(exc: BaseException) -> str | None:
+    """The name of the failure when `exc` is litellm's wrapper around a body it could not use (HTML, binary,
+    JSON of the wrong shape); None when the provider sent a real error status or the connection failed."""
+    chain = [exc, *_causes(exc)]
+    if any(_real_status(c) for c in chain[1:]):
+        return None
+    for cause in chain[1:]:
+        names = [c.__name__ for c in type(cause).__mro__]
+        if any(n in names for n in ("TransportError", "ClientConnectionError", "ClientPayloadError",
+                                    "TimeoutException", "APITimeoutError")):
+            return None
+    for cause in chain[1:]:
+        names = [c.__name__ for c in type(cause).__mro__]
+        hit = next((n for n in _SHAPE_CAUSES if n in names), None)
+        if hit is not None:
+            return hit
+    if any(_BAD_200_TEXT.search(str(c)) for c in chain):
+        return "UnusableResponse"
+    return None
+
+
 def to_provider_error(exc: BaseException) -> ProviderError:
     """The most specific ProviderError for a litellm/openai/httpx exception."""
     if isinstance(exc, ProviderError):
@@ -179,6 +217,10 @@ def to_provider_error(exc: BaseException) -> ProviderError:
         kind, name = hidden[0], type(hidden[1]).__name__  # name the real failure, not the wrapper
     if kind == "server" and status == 500 and ("Expecting value" in raw or "JSONDecodeError" in raw):
         kind = "bad_response"
+    if kind in ("server", "unknown", "connection"):
+        bad = _unusable_200(exc)
+        if bad is not None:  # a 200 litellm could not use: no HTTP status of the provider's to report
+            kind, name = "bad_response", bad
     code = status if isinstance(status, int) and kind not in _NO_STATUS else None
     msg = _clean(raw)
     return ProviderError(kind, f"{name}: {msg}", status_code=code)

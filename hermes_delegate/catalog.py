@@ -113,6 +113,13 @@ class Catalog:
         """The provider LiteLLM itself would pick for an unprefixed id, if the catalog says."""
         return self._native.get(bare)
 
+    def vendor_form(self, provider: str, bare: str) -> str | None:
+        """An aggregator's vendor-prefixed id for a bare one (`openrouter`, `gpt-5` → `openai/gpt-5`),
+        when exactly one of the provider's catalog ids is `<vendor>/<bare>`."""
+        hits = [m for m in self._by_provider.get(provider, ()) if m.endswith("/" + bare)
+                and m.count("/") == 1]
+        return hits[0] if len(hits) == 1 else None
+
     def bare_names(self) -> list[str]:
         return list(self._by_bare)
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from .config import Config, load_config
-from .credentials import deployment_credentials
+from .credentials import deployment_credentials, unset_refs
 from .errors import DelegateError
+from .render import for_people, utf8
 from .redact import default_redactor, install_log_filter, redact
 from .resolve import Resolver
 
@@ -42,7 +43,7 @@ def _finite(obj: Any) -> Any:
 
 def _print_json(obj: Any, out: TextIO) -> None:
     text = json.dumps(_finite(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False)
-    print(redact(text), file=out, flush=True)
+    print(utf8(redact(text)), file=out, flush=True)
 
 
 @contextlib.contextmanager
@@ -133,6 +134,11 @@ def cmd_doctor(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
         report["aliases"][name] = r.get("model") or r.get("error")
         if "error" in r:
             problems.append(f"{name}: {r['error']}")
+        else:  # every deployment it reaches has an unset os.environ/ key or api_base: it cannot run
+            try:
+                resolver.check_callable(resolver.resolve(name))
+            except DelegateError as exc:
+                problems.append(f"{name}: {exc.message}")
     cfg.groups()  # remote mode: the proxy's groups
     for dep in cfg.router.model_list:
         cred = deployment_credentials(dep.litellm_params, resolver.env)
@@ -140,10 +146,17 @@ def cmd_doctor(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
         report["deployments"].append(row)
         if not cred.present:
             problems.append(f"{dep.model_name} ({row['model']}): credentials missing — set {cred.key_env}")
+        for ref in unset_refs(dep.litellm_params, resolver.env):  # api_base and any other reference too
+            if ref != cred.key_env:
+                problems.append(f"{dep.model_name} ({row['model']}): os.environ/{ref} is not set")
+    ignored = [f"{k} (proxy-server settings: not used by hermes-delegate)" for k in cfg.router.ignored_sections]
+    report["ignored"] = ignored
     if args.json:
         _print_json(report, out)
     else:
         print(f"config: {report['config']}", file=out)
+        for line in ignored:
+            print(f"  ignored: {line}", file=out)
         for row in report["deployments"]:
             env_txt = f" ({row['key_env']})" if row["key_env"] else ""
             print(f"  {row['group']:<20} {row['model']:<40} credentials {row['credentials']}{env_txt}", file=out)
@@ -177,7 +190,7 @@ def _run_batch(cfg: Config, tasks: list[Any], model: str | None, args: argparse.
                before: Callable[[TextIO], None] | None = None) -> int:
     from .engine import Delegator  # noqa: PLC0415
     from .render import Progress, summary_lines  # noqa: PLC0415
-    from .sync import run_sync  # noqa: PLC0415
+    from .sync import run_sync, signals_interrupt  # noqa: PLC0415
 
     delegator = Delegator(cfg)
     planned, cap = delegator.plan(tasks, model=model, budget_usd=getattr(args, "budget", None))
@@ -185,20 +198,25 @@ def _run_batch(cfg: Config, tasks: list[Any], model: str | None, args: argparse.
     if before and not args.json:
         before(out)
     # SIGINT, SIGTERM and SIGHUP interrupt the batch: unfinished tasks end `interrupted` and the results
-    # already paid for are printed. A second signal during shutdown is not handled yet (issue 13).
-    with Progress(len(planned), out=progress_out) as progress, _quiet_stdout():
-        batch = run_sync(lambda: delegator.run_planned(planned, cap=cap, on_event=progress,
-                                                       max_concurrency=getattr(args, "concurrency", None)),
-                         on_signal=delegator.interrupt)
-    if args.json:
-        _print_json(batch.to_dict(), out)
-    else:
-        for line in summary_lines(batch):
-            print(line, file=out)
+    # already paid for are printed; a second signal only hurries that along (it never kills the process).
+    with signals_interrupt(delegator.interrupt) as stop:
+        goals = [p.goal for p in planned]
+        with Progress(len(planned), out=progress_out, goals=goals) as progress, _quiet_stdout():
+            batch = run_sync(lambda: delegator.run_planned(planned, cap=cap, on_event=progress,
+                                                           max_concurrency=getattr(args, "concurrency", None)),
+                             on_signal=stop)
+        if args.json:
+            _print_json(batch.to_dict(), out)
+        else:
+            for line in summary_lines(batch):
+                print(utf8(line), file=out)
     return EXIT_OK if batch.ok else EXIT_TASKS_FAILED
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    from .demo import refuse_loopback_outside_demo  # noqa: PLC0415
+
+    refuse_loopback_outside_demo(cfg)
     tasks, file_model = _load_tasks(args.tasks)
     return _run_batch(cfg, tasks, args.model or file_model, args, out)
 
@@ -206,7 +224,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
 def cmd_demo(args: argparse.Namespace, cfg: Config | None, out: TextIO) -> int:
     from .demo import describe, find_demo_files, loopback_config  # noqa: PLC0415
 
-    cfg_path, tasks_path = find_demo_files(args.demo_config, args.tasks)
+    cfg_path, tasks_path = find_demo_files(args.demo_config or getattr(args, "config", None), args.tasks)
     providers: dict[str, Any] = {}
     try:
         demo_cfg = loopback_config(cfg_path, providers)
@@ -222,12 +240,29 @@ def cmd_demo(args: argparse.Namespace, cfg: Config | None, out: TextIO) -> int:
             p.stop()
 
 
+def cmd_mcp(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    """Serve the tools over MCP (stdio, or streamable HTTP with --http) until the client goes away."""
+    import anyio  # noqa: PLC0415
+
+    from .mcp_server import DEFAULT_TOKEN_ENV, serve_http, serve_stdio  # noqa: PLC0415
+
+    if args.http:
+        anyio.run(serve_http, cfg, args.http, args.token_env or DEFAULT_TOKEN_ENV)
+    else:
+        anyio.run(serve_stdio, cfg)
+    return EXIT_OK
+
+
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="config file (else $HERMES_DELEGATE_CONFIG, "
                         "else ~/.config/hermes-delegate/config.yaml)")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="-v info, -vv debug logs (stderr)")
+    common.add_argument("--hermes", nargs="?", const="", default=argparse.SUPPRESS, metavar="HERMES_HOME",
+                        help="use the hermes plugin's settings: HERMES_HOME/config.yaml (default $HERMES_HOME, "
+                        "else ~/.hermes); autodetected when no --config is given and that file has a "
+                        "hermes_delegate: block")
     p = argparse.ArgumentParser(prog="hermes-delegate", parents=[common],
                                 description="Fan tasks out in parallel, each on the model it names.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -245,13 +280,36 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", parents=[common], help="validate the config; list missing credentials by env var")
     d.add_argument("--json", action="store_true")
     demo = sub.add_parser("demo", parents=[common], help="run a mixed-model batch on embedded loopback providers")
-    demo.add_argument("--demo-config", help="default: configs/demo.yaml")
-    demo.add_argument("--tasks", help="default: configs/demo-tasks.yaml")
+    demo.add_argument("--demo-config", help="a config with loopback://NAME api_bases (also --config); "
+                      "default: the demo's own")
+    demo.add_argument("--tasks", help="default: the demo's own tasks")
     demo.add_argument("--json", action="store_true")
+    mcp = sub.add_parser("mcp", parents=[common], help="serve delegate_task and list_models over MCP (stdio)")
+    mcp.add_argument("--http", metavar="[HOST:]PORT", help="streamable HTTP instead of stdio (host 127.0.0.1 "
+                     "unless given; any other host requires a bearer token)")
+    mcp.add_argument("--token-env", metavar="VAR", help="env var holding the HTTP bearer token "
+                     "(default HERMES_DELEGATE_MCP_TOKEN)")
     return p
 
 
-COMMANDS = {"resolve": cmd_resolve, "models": cmd_models, "run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo}
+COMMANDS = {"resolve": cmd_resolve, "models": cmd_models, "run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo,
+            "mcp": cmd_mcp}
+
+
+def _hermes_home(args: argparse.Namespace) -> str | None:
+    """--hermes [HOME], else the autodetected HERMES_HOME (no --config, no $HERMES_DELEGATE_CONFIG,
+    no default config file, and hermes's config.yaml has a hermes_delegate: block); None = ours."""
+    if hasattr(args, "hermes"):
+        return args.hermes
+    if getattr(args, "config", None) or os.environ.get("HERMES_DELEGATE_CONFIG"):
+        return None
+    from .config import default_config_path  # noqa: PLC0415
+    from .hermes_home import detect  # noqa: PLC0415
+
+    if default_config_path(os.environ).exists():
+        return None
+    found = detect()
+    return str(found) if found is not None else None
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
@@ -263,7 +321,15 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return int(exc.code or 0) and EXIT_USAGE
     _setup_logging(getattr(args, "verbose", 0))
     try:
-        cfg = None if args.command == "demo" else load_config(getattr(args, "config", None))
+        hermes_home = _hermes_home(args)
+        if args.command == "demo":
+            cfg = None
+        elif hermes_home is not None:
+            from .hermes_home import config_for_home  # noqa: PLC0415
+
+            cfg = config_for_home(hermes_home)
+        else:
+            cfg = load_config(getattr(args, "config", None))
         return COMMANDS[args.command](args, cfg, out)
     except BrokenPipeError:  # `hermes-delegate models --json | head`: the reader went away
         if out is sys.stdout:  # Python's recipe: point stdout at devnull so the exit flush is quiet
@@ -272,7 +338,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                 os.dup2(devnull, sys.stdout.fileno())
         return EXIT_TASKS_FAILED
     except DelegateError as exc:
-        print(f"hermes-delegate: {redact(str(exc))}", file=sys.stderr)
+        text = redact(for_people(exc))
+        if _hermes_home(args) is not None:  # hints name the block a hermes user edits
+            from .hermes_home import hermes_keys  # noqa: PLC0415
+
+            text = hermes_keys(text)
+        print(f"hermes-delegate: {utf8(text)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("hermes-delegate: interrupted", file=sys.stderr)

@@ -8,11 +8,13 @@
       allow: [small, "anthropic/*"]
       max_tasks: 50
       budget_usd: 1.00
-    router:                # LiteLLM's own format, passed to litellm.Router unchanged
+    router:                # LiteLLM's own format, for litellm.Router (os.environ/ refs resolved by us)
       model_list: [...]
       router_settings: {...}
       litellm_settings: {...}
-    litellm_config: ./litellm.yaml   # or: an existing LiteLLM proxy config, used unchanged
+      environment_variables: {...}   # feed os.environ/ lookups only (Config.env_lookup)
+    litellm_config: ./litellm.yaml   # or: an existing LiteLLM proxy config (include: merged; what is
+                                     # honoured, ignored or refused: docs/litellm.md)
     remote:                          # or: a running LiteLLM proxy (see remote.py)
       base_url: http://127.0.0.1:4000
       api_key_env: LITELLM_PROXY_API_KEY
@@ -53,8 +55,22 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a focused worker agent. Complete the task you are given and reply with the result "
     "only: concise, complete, and without asking questions back."
 )
-#: Top-level sections of a LiteLLM proxy config that the Router uses.
-ROUTER_SECTIONS = ("model_list", "router_settings", "litellm_settings")
+#: Top-level sections of a LiteLLM proxy config that the Router uses (docs/litellm.md has the table).
+ROUTER_SECTIONS = ("model_list", "router_settings", "litellm_settings", "environment_variables")
+#: Proxy-server sections: accepted and ignored (they configure the proxy's HTTP server, DB, UI, keys).
+IGNORED_SECTIONS = ("general_settings",)
+#: `litellm_settings` keys hermes-delegate honours (set on the litellm module, or `cache` built from
+#: `cache_params`). Anything else there is refused: callbacks, guardrails and the proxy's key/team/
+#: budget settings need the proxy server (use `remote:` to go through one).
+LITELLM_SETTINGS = frozenset({
+    "cache", "cache_params", "drop_params", "modify_params", "request_timeout", "num_retries",
+    "set_verbose", "json_logs", "turn_off_message_logging", "redact_messages_in_exceptions",
+    "redact_user_api_key_info", "disable_add_transform_inline_image_block", "force_ipv4",
+    "ssl_verify", "disable_end_user_cost_tracking", "max_budget",
+})
+_PROXY_KEY_HINT = ("hermes-delegate runs LiteLLM's Router in-process, without the proxy server: remove the "
+                   "key, or run the LiteLLM proxy and point hermes-delegate at it with `remote:` "
+                   "(docs/litellm.md lists what is honoured).")
 
 
 class _Strict(BaseModel):
@@ -104,6 +120,16 @@ class RouterSection(BaseModel):
     model_list: list[Deployment] = Field(default_factory=list)
     router_settings: dict[str, Any] = Field(default_factory=dict)
     litellm_settings: dict[str, Any] = Field(default_factory=dict)
+    environment_variables: dict[str, str] = Field(
+        default_factory=dict, description="feed os.environ/ lookups; never written to the environment")
+    ignored_sections: list[str] = Field(default_factory=list, description="proxy-only sections, not used")
+
+    @field_validator("environment_variables", mode="before")
+    @classmethod
+    def _env_strings(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):  # the proxy sets os.environ[k] = str(v): numbers are fine
+            return {str(k): ("" if val is None else str(val)) for k, val in v.items()}
+        return v
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -146,7 +172,31 @@ class Config(_Strict):
         if self.remote is not None and (self.router.model_list or self.router.router_settings
                                         or self.router.litellm_settings or self.litellm_config):
             raise ValueError("remote: give either remote or router/litellm_config, not both")
+        ids = [str(d.model_info["id"]) for d in self.router.model_list if d.model_info.get("id") is not None]
+        if len(set(ids)) != len(ids):  # the Router keeps one of them, and results would name the wrong one
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"router.model_list: model_info.id {dup!r} is given to more than one deployment; "
+                             "give each deployment its own id, or leave model_info.id out")
         return self
+
+    def env_lookup(self, base: Mapping[str, str]) -> Mapping[str, str]:
+        """Where `os.environ/NAME` references are read: the config's `environment_variables` over `base`
+        (the process environment), as LiteLLM's proxy lets them override. Nothing is written anywhere."""
+        extra = self.router.environment_variables
+        if not extra:
+            return base
+        from collections import ChainMap  # noqa: PLC0415
+
+        from .env_refs import env_ref_name  # noqa: PLC0415
+
+        own: dict[str, str] = {}
+        for key, value in extra.items():  # `KEY: os.environ/OTHER` copies OTHER, when set (as the proxy)
+            ref = env_ref_name(value)
+            if ref is None:
+                own[key] = value
+            elif base.get(ref) is not None:
+                own[key] = base[ref]
+        return ChainMap(own, base)  # type: ignore[arg-type]
 
     def params_for_model(self, model: str) -> dict[str, Any] | None:
         """The `litellm_params` of the first configured deployment serving this LiteLLM id: a direct
@@ -226,13 +276,76 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _include_path(entry: str, declared_in: Path, root: Path) -> Path:
+    """LiteLLM's rule: next to the config that declares it; a file next to the root config still counts."""
+    declared = (declared_in.parent / os.path.expanduser(entry)).resolve()
+    rooted = (root.parent / os.path.expanduser(entry)).resolve()
+    if declared == rooted or declared.exists() or not rooted.exists():
+        return declared
+    log.warning("%s: include %r not found next to it; read %s instead", declared_in, entry, rooted)
+    return rooted
+
+
+def _includes(data: Mapping[str, Any], where: Path) -> list[str]:
+    entries = data.get("include")
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
+        raise ConfigError(f"{where}: include: must be a list of file paths.",
+                          hint="include: [models.yaml, more_models.yaml] (paths relative to this file)")
+    return entries
+
+
+def _merge_includes(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`include:` as LiteLLM's proxy merges it: each file relative to the config naming it, lists
+    (model_list, …) concatenated, any other top-level value replaced by the included one, a file
+    already read skipped, includes of includes followed."""
+    root = path.resolve()
+    merged = {k: v for k, v in data.items() if k != "include"}
+    pending = [(e, root) for e in _includes(data, path)]
+    loaded = {root}
+    while pending:
+        entry, declared_in = pending.pop(0)
+        target = _include_path(entry, declared_in, root)
+        if target in loaded:
+            continue
+        loaded.add(target)
+        included = _read_yaml(target, f"included LiteLLM config (include of {declared_in})")
+        for key, value in included.items():
+            if key == "include":
+                continue
+            base = merged.get(key)
+            merged[key] = [*base, *value] if isinstance(base, list) and isinstance(value, list) else value
+        pending.extend((e, target) for e in _includes(included, target))
+    return merged
+
+
+def _check_litellm_settings(settings: Any, where: str) -> None:
+    if not isinstance(settings, Mapping):
+        return  # pydantic names the type error
+    refused = sorted(k for k in settings if k not in LITELLM_SETTINGS)
+    if refused:
+        raise ConfigError(f"{where}: litellm_settings: {', '.join(refused)} cannot be honoured by "
+                          "hermes-delegate.", hint=_PROXY_KEY_HINT)
+    params = settings.get("cache_params")
+    if params is not None and not isinstance(params, Mapping):
+        raise ConfigError(f"{where}: litellm_settings.cache_params: must be a mapping.",
+                          hint="cache_params: {type: local} or {type: redis, host: ..., port: ...}")
+
+
 def _load_litellm_config(path: Path) -> dict[str, Any]:
-    data = _read_yaml(path, "LiteLLM config")
-    unknown = sorted(k for k in data if k not in ROUTER_SECTIONS)
+    data = _merge_includes(_read_yaml(path, "LiteLLM config"), path)
+    unknown = sorted(k for k in data if k not in ROUTER_SECTIONS and k not in IGNORED_SECTIONS)
     if unknown:
-        log.warning("%s: ignoring proxy-only sections %s (only %s are used)", path, ", ".join(unknown),
-                    ", ".join(ROUTER_SECTIONS))
-    return {k: data[k] for k in ROUTER_SECTIONS if k in data and data[k] is not None}
+        raise ConfigError(f"{path}: {', '.join(unknown)}: cannot be honoured by hermes-delegate "
+                          f"(it uses {', '.join(ROUTER_SECTIONS)}, include, and ignores "
+                          f"{', '.join(IGNORED_SECTIONS)}).", hint=_PROXY_KEY_HINT)
+    out = {k: data[k] for k in ROUTER_SECTIONS if k in data and data[k] is not None}
+    ignored = [k for k in IGNORED_SECTIONS if k in data]
+    if ignored:
+        out["ignored_sections"] = ignored
+    _check_litellm_settings(out.get("litellm_settings") or {}, str(path))
+    return out
 
 
 def config_from_dict(data: Mapping[str, Any], *, source: str | None = None,
@@ -242,6 +355,14 @@ def config_from_dict(data: Mapping[str, Any], *, source: str | None = None,
     if not isinstance(data, Mapping):
         raise ConfigError(f"Invalid config {where}: the top level must be a mapping.")
     data = dict(data)
+    proxy_keys = sorted(k for k in ("model_list", "router_settings", "litellm_settings", "general_settings")
+                        if k in data)
+    if proxy_keys and "router" not in data:  # a LiteLLM proxy config.yaml given as our config
+        raise ConfigError(
+            f"{where} looks like a LiteLLM proxy config (top-level {', '.join(proxy_keys)}), not a "
+            "hermes-delegate config.",
+            hint=f"Point a hermes-delegate config at it: `litellm_config: {where}` (or move those keys "
+                 "under `router:`).")
     lc = data.get("litellm_config")
     if lc is not None:
         if not isinstance(lc, str) or not lc.strip():
@@ -260,6 +381,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str | None = None,
             raise _format_validation(exc, f"{lc_path} (litellm_config of {where})") from None
         data["router"] = router
         data["litellm_config"] = str(lc_path)
+    elif isinstance(data.get("router"), Mapping):
+        _check_litellm_settings(data["router"].get("litellm_settings") or {}, f"{where}: router")
     if data.get("remote") is not None and data.get("router"):
         raise ConfigError(f"Invalid config {where}: remote: give either remote or router, not both.",
                           hint="remote lists its groups from the proxy; drop the router section.")

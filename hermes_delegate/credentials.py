@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from .env_refs import env_ref_name
 from .providers import credential_envs
 
-__all__ = ["CredentialStatus", "deployment_credentials", "deployment_provider"]
+__all__ = ["CredentialStatus", "deployment_credentials", "deployment_provider", "unset_refs"]
 
 @dataclass(frozen=True)
 class CredentialStatus:
@@ -47,3 +47,15 @@ def deployment_credentials(params: Mapping[str, Any], env: Mapping[str, str], *,
         return CredentialStatus("not_needed", None)
     found = next((n for n in names if env.get(n)), None)
     return CredentialStatus("set" if found else "missing", found or names[0])
+
+
+def unset_refs(params: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Names of the `os.environ/NAME` references in a deployment's `litellm_params` (api_key, api_base,
+    any other value) that `env` does not set. Such a deployment is not callable: LiteLLM would fall
+    back to its own default variable or public endpoint."""
+    out: list[str] = []
+    for value in params.values():
+        name = env_ref_name(value)
+        if name is not None and not env.get(name) and name not in out:
+            out.append(name)
+    return out

@@ -1,4 +1,4 @@
-"""`hermes-delegate demo`: start embedded loopback providers, run a mixed-model batch from configs/,
+"""`hermes-delegate demo`: start embedded loopback providers, run a mixed-model batch (demo_data/),
 and show which model and provider served each task, and wall time against summed task time."""
 
 from __future__ import annotations
@@ -12,22 +12,29 @@ from .config import Config, config_from_dict
 from .errors import ConfigError
 from .loopback import LoopbackProvider
 
-__all__ = ["find_demo_files", "loopback_config", "DEMO_LATENCY_S"]
+__all__ = ["find_demo_files", "loopback_config", "DEMO_LATENCY_S", "DEMO_DATA", "LOOPBACK_SCHEME"]
 
 #: Latency of each embedded provider, so the parallelism is visible.
 DEMO_LATENCY_S = {"alpha": 0.8, "beta": 1.2, "gamma": 1.0}
-_SCHEME = "loopback://"
+LOOPBACK_SCHEME = _SCHEME = "loopback://"
+
+
+#: The demo's config and tasks ship inside the package (package data), so `hermes-delegate demo` works
+#: from any install and any directory; configs/demo.yaml in a checkout is the same file, for reading.
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 
 
 def find_demo_files(config: str | None = None, tasks: str | None = None) -> tuple[Path, Path]:
-    roots = [Path.cwd() / "configs", Path(__file__).resolve().parents[1] / "configs"]
-    for root in roots:
-        c = Path(config) if config else root / "demo.yaml"
-        t = Path(tasks) if tasks else root / "demo-tasks.yaml"
-        if c.exists() and t.exists():
-            return c, t
-    raise ConfigError("Cannot find configs/demo.yaml and configs/demo-tasks.yaml.",
-                      hint="Run the demo from a checkout of hermes-delegate, or pass --config and --tasks.")
+    c = Path(config) if config else DEMO_DATA / "demo.yaml"
+    t = Path(tasks) if tasks else DEMO_DATA / "demo-tasks.yaml"
+    for what, path, flag in (("demo config", c, "--demo-config"), ("demo tasks file", t, "--tasks")):
+        if not path.is_file():
+            packaged = not (config if flag == "--demo-config" else tasks)
+            raise ConfigError(
+                f"Cannot find the {what} {path}.",
+                hint="Reinstall hermes-delegate (the demo files ship in the package)." if packaged
+                else f"Pass an existing file to {flag}, or leave it out to use the demo's own.")
+    return c, t
 
 
 def _walk_bases(data: Any) -> Iterator[dict[str, Any]]:
@@ -52,3 +59,17 @@ def loopback_config(path: Path, providers: dict[str, LoopbackProvider]) -> Confi
 def describe(providers: dict[str, LoopbackProvider], out: TextIO) -> None:
     for name, p in providers.items():
         print(f"  embedded provider {name:<6} {p.base_url}  (latency {p.latency_s:.1f}s)", file=out)
+
+
+def refuse_loopback_outside_demo(cfg: Config) -> None:
+    """`loopback://NAME` is filled in by `hermes-delegate demo` only: anywhere else no provider answers
+    there, and every task would fail after its timeout. Say so before anything starts."""
+    names = sorted({str(d.litellm_params.get("api_base"))[len(_SCHEME):] for d in cfg.router.model_list
+                    if str(d.litellm_params.get("api_base") or "").startswith(_SCHEME)})
+    if names:
+        raise ConfigError(
+            f"{cfg.source or 'the config'}: api_base loopback://{names[0]} only works under `hermes-delegate demo`, which "
+            "starts the embedded loopback providers and fills in their addresses.",
+            hint="Run `hermes-delegate demo --demo-config FILE`, or start loopback providers yourself with "
+                 "`python -m hermes_delegate.loopback` and put the http://127.0.0.1:PORT/v1 addresses it "
+                 "prints in api_base.")

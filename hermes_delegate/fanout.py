@@ -67,7 +67,7 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                 started = time.perf_counter()
                 _emit(on_event, ProgressEvent("start", p.index, total, p.goal, p.resolution.model))
                 job = Job(p.index, p.task.goal, p.task.context, p.resolution, p.model_source, system_prompt,
-                          max_tokens, timeout_s, total)
+                          max_tokens, timeout_s, total, output_schema=p.task.output_schema)
                 try:
                     async with asyncio.timeout(timeout_s):
                         out = await worker.run(job)
@@ -85,6 +85,7 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                 res = _base(p, "completed")
                 res.summary, res.tokens, res.cost_usd = out.summary, out.tokens, out.cost_usd
                 res.deployment, res.attempts = out.deployment, out.attempts
+                res.output = getattr(out, "output", None)
         except asyncio.CancelledError as exc:
             charge_reservation = True
             res = _base(p, "interrupted")

@@ -6,7 +6,7 @@ task raises one BatchValidationError listing every bad task, so an LLM can fix t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Sequence
 
@@ -27,6 +27,7 @@ class Task:
     goal: str
     context: str | None = None
     model: str | None = None
+    output_schema: dict | None = field(default=None, hash=False)  # a JSON Schema the answer must match
 
 
 @dataclass
@@ -84,6 +85,21 @@ def _problem(index: int, model: object, exc: DelegateError) -> TaskProblem:
                        type=exc.kind, suggestions=list(exc.suggestions))
 
 
+def _check_encodable(task: Task) -> None:
+    """A lone surrogate (a half of a UTF-16 pair, e.g. from a broken JSON escape) cannot be sent as
+    UTF-8: refuse it here, before anything is spent, instead of failing after the provider answered."""
+    for name, value in (("goal", task.goal), ("context", task.context), ("model", task.model)):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise TaskPayloadError(
+                    f"The {name} contains a lone surrogate (U+{ord(value[exc.start]):04X} at character "
+                    f"{exc.start + 1}), which is not valid Unicode text.",
+                    hint="Send valid UTF-8 text: a \\ud83d-style escape must be followed by its low half "
+                         "(\\ude00), or removed.") from None
+
+
 def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSettings, *,
                call_model: str | None = None, parent_model: str | None = None,
                allow: Allowlist | None = None, pricing: Pricing | None = None) -> list[PlannedTask]:
@@ -103,6 +119,7 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
         try:
             if not isinstance(task.goal, str) or not task.goal.strip():
                 raise TaskPayloadError("The task has no goal.", hint="Give each task a non-empty goal string.")
+            _check_encodable(task)
             size = len(task.goal) + len(task.context or "")
             if size > settings.max_input_chars:
                 raise TaskPayloadError(
@@ -110,6 +127,7 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
                     hint="Summarise the context, or point the worker at a file instead of pasting it.")
             model, source = pick_model(task.model, call_model, settings.model, parent_model)
             res = resolver.resolve(model)  # type: ignore[arg-type]
+            resolver.check_callable(res)  # an unset os.environ/ key or api_base: auth, nothing is sent
             allow.check(res)
             reserve = pricing.reservation(res, task) if pricing else None
             planned.append(PlannedTask(i, task, str(model).strip(), source, res, reserve))

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from .catalog import FAMILIES, Catalog, default_catalog
 from .config import Config, Deployment
-from .credentials import deployment_provider
-from .errors import AmbiguousModelError, ConfigError, SpecError, UnknownModelError
+from .credentials import deployment_provider, unset_refs
+from .errors import AmbiguousModelError, ConfigError, ProviderError, SpecError, UnknownModelError
+from .routes import THINKING_BUDGET, RouteMatch, RouteTable, thinking_params
 from .providers import FIRST_PARTY, credential_envs, has_credentials, is_litellm_provider, provider_for_slug
 from .spec import ModelSpec, parse_model_string
 
@@ -37,14 +38,16 @@ class Resolution:
     model: str
     provider: str | None
     variant: str | None
-    resolved_via: str  # alias | tier | group | family | litellm_id | catalog | provider_flag
+    resolved_via: str  # alias | tier | group | group_alias | wildcard | family | litellm_id | catalog | provider_flag
     chain: tuple[str, ...]
-    is_group: bool = False
+    is_group: bool = False  # a configured route (group, group_alias, wildcard): the Router is called with `model`
     api_base: str | None = field(default=None, compare=False)
     key_env: str | None = field(default=None, compare=False)
+    pattern: str | None = None  # the wildcard model_name, or the group a model_group_alias names
+    params: Mapping[str, Any] = field(default_factory=dict, compare=False)  # request params (a mapped variant)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "input": self.input,
             "model": self.model,
             "provider": self.provider,
@@ -52,6 +55,11 @@ class Resolution:
             "resolved_via": self.resolved_via,
             "chain": list(self.chain),
         }
+        if self.pattern is not None:
+            out["pattern"] = self.pattern
+        if self.params:
+            out["params"] = dict(self.params)
+        return out
 
 
 def _with_variant(name: str, variant: str | None) -> str:
@@ -65,9 +73,11 @@ class Resolver:
                  env: Mapping[str, str] | None = None):
         self.config = config or Config()
         self._catalog = catalog
-        self.env = os.environ if env is None else env
+        # the config's environment_variables over the given (or process) env, as LiteLLM's proxy reads them
+        self.env = self.config.env_lookup(os.environ if env is None else env)
         self.aliases = dict(self.config.delegation.aliases)
         self._groups: dict[str, list[Deployment]] | None = None
+        self._routes: RouteTable | None = None
         self._cache: dict[str, Resolution] = {}
 
     @property
@@ -76,6 +86,13 @@ class Resolver:
         if self._groups is None:
             self._groups = self.config.groups()
         return self._groups
+
+    @property
+    def routes(self) -> RouteTable:
+        """Groups, model_group_alias and wildcard patterns, matched by LiteLLM's rules."""
+        if self._routes is None:
+            self._routes = RouteTable(self.groups, self.config.router.router_settings)
+        return self._routes
 
     @property
     def catalog(self) -> Catalog:
@@ -88,17 +105,40 @@ class Resolver:
         hit = self._cache.get(text) if isinstance(text, str) else None
         if hit is not None:
             return hit
-        res = self._resolve(parse_model_string(text), (), 0)
+        res = self._settle(self._resolve(parse_model_string(text), (), 0))
         self._cache[text] = res
         return res
 
     def names(self) -> dict[str, list[str]]:
         """Every name an agent may use, by kind."""
-        return {"aliases": sorted(self.aliases), "groups": list(self.groups), "families": sorted(FAMILIES)}
+        return {"aliases": sorted(self.aliases), "groups": [g for g in self.groups if "*" not in g],
+                "group_aliases": sorted(self.routes.aliases),
+                "wildcards": [p for _, p in self.routes.patterns], "families": sorted(FAMILIES)}
 
     def group_provider(self, group: str) -> str | None:
         provs = {self._deployment_provider(d.litellm_params) for d in self.groups.get(group, [])}
         return provs.pop() if len(provs) == 1 else ("mixed" if provs else None)
+
+    def reachable_params(self, res: Resolution) -> list[Mapping[str, Any]]:
+        """The configured `litellm_params` a resolution can be served by (empty: an implicit id)."""
+        if res.is_group:
+            group = res.pattern if res.resolved_via in ("wildcard", "group_alias") else res.model
+            return [d.litellm_params for d in self.groups.get(group or "", [])]
+        borrowed = self.config.params_for_model(res.model)
+        return [borrowed] if borrowed is not None else []
+
+    def check_callable(self, res: Resolution) -> None:
+        """Refuse (auth) a resolution whose every configured deployment has an unset `os.environ/`
+        reference: LiteLLM would otherwise substitute its own default key or public endpoint."""
+        params = self.reachable_params(res)
+        missing = [unset_refs(p, self.env) for p in params]
+        if params and all(missing):
+            names = sorted({n for m in missing for n in m})
+            raise ProviderError(
+                "auth", f"{res.input.strip()!r} can only reach deployments whose os.environ/ reference is "
+                f"not set: {', '.join(names)}.",
+                hint=f"export {names[0]}=... (or define it under environment_variables: in the LiteLLM "
+                     "config); no other key or endpoint is used in its place.")
 
     # -- steps ------------------------------------------------------------------------------
     def _resolve(self, spec: ModelSpec, chain: tuple[str, ...], depth: int) -> Resolution:
@@ -111,9 +151,15 @@ class Resolver:
         for key in (base, spec.name):
             if key in self.aliases:
                 return self._alias(key, spec, chain, depth)
-        if base in self.groups:
-            return Resolution(spec.raw, base, self.group_provider(base), spec.variant, "group", chain + (base,),
-                              is_group=True)
+        for key in (base, spec.name) if spec.variant else (base,):
+            hit = self.routes.match(key) if "*" not in key else None
+            if hit is not None and hit.via != "wildcard":
+                return self._routed(spec, hit, chain, key)
+        if spec.name not in FAMILIES:
+            for key in (spec.name, base) if spec.variant else (base,):
+                hit = self.routes.wildcard(key)
+                if hit is not None:
+                    return self._routed(spec, hit, chain, key)
         if spec.name in FAMILIES:
             fam_id = self.catalog.family(spec.name)
             if fam_id:
@@ -142,8 +188,65 @@ class Resolver:
             inner_spec = ModelSpec(inner_spec.raw, inner_spec.name, spec.variant, inner_spec.provider)
         inner = self._resolve(inner_spec, chain, depth + 1)
         via = "tier" if key in TIER_NAMES else "alias"
-        return Resolution(spec.raw, inner.model, inner.provider, inner.variant, via, inner.chain,
-                          inner.is_group, inner.api_base, inner.key_env)
+        return replace(inner, input=spec.raw, resolved_via=via)
+
+    def _routed(self, spec: ModelSpec, hit: RouteMatch, chain: tuple[str, ...], key: str) -> Resolution:
+        """A configured route: the Router is called with the matched name unchanged."""
+        if hit.via == "wildcard":
+            prefix = key.split("/", 1)[0]
+            prov = prefix if "/" in key and is_litellm_provider(prefix) else self.group_provider(hit.group)
+        else:
+            prov = self.group_provider(hit.group)
+        pattern = hit.pattern if hit.via == "wildcard" else (hit.group if hit.via == "group_alias" else None)
+        stripped = spec.variant is not None and key == spec.name  # the suffix was split off the routed name
+        if stripped and hit.via == "wildcard" and prov == "openrouter":
+            key, stripped = spec.base, False  # OpenRouter serves the suffixed id: keep it on the name
+        res = Resolution(spec.raw, key, prov, spec.variant, hit.via,
+                         chain if chain[-1] == key else chain + (key,), is_group=True,
+                         pattern=pattern)
+        return self._variant_on_route(res, spec.variant or "") if stripped else res
+
+    def _settle(self, res: Resolution) -> Resolution:
+        """A direct id that a configured wildcard serves goes to that wildcard (its api_base and key),
+        never to an implicit deployment; then the variant is applied as its provider means it."""
+        if not res.is_group:
+            suffix = f":{res.variant}" if res.variant else ""
+            core = res.model[: -len(suffix)] if suffix and res.model.endswith(suffix) else res.model
+            for key in ((res.model, core) if res.provider == "openrouter" else (core,)):
+                hit = self.routes.wildcard(key)
+                if hit is not None:
+                    kept = key == res.model and bool(suffix)
+                    res = replace(res, model=key, resolved_via="wildcard", is_group=True, pattern=hit.pattern,
+                                  chain=res.chain + (key,) if res.chain[-1] != key else res.chain,
+                                  api_base=None, key_env=None)
+                    if not kept and res.variant:
+                        return self._variant_on_route(res, res.variant)
+                    return res
+            if res.variant and res.provider != "openrouter":
+                return self._variant_direct(res, core)
+        return res
+
+    def _variant_direct(self, res: Resolution, core: str) -> Resolution:
+        if res.variant == "thinking" and res.provider == "anthropic":
+            return replace(res, model=core, chain=res.chain[:-1] + (core,), params=thinking_params())
+        raise self._variant_error(res.input, res.variant or "", res.provider, core)
+
+    def _variant_on_route(self, res: Resolution, variant: str) -> Resolution:
+        if variant == "thinking" and res.provider == "anthropic":
+            return replace(res, variant=variant, params=thinking_params())
+        raise self._variant_error(res.input, variant, res.provider, res.model)
+
+    @staticmethod
+    def _variant_error(text: str, variant: str, provider: str | None, model: str) -> SpecError:
+        if variant == "thinking":
+            hint = (f"`:thinking` maps to extended thinking on Anthropic models only (budget_tokens "
+                    f"{THINKING_BUDGET}). Drop the suffix (`{model}`), or use an OpenRouter id "
+                    f"(`... --provider openrouter`), which serves suffixed variants.")
+        else:
+            hint = (f"Suffix variants (`:{variant}`) are an OpenRouter convention. Drop the suffix "
+                    f"(`{model}`), or use the OpenRouter id (`... --provider openrouter`).")
+        return SpecError(f"{text.strip()!r}: provider {provider or 'of this route'!s} does not serve "
+                         f"`:{variant}` ids.", hint=hint, suggestions=[model])
 
     def _with_provider(self, spec: ModelSpec, chain: tuple[str, ...]) -> Resolution:
         info = provider_for_slug(spec.provider or "")
@@ -160,6 +263,8 @@ class Resolver:
             if fam_id:  # `haiku --provider openrouter` → openrouter/anthropic/claude-haiku-…
                 home, _, bare = fam_id.partition("/")
                 name = bare if home == info.prefix else fam_id
+        elif "/" not in name and not self.catalog.knows(f"{info.prefix}/{name}"):
+            name = self.catalog.vendor_form(info.prefix, name) or name  # gpt-5 → openai/gpt-5 on OpenRouter
         if not name.startswith(info.prefix + "/"):
             name = f"{info.prefix}/{name}"
         model = _with_variant(name, spec.variant)

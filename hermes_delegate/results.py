@@ -44,6 +44,7 @@ class TaskResult:
     tokens: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0})
     cost_usd: float | None = None  # null when unknown, never 0 by default
     error: dict[str, Any] | None = None  # {type, message, retryable}
+    output: Any = None  # the parsed JSON answer of a task with output_schema
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -2,16 +2,14 @@
 
 Credentials, retries, fallbacks and cooldowns are the Router's (from `router_settings`). What this
 module adds: direct ids that are not a configured group become implicit deployments; every attempt
-the Router makes is recorded (deployment, status, wait); a call the Router gives up on because all
-deployments are cooling down is retried after the cooldown (tenacity, bounded, jittered); costs
-are reported only when a price is known.
+the Router makes is recorded (deployment, status, wait); there is no retry layer of our own (a task
+makes at most 1 + num_retries attempts per group tried, see docs/litellm.md); costs are reported
+only when a price is known.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import random
 import os
 import uuid
 import weakref
@@ -19,17 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
-
 from ._litellm import import_litellm, map_litellm_errors, to_provider_error
 from .budget import estimate_tokens
-from .router_hooks import (META_KEY, CallLog, install_dispatcher, make_hooks, register_call, retry_after_s,
+from .router_hooks import (META_KEY, CallLog, install_dispatcher, make_hooks, register_call,
                            unregister_call)
 from .scheduler import CapacityGate, Limits
 from .budget import deployment_price
 from .config import Config
-from .credentials import deployment_provider
+from .credentials import deployment_provider, unset_refs
 from .env_refs import env_ref, resolve_env_ref
+from .litellm_settings import resolve_refs
 from .errors import ProviderError
 from .resolve import Resolution, Resolver
 from .results import Attempt, DeploymentInfo
@@ -58,25 +55,10 @@ class Completion:
     cost_usd: float | None = None
 
 
-def _all_cooling(exc: BaseException) -> bool:
-    """The Router's own retries are spent and no deployment is free: worth waiting for a cooldown."""
-    return isinstance(exc, ProviderError) and exc.kind == "rate_limit"
-
-
-def _retry_delay(exc: BaseException | None, attempt: int) -> float:
-    """Before retry n: exponential backoff with full jitter (at most 8 s), but never shorter than the
-    provider's Retry-After or the Router's cooldown_time (capped at 60 s)."""
-    backoff = random.uniform(0.0, min(8.0, 0.5 * 2 ** attempt))
-    cause = getattr(exc, "__cause__", None)
-    hinted = retry_after_s(cause) or float(getattr(cause, "cooldown_time", 0) or 0)
-    return max(backoff, min(hinted, 60.0))
-
-
 class RouterHandle:
     """Owns one litellm.Router. Safe to share between concurrent tasks on one event loop."""
 
-    def __init__(self, config: Config, resolver: Resolver | None = None, *, redactor: Any = None,
-                 cooldown_retries: int = 3):
+    def __init__(self, config: Config, resolver: Resolver | None = None, *, redactor: Any = None):
         from .redact import Redactor, default_redactor  # noqa: PLC0415
 
         self.config = config
@@ -85,7 +67,6 @@ class RouterHandle:
         self._implicit: set[str] = set()
         self.calls = CallLog()
         self.gate = CapacityGate({})
-        self.cooldown_retries = cooldown_retries
         self._info_cache: dict[tuple[str | None, str | None, str | None], DeploymentInfo] = {}
         self._price_cache: dict[str, bool] = {}
         self.redactor = redactor or Redactor.from_env(extra=_config_secrets(config))
@@ -104,14 +85,22 @@ class RouterHandle:
         return self._router
 
     def _build(self) -> Any:
+        from .litellm_settings import apply_litellm_settings, resolved_settings  # noqa: PLC0415
+
         litellm = import_litellm()
-        for key, value in self.config.router.litellm_settings.items():
-            setattr(litellm, key, value)
         self.config.groups()  # in remote mode, lists the proxy's groups into router.model_list
-        model_list = [d.model_dump(exclude_none=True) for d in self.config.router.model_list]
-        settings = dict(self.config.router.router_settings)
+        # every os.environ/ reference resolved here (environment_variables over os.environ), so litellm
+        # never reads a variable itself
+        env = self.config.env_lookup(os.environ)
+        model_list, settings, litellm_settings = resolved_settings(self.config, env)
+        # a deployment with an unset os.environ/ reference is not callable: left out, so LiteLLM can never
+        # put its own default key or public endpoint in its place (planning refuses names only it serves)
+        model_list = [d for d in model_list if not unset_refs(d.get("litellm_params") or {}, {})]
+        apply_litellm_settings(litellm, litellm_settings, env)
+        if litellm_settings.get("cache") is True:  # as the proxy does: the Router passes caching=True
+            settings.setdefault("cache_responses", True)
         with map_litellm_errors():
-            router = litellm.Router(model_list=copy.deepcopy(model_list), **settings)
+            router = litellm.Router(model_list=model_list, **settings)
         # A Router hangs its cooldown/usage callbacks on litellm's global lists, which hold at most
         # MAX_CALLBACKS (100) and keep the Router alive: unhook it when this handle goes, or from the
         # 101st Router on, cooldowns silently stop working.
@@ -144,15 +133,16 @@ class RouterHandle:
         return res.model
 
     def _implicit_params(self, res: Resolution) -> dict[str, Any]:
-        borrowed = self.config.params_for_model(res.model)
-        if borrowed is not None:
-            return borrowed
-        params: dict[str, Any] = {"model": res.model}
-        if res.api_base:
-            params["api_base"] = res.api_base
-        if res.key_env:
-            params["api_key"] = env_ref(res.key_env)
-        return params
+        """Params of an implicit deployment, `os.environ/` refs resolved here (with the config's
+        environment_variables) as for the configured ones, so litellm never reads another variable."""
+        params = self.config.params_for_model(res.model)
+        if params is None:
+            params = {"model": res.model}
+            if res.api_base:
+                params["api_base"] = res.api_base
+            if res.key_env:
+                params["api_key"] = env_ref(res.key_env)
+        return resolve_refs(params, self.config.env_lookup(os.environ), f"implicit deployment {res.model}")
 
     # -- facts about deployments ------------------------------------------------------------
     def deployment_info(self, model_id: str | None, api_base: str | None = None,
@@ -222,6 +212,8 @@ class RouterHandle:
     async def acompletion(self, res: Resolution, messages: list[dict[str, Any]], **kwargs: Any) -> Completion:
         """One completion through the Router, with attempts, deployment, tokens and cost."""
         name = self.model_name_for(res)
+        for key, value in res.params.items():  # a mapped variant (`:thinking` → thinking=…); the task's own win
+            kwargs.setdefault(key, value)
         call_id = uuid.uuid4().hex
         self.calls.open(call_id)
         self.router  # noqa: B018 - building the Router makes self.hooks
@@ -234,32 +226,20 @@ class RouterHandle:
         meta = dict(kwargs.pop("metadata", None) or {})
         meta[META_KEY] = call_id
         try:
-            async def call() -> Completion:
+            # One retry layer, the Router's (num_retries, fallbacks, Retry-After). The only loop here is
+            # for a 200 the Router took for a success (no choices): it is re-sent with what is left of
+            # num_retries, so a task never makes more than 1 + num_retries attempts per group.
+            while True:
                 with map_litellm_errors():
                     response = await self.router.acompletion(model=name, messages=messages,
                                                              metadata=meta, **kwargs)
-                return self._completion(response, self._attempts(call_id))
-
-            def worth_retrying(e: BaseException) -> bool:
-                return _all_cooling(e) or self._retry_elsewhere(e, name, call_id)
-
-            try:  # the first try goes out directly: tenacity is built only once something failed
-                return await call()
-            except ProviderError as first:
-                if self.cooldown_retries < 1 or not worth_retrying(first):
-                    raise
-                await asyncio.sleep(_retry_delay(first, 1))
-            retrying = AsyncRetrying(
-                stop=stop_after_attempt(self.cooldown_retries),
-                wait=lambda state: _retry_delay(state.outcome.exception() if state.outcome else None,
-                                                state.attempt_number + 1),
-                retry=retry_if_exception(worth_retrying),
-                reraise=True,
-            )
-            async for attempt in retrying:
-                with attempt:
-                    done = await call()
-            return done
+                try:
+                    return self._completion(response, self._attempts(call_id))
+                except ProviderError as exc:
+                    left = self._retries_left(exc, name, call_id)
+                    if left is None:
+                        raise
+                    kwargs["num_retries"] = left
         except asyncio.CancelledError as exc:  # a task timeout or an interrupt: keep what was tried
             exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
             raise
@@ -283,17 +263,20 @@ class RouterHandle:
             out.append(att)
         return out
 
-    def _retry_elsewhere(self, exc: BaseException, name: str, call_id: str) -> bool:
-        """A 200 without choices never reached the Router's retries (it took it for a success): retry
-        it here, within num_retries, while the group has a deployment this call has not seen fail."""
+    def _retries_left(self, exc: BaseException, name: str, call_id: str) -> int | None:
+        """After a 200 without choices (the Router took it for a success, so its retries never ran):
+        the num_retries still unspent for this call, when the group has a deployment this call has not
+        seen fail; None when it must not be retried."""
         if not (isinstance(exc, ProviderError) and exc.unusable_200):
-            return False
+            return None
         rows = [a for _, _, a in self.calls.attempts.get(call_id, [])]
-        if sum(1 for a in rows if a.status == "bad_response") > int(self.router.num_retries or 0):
-            return False
+        left = int(self.router.num_retries or 0) - (len(rows) - 1) - 1
+        if left < 0:
+            return None
         failed = {a.deployment.deployment_id for a in rows if a.status != "ok" and a.deployment is not None}
-        return any(str((d.get("model_info") or {}).get("id")) not in failed
-                   for d in self.router.get_model_list(model_name=name) or [])
+        fresh = any(str((d.get("model_info") or {}).get("id")) not in failed
+                    for d in self.router.get_model_list(model_name=name) or [])
+        return left if fresh else None
 
     def _completion(self, response: Any, attempts: list[Attempt]) -> Completion:
         hidden = getattr(response, "_hidden_params", None) or {}
@@ -329,7 +312,7 @@ def _config_secrets(config: Config) -> list[str]:
         for key, value in dep.litellm_params.items():
             if not isinstance(value, str) or not value or not SECRET_ENV_RE.search(key):
                 continue
-            value = resolve_env_ref(value, os.environ) or ""
+            value = resolve_env_ref(value, config.env_lookup(os.environ)) or ""
             if value:
                 out.append(value)
     return out

@@ -62,15 +62,20 @@ class CallLog:
         self.held: dict[str, list[str]] = {}
         self.pending_wait: dict[str, float] = {}
         self.started: dict[str, float] = {}
+        self.ticket: dict[str, int] = {}  # the order calls were made in: the gate's FIFO order
+        self._next = 0
 
     def open(self, call_id: str) -> None:
         self.attempts[call_id] = []
         self.held[call_id] = []
+        self.ticket[call_id] = self._next
+        self._next += 1
 
     def close(self, call_id: str) -> list[str]:
         self.attempts.pop(call_id, None)
         self.pending_wait.pop(call_id, None)
         self.started.pop(call_id, None)
+        self.ticket.pop(call_id, None)
         return self.held.pop(call_id, [])
 
 
@@ -79,6 +84,7 @@ def make_hooks(handle: "RouterHandle") -> Any:
     from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
 
     log, gate = handle.calls, handle.gate
+    gate.outstanding = log.ticket.values
 
     def record(data: Mapping[str, Any], exc: BaseException | None) -> None:
         call_id = _call_id(data)
@@ -124,7 +130,7 @@ def make_hooks(handle: "RouterHandle") -> Any:
                     gate.limited(healthy_deployments) or gate.blocked(healthy_deployments)):
                 return healthy_deployments
             est = handle.estimate_tokens(messages, request_kwargs)
-            dep, waited = await gate.acquire(model, healthy_deployments, est)
+            dep, waited = await gate.acquire(model, healthy_deployments, est, ticket=log.ticket.get(call_id))
             dep_id = str((dep.get("model_info") or {}).get("id"))
             if dep_id in gate.limits:
                 log.held[call_id].append(dep_id)

@@ -15,18 +15,24 @@ Several processes share the request windows through Redis (see redis_limiter.py)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
 __all__ = ["Limits", "CapacityGate", "LocalWindows", "WindowStore", "JITTER_PAD_S"]
 
 #: Added to every rate window so requests admitted back to back do not land inside one provider
 #: window because of network jitter.
 JITTER_PAD_S = 0.06
+
+#: How long the head of a queue waits for an earlier call (a lower ticket) that has started but not
+#: reached the gate yet (LiteLLM's own routing work, e.g. Redis round trips, delays some calls more than
+#: others): queue order follows the order calls were made, not the order they got here.
+ARRIVAL_GRACE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -120,8 +126,14 @@ class CapacityGate:
         self.clock = clock
         self.rng = rng or random.Random()
         self._state: dict[str, _State] = defaultdict(_State)
-        self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._released: asyncio.Event | None = None
+        self._waiting: dict[str, set[int]] = defaultdict(set)  # tickets queued per group
+        self._busy: set[str] = set()  # groups whose head is asking the windows right now
+        self._served: set[int] = set()
+        self._skipped: set[int] = set()
+        self._auto = itertools.count(10**12)
+        self._changed: asyncio.Event | None = None
+        #: Tickets of the calls under way (set by the router hooks); None: serve in arrival order.
+        self.outstanding: Callable[[], Collection[int]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsent: dict[str, deque[str]] = defaultdict(deque)
         self.waits = 0
@@ -178,8 +190,25 @@ class CapacityGate:
                 st.warm = True
                 self._restamp(dep_id)
             st.in_flight = max(0, st.in_flight - 1)
-        if self._released is not None:
-            self._released.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _event(self) -> asyncio.Event:
+        """The event the next change sets (take it before an await, so no change is missed)."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    async def _sleep(self, timeout: float | None, event: asyncio.Event | None = None) -> None:
+        """Until something changes (a release, an arrival, a departure) or `timeout` seconds."""
+        try:
+            await asyncio.wait_for((event or self._event()).wait(), timeout)
+        except TimeoutError:
+            pass
 
     async def sent(self, dep_id: str) -> None:
         """A request to this deployment is leaving now. Its window slot was taken at admission, a
@@ -187,7 +216,11 @@ class CapacityGate:
         provider's window and ours line up even on a loaded machine."""
         q = self._unsent.get(dep_id)
         if q:
-            await self.windows.restamp(dep_id, q.popleft())
+            token = q.popleft()
+            try:
+                await self.windows.restamp(dep_id, token)
+            except Exception:  # noqa: BLE001 - best effort: the slot was taken at admission
+                pass
 
     def blocked_ids(self) -> set[str]:
         now = self.clock()
@@ -209,6 +242,7 @@ class CapacityGate:
         except RuntimeError:
             return
         self._tasks.add(task)
+        task.add_done_callback(_forget)
         task.add_done_callback(self._tasks.discard)
 
     def block(self, dep_id: str, seconds: float) -> None:
@@ -221,33 +255,69 @@ class CapacityGate:
 
     # -- the queue --------------------------------------------------------------------------
     async def acquire(self, group: str, deployments: Sequence[Mapping[str, Any]],
-                      est_tokens: float = 0.0) -> tuple[Mapping[str, Any], float]:
-        """Wait (FIFO per group) until a deployment has room; take a slot; return it and the wait."""
+                      est_tokens: float = 0.0, ticket: int | None = None) -> tuple[Mapping[str, Any], float]:
+        """Wait (FIFO per group, by `ticket`: the order the calls were made) until a deployment has
+        room; take a slot; return it and the wait. Without a ticket, arrival order."""
         t0 = self.clock()
-        async with self._queues[group]:
+        if ticket is None:
+            ticket = next(self._auto)
+        queue = self._waiting[group]
+        queue.add(ticket)
+        self._wake()
+        grace_end: float | None = None
+        try:
             while True:
-                ready, soonest = [], float("inf")
+                if group in self._busy or ticket != min(queue):
+                    await self._sleep(None)
+                    continue
+                earlier = self._not_arrived(ticket)
+                if earlier:
+                    grace_end = grace_end if grace_end is not None else self.clock() + ARRIVAL_GRACE_S
+                    if self.clock() < grace_end:
+                        await self._sleep(grace_end - self.clock())
+                        continue
+                    self._skipped |= earlier
+                ready, soonest = None, float("inf")
+                changed = self._event()  # a release while we ask the windows must still wake us
                 order = list(deployments)
                 self.rng.shuffle(order)
-                for dep in order:
-                    wait = await self._try(_dep_id(dep), est_tokens)
-                    if wait == 0.0:
-                        ready.append(dep)
-                        break
-                    soonest = min(soonest, wait)
-                if ready:
+                self._busy.add(group)
+                try:
+                    for dep in order:
+                        wait = await self._try(_dep_id(dep), est_tokens)
+                        if wait == 0.0:
+                            ready = dep
+                            break
+                        soonest = min(soonest, wait)
+                finally:
+                    self._busy.discard(group)
+                if ready is not None:
+                    self._served.add(ticket)
                     waited = self.clock() - t0
                     if waited > 0.001:
                         self.waits += 1
                         self.wait_s += waited
-                    return ready[0], waited
-                self._released = self._released or asyncio.Event()
-                self._released.clear()
-                timeout = None if soonest == float("inf") else soonest
-                try:
-                    await asyncio.wait_for(self._released.wait(), timeout)
-                except TimeoutError:
-                    pass
+                    return ready, waited
+                await self._sleep(None if soonest == float("inf") else soonest, changed)
+        finally:
+            queue.discard(ticket)
+            self._wake()
+
+    def _not_arrived(self, ticket: int) -> set[int]:
+        """Earlier calls under way that are neither queued, served nor given up on."""
+        if self.outstanding is None:
+            return set()
+        open_now = set(self.outstanding())
+        self._served &= open_now
+        self._skipped &= open_now
+        queued = set().union(*self._waiting.values())
+        return {t for t in open_now if t < ticket} - queued - self._served - self._skipped
+
+
+def _forget(task: "asyncio.Task[None]") -> None:
+    """A background window update failed (Redis went away): the next admission reports it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _dep_id(dep: Mapping[str, Any]) -> str:

@@ -105,6 +105,13 @@ def _config_lines(delegator: Delegator) -> list[str]:
     return lines
 
 
+_OUTPUT_SCHEMA_PROPERTY: dict[str, Any] = {
+    "type": "object",
+    "description": "Optional JSON Schema: the worker answers with JSON matching it, returned parsed as the "
+                   "task's `output` (a mismatch after one retry fails the task with error type bad_output).",
+}
+
+
 def _model_property(call_level: bool) -> dict[str, Any]:
     if call_level:
         text = f"Model for every task without its own. {MODEL_EXAMPLES} {COLON_DO_NOT} {PRECEDENCE} {UNSET}"
@@ -128,6 +135,7 @@ def delegate_task_function(delegator: Delegator, name: str = "delegate_task") ->
             "goal": {"type": "string", "description": "What this worker must do (required)."},
             "context": {"type": "string", "description": "What it needs to know: files, facts, constraints."},
             "model": _model_property(call_level=False),
+            "output_schema": _OUTPUT_SCHEMA_PROPERTY,
         },
         "required": ["goal"],
     }
@@ -149,6 +157,8 @@ def delegate_task_function(delegator: Delegator, name: str = "delegate_task") ->
                     "maxItems": s.max_tasks,
                 },
                 "budget_usd": {"type": "number", "description": budget_doc},
+                "output_schema": {**_OUTPUT_SCHEMA_PROPERTY, "description": "A JSON Schema for every task "
+                                  "without its own output_schema (see tasks[].output_schema)."},
             },
             "required": [],
         },
@@ -279,8 +289,12 @@ async def model_listing(delegator: Delegator) -> dict[str, Any]:
     for i, dep in enumerate(cfg.router.model_list):
         name = dep.model_name
         if name not in groups:
-            as_group = Resolution(name, name, r.group_provider(name), None, "group", (name,), is_group=True)
+            via = "wildcard" if "*" in name else "group"  # a wildcard model_name routes the names it matches
+            as_group = Resolution(name, name, r.group_provider(name), None, via, (name,), is_group=True,
+                                  pattern=name if via == "wildcard" else None)
             groups[name] = {"on_allowlist": allow.allows(as_group), "deployments": []}
+            if via == "wildcard":
+                groups[name]["wildcard"] = True
         groups[name]["deployments"].append(_deployment(delegator, dep, ids[i], cooling))
     families: dict[str, str] = {}
     for name in FAMILIES:
@@ -305,6 +319,7 @@ async def model_listing(delegator: Delegator) -> dict[str, Any]:
         "tiers": tiers,
         "aliases": aliases,
         "groups": groups,
+        "group_aliases": dict(r.routes.aliases),  # router_settings.model_group_alias: name → group
         "models": models,
         "families": families,
         "default": chosen["default"],
@@ -326,11 +341,20 @@ async def check_model(delegator: Delegator, model: Any) -> dict[str, Any]:
         raise TaskPayloadError("model must be a string.", hint='E.g. {"model": "glm-4.7"}.')
     res = delegator.resolver.resolve(model)
     out: dict[str, Any] = {"input": model, "resolves_to": res.model, "resolved_via": res.resolved_via}
+    if res.pattern is not None:
+        out["pattern"] = res.pattern  # the wildcard model_name, or the group a model_group_alias names
+    if res.params:
+        out["params"] = dict(res.params)  # a mapped variant, e.g. `:thinking` → thinking={...}
+    try:
+        delegator.resolver.check_callable(res)
+    except DelegateError as exc:
+        out["not_callable"] = exc.message
     if res.is_group:
+        group = res.pattern if res.resolved_via in ("wildcard", "group_alias") else res.model
         ids, cooling = await _cooldowns(delegator)
         out["on_allowlist"] = delegator.allowlist.allows(res)
         out["deployments"] = [_deployment(delegator, d, ids[i], cooling)
-                              for i, d in enumerate(delegator.config.router.model_list) if d.model_name == res.model]
+                              for i, d in enumerate(delegator.config.router.model_list) if d.model_name == group]
     else:
         out.update(_model_facts(delegator, res))
     return out

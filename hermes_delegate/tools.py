@@ -38,8 +38,8 @@ __all__ = ["DelegateTools", "tool_error", "internal_error"]
 
 log = logging.getLogger("hermes_delegate.tools")
 
-_TOP_KEYS = ("goal", "context", "model", "tasks", "budget_usd")
-_TASK_KEYS = ("goal", "context", "model")
+_TOP_KEYS = ("goal", "context", "model", "tasks", "budget_usd", "output_schema")
+_TASK_KEYS = ("goal", "context", "model", "output_schema")
 #: What LLMs write instead of our key names.
 _SYNONYMS = {"task": "goal", "prompt": "goal", "description": "goal", "instruction": "goal",
              "instructions": "goal", "query": "goal", "objective": "goal", "question": "goal",
@@ -201,7 +201,16 @@ def _task_list(raw: Any) -> list[Any]:
     return list(raw)
 
 
-def _one_task(i: int, raw: Any, shared_context: str | None) -> tuple[Task | None, TaskProblem | None]:
+def _schema_field(value: Any, where: str = "output_schema") -> dict[str, Any] | None:
+    if is_unset(value):
+        return None
+    from .structured import check_output_schema  # noqa: PLC0415 - jsonschema only when asked for
+
+    return check_output_schema(value, where)
+
+
+def _one_task(i: int, raw: Any, shared_context: str | None,
+              shared_schema: dict[str, Any] | None = None) -> tuple[Task | None, TaskProblem | None]:
     def bad(text: str, model: Any = None, sugg: list[str] | None = None) -> tuple[None, TaskProblem]:
         return None, TaskProblem(i, model if isinstance(model, str) else None, text, "payload", sugg or [])
 
@@ -217,7 +226,8 @@ def _one_task(i: int, raw: Any, shared_context: str | None) -> tuple[Task | None
     unknown = [k for k in raw if k not in _TASK_KEYS]
     if unknown:
         text, sugg = _unknown_keys(unknown, _TASK_KEYS)
-        return bad(f"Task {i} has unknown key(s) {text}; a task has goal, context and model.", model, sugg)
+        return bad(f"Task {i} has unknown key(s) {text}; a task has goal, context and model "
+                   "(and optionally output_schema).", model, sugg)
     goal = raw.get("goal")
     if goal is None:
         return bad(f"Task {i} has no goal.", model)
@@ -228,10 +238,14 @@ def _one_task(i: int, raw: Any, shared_context: str | None) -> tuple[Task | None
     model_str, problem = _model_field(model, f"Task {i}: model")
     if problem:
         return bad(problem)
+    try:
+        schema = _schema_field(raw.get("output_schema"), f"Task {i}: output_schema") or shared_schema
+    except TaskPayloadError as exc:
+        return bad(f"{exc.message} {exc.hint}".strip(), model)
     ctx = _context_field(raw.get("context"))
     if shared_context:
         ctx = f"{shared_context}\n\n{ctx}" if ctx else shared_context
-    return Task(goal=goal, context=ctx, model=model_str), None
+    return Task(goal=goal, context=ctx, model=model_str, output_schema=schema), None
 
 
 def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str | None, float | None]:
@@ -243,11 +257,12 @@ def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str 
     if unknown:
         text, sugg = _unknown_keys(unknown, _TOP_KEYS)
         raise _payload(f"Unknown argument(s) {text}.", suggestions=sugg,
-                       hint=f"{tool} takes goal, context, model, tasks and budget_usd.")
+                       hint=f"{tool} takes goal, context, model, tasks, budget_usd and output_schema.")
     call_model, problem = _model_field(data.get("model"), "model")
     if problem:
         raise _payload(problem, hint='Pass a model string such as "haiku" or "glm-4.7", or null.')
     budget = _budget_field(data.get("budget_usd"))
+    schema = _schema_field(data.get("output_schema"))
     goal, tasks_raw = data.get("goal"), data.get("tasks")
     has_goal = not is_unset(goal)
     has_tasks = not is_unset(tasks_raw) and not (has_goal and isinstance(tasks_raw, (list, tuple)) and not tasks_raw)
@@ -260,7 +275,7 @@ def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str 
         items = _task_list(tasks_raw)
         tasks, problems = [], []
         for i, raw in enumerate(items):
-            task, prob = _one_task(i, raw, shared)
+            task, prob = _one_task(i, raw, shared, schema)
             if prob:
                 problems.append(prob)
             elif task:
@@ -279,7 +294,7 @@ def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str 
             hint = ('For several tasks use "tasks": [{"goal": "..."}, ...].' if isinstance(goal, (list, tuple))
                     else "Pass the task as a string.")
             raise _payload(f"goal must be a string, got {_json_type(goal)}.", hint=hint)
-        return [Task(goal=goal, context=_context_field(data.get("context")))], call_model, budget
+        return [Task(goal=goal, context=_context_field(data.get("context")), output_schema=schema)], call_model, budget
     what = "goal is empty" if "goal" in data else "No task given"
     raise _payload(f"{what}: pass goal (one task) or tasks (several).",
                    hint='E.g. {"goal": "find the TODOs in src/", "model": "haiku"}.')

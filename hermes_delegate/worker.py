@@ -31,6 +31,7 @@ class Job:
     max_tokens: int | None = None
     timeout_s: float | None = None
     total: int = 1  # tasks in the batch (hosts show "[i/n]")
+    output_schema: dict[str, Any] | None = None  # answer with JSON matching it (structured.py)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class WorkerOutput:
     cost_usd: float | None = None
     deployment: DeploymentInfo | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    output: Any = None  # the parsed JSON answer, for a job with output_schema
 
 
 @runtime_checkable
@@ -67,5 +69,9 @@ class CompletionWorker:
         # No `timeout=` here: a per-call timeout would override every per-attempt timeout the config
         # gives LiteLLM (a deployment's `timeout`, router_settings.timeout), so a hung deployment could
         # never fail over to a healthy one. The fan-out's task timeout bounds the whole call anyway.
+        if job.output_schema is not None:
+            from .structured import run_structured  # noqa: PLC0415
+
+            return await run_structured(self.router, job, build_messages(job), kwargs)
         done = await self.router.acompletion(job.resolution, build_messages(job), **kwargs)
         return WorkerOutput(done.text, done.tokens, done.cost_usd, done.deployment, done.attempts)

@@ -67,6 +67,23 @@ import yaml
 from hermes_delegate import Config, config_from_dict, load_config
 from hermes_delegate.loopback import LoopbackProvider
 
+#: Parts of the stack a CI pass leaves out on purpose (comma-separated). `.ci/run`'s second pass runs
+#: the suite on the newest litellm, which cannot co-install with hermes-agent 0.19.0: it sets
+#: HERMES_DELEGATE_TEST_WITHOUT=hermes, and only then are the hermes test files not collected.
+WITHOUT = frozenset(filter(None, os.environ.get("HERMES_DELEGATE_TEST_WITHOUT", "").replace(" ", "").split(",")))
+collect_ignore_glob = ["test_hermes*.py"] if "hermes" in WITHOUT else []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under CI=true a missing real part fails the run, unless the pass declared it absent."""
+    import importlib.util  # noqa: PLC0415
+
+    in_ci = os.environ.get("CI", "").strip().lower() == "true"
+    if in_ci and "hermes" not in WITHOUT and importlib.util.find_spec("run_agent") is None:
+        raise pytest.UsageError("CI=true: hermes-agent is not installed (pip install -e '.[test]'); "
+                                "set HERMES_DELEGATE_TEST_WITHOUT=hermes only for a pass meant to run without it.")
+
+
 __all__ = ["LOOPBACK_KEY", "LoopbackPair", "loopback_config", "loopback_dict", "SECRET_ENV_NAMES"]
 
 LOOPBACK_KEY = "sk-loopback-test-key"

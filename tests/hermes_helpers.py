@@ -38,15 +38,21 @@ def register(ctx):
 
 # -- pytest side --------------------------------------------------------------------------------
 def make_home(root: Path, block: Mapping[str, Any] | None, *, enabled: Sequence[str] = ("hermes-delegate",),
-              extra: Mapping[str, Any] | None = None) -> Path:
-    """A HERMES_HOME with config.yaml enabling `enabled` plus a hook-probe plugin."""
+              extra: Mapping[str, Any] | None = None, legacy: bool = True, builtin: bool = False) -> Path:
+    """A HERMES_HOME with config.yaml enabling `enabled` plus a hook-probe plugin.
+
+    legacy: turn on the old second tool `delegate_tasks` (hermes_delegate.delegate_tasks_tool).
+    builtin: keep hermes's `delegation` toolset (the built-in delegate_task) enabled."""
     home = root / "hermes-home"
     probe = home / "plugins" / "hook-probe"
     probe.mkdir(parents=True, exist_ok=True)
     (probe / "plugin.yaml").write_text("name: hook-probe\nversion: 0.0.1\n")
     (probe / "__init__.py").write_text(_PROBE_INIT)
-    cfg: dict[str, Any] = {"plugins": {"enabled": [*enabled, "hook-probe"]},
-                           "agent": {"disabled_toolsets": ["delegation"]}}
+    cfg: dict[str, Any] = {"plugins": {"enabled": [*enabled, "hook-probe"]}}
+    if not builtin:
+        cfg["agent"] = {"disabled_toolsets": ["delegation"]}
+    if legacy:
+        block = {**(block or {}), "delegate_tasks_tool": True}
     if block is not None:
         cfg["hermes_delegate"] = dict(block)
     cfg.update(extra or {})
@@ -60,9 +66,9 @@ def hook_events(home: Path) -> list[dict[str, Any]]:
 
 
 def run_scenario(home: Path, *, parent_url: str | None = None, conversations: Sequence[Mapping[str, Any]] = (),
-                 timeout: float = 120, probe_only: bool = False) -> dict[str, Any]:
+                 timeout: float = 120, probe_only: bool = False, break_hermes: bool = False) -> dict[str, Any]:
     spec = {"home": str(home), "parent_url": parent_url, "conversations": list(conversations),
-            "probe_only": probe_only, "out": str(home / "scenario-out.json")}
+            "probe_only": probe_only, "break_hermes": break_hermes, "out": str(home / "scenario-out.json")}
     spec_path = home / "scenario.json"
     spec_path.write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERMES_")}
@@ -80,7 +86,7 @@ def run_scenario(home: Path, *, parent_url: str | None = None, conversations: Se
     return data
 
 
-def parent_responder(calls: Mapping[str, Mapping[str, Any] | None]):
+def parent_responder(calls: Mapping[str, Mapping[str, Any] | None], tool: str = "delegate_tasks"):
     """The parent model: on a user message `run:NAME` it calls delegate_tasks with calls[NAME]
     (or `{"tool": NAME, "arguments": {...}}`); after the tool result it answers `done NAME`.
     Any other user message (a subagent's goal) gets a plain answer."""
@@ -94,10 +100,10 @@ def parent_responder(calls: Mapping[str, Mapping[str, Any] | None]):
         args = calls.get(name)
         if args is None:
             return f"nothing to do for {name}"
-        tool = "delegate_tasks"
+        name_ = tool
         if "tool" in args:  # {"tool": "list_models", "arguments": {...}}
-            tool, args = args["tool"], args.get("arguments") or {}
-        return {"content": None, "tool_calls": [{"function": {"name": tool, "arguments": dict(args)}}]}
+            name_, args = args["tool"], args.get("arguments") or {}
+        return {"content": None, "tool_calls": [{"function": {"name": name_, "arguments": dict(args)}}]}
 
     return respond
 
@@ -146,6 +152,12 @@ def _main(spec_path: str) -> None:
     net: list[Any] = []
     _guard_network(net)
     out: dict[str, Any] = {"network": net, "conversations": []}
+    if spec.get("break_hermes"):
+        # simulate a hermes upgrade that changed a private helper's signature (positional callers work)
+        import tools.delegate_tool as dt
+
+        orig = dt._emit_parent_console
+        dt._emit_parent_console = lambda *a: orig(*a)
     t0 = time.perf_counter()
     import run_agent  # noqa: F401 - plugin discovery happens here
     from hermes_cli.plugins import get_plugin_manager
@@ -169,7 +181,16 @@ def _main(spec_path: str) -> None:
     for conv in spec["conversations"]:
         agent = AIAgent(base_url=spec["parent_url"], api_key="sk-parent-test", model=conv.get("model", "parent-model"),
                         provider="custom", quiet_mode=True, skip_context_files=True, skip_memory=True,
-                        max_iterations=6, disabled_toolsets=["delegation"])
+                        max_iterations=6, disabled_toolsets=conv.get("disabled_toolsets", ["delegation"]))
+        warm = None
+        if conv.get("wait_warm"):  # the plugin's background warm-up, before any delegation
+            from hermes_delegate_hermes import runtime as _rt
+
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not any(h.built for h in list(_rt._handles.values())):
+                time.sleep(0.1)
+            warm = {"litellm": "litellm" in sys.modules,
+                    "router_built": any(h.built for h in list(_rt._handles.values()))}
         if conv.get("parent_depth") is not None:
             agent._delegate_depth = conv["parent_depth"]
         lines: list[str] = []
@@ -187,9 +208,38 @@ def _main(spec_path: str) -> None:
                         return
                     time.sleep(0.02)
             threading.Thread(target=watch, daemon=True).start()
+        if conv.get("stateless"):  # like `hermes -z`: no late background completion possible
+            from gateway.session_context import declare_stateless_channel
+
+            declare_stateless_channel()
+        bg_trigger = conv.get("interrupt_background_on_line")
+        if bg_trigger:
+            def stop_background() -> None:
+                from tools.async_delegation import interrupt_all
+
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if any(bg_trigger in ln for ln in lines):
+                        time.sleep(0.3)
+                        interrupt_all("test: /stop")
+                        return
+                    time.sleep(0.02)
+            threading.Thread(target=stop_background, daemon=True).start()
         start = time.perf_counter()
         res = agent.run_conversation(conv["user"], task_id=f"task-{len(out['conversations'])}")
         end = time.perf_counter()
+        background = None
+        if conv.get("wait_background"):
+            import queue as _queue
+
+            from tools.process_registry import process_registry
+
+            try:
+                evt = process_registry.completion_queue.get(timeout=conv.get("wait_background_s", 90))
+                background = {k: evt.get(k) for k in ("type", "status", "is_batch", "results", "goals", "error",
+                                                      "parent_session_id")}
+            except _queue.Empty:
+                background = {"type": "timeout"}
         tool_msgs = [m.get("content") for m in res.get("messages", []) if m.get("role") == "tool"]
         out["conversations"].append({
             "final": res.get("final_response"), "completed": res.get("completed"),
@@ -198,6 +248,7 @@ def _main(spec_path: str) -> None:
             "after_interrupt_s": round(end - interrupted_at[0], 3) if interrupted_at else None,
             "tools_seen": sorted(t["function"]["name"] for t in agent.tools or []),
             "active_children_after": len(getattr(agent, "_active_children", []) or []),
+            "background": background, "session_id": agent.session_id, "warm": warm,
         })
         agent.close()
     Path(spec["out"]).write_text(json.dumps(out))

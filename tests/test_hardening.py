@@ -142,3 +142,127 @@ def test_broken_pipe_exits_quietly(capsys):
     code = cli.main(["models", "--json", "--config", MINIMAL], out=_ClosedPipe())
     assert code in (0, 1)
     assert "Traceback" not in capsys.readouterr().err
+
+
+# -- lone surrogates: refused at planning, before any request; output always encodes -----------------
+
+SURROGATE_TEXTS = ["half \ud83d a pair", "\udfff", "ok \ud83d\ude00 then \udc00"]
+
+
+@pytest.mark.parametrize("text", SURROGATE_TEXTS)
+@pytest.mark.parametrize("field", ["goal", "context"])
+def test_lone_surrogate_is_refused_before_any_request(providers, text, field):
+    from conftest import loopback_config
+    from hermes_delegate import DelegateTools, Delegator
+    from hermes_delegate.errors import BatchValidationError
+
+    before = len(providers.alpha.requests)
+    task = {"goal": "say hi", field: text, "model": "alpha"}
+    with pytest.raises(BatchValidationError) as info:
+        Delegator(loopback_config(providers)).plan([task])
+    assert info.value.problems[0].type == "payload" and "surrogate" in info.value.problems[0].problem
+    out = DelegateTools(Delegator(loopback_config(providers))).delegate_task_sync({"tasks": [task]})
+    out.encode("utf-8")  # the tool's answer is valid UTF-8 text
+    assert json.loads(out)["type"] in ("invalid_tasks", "payload") and "surrogate" in out
+    assert len(providers.alpha.requests) == before, "nothing was sent"
+
+
+def test_cli_refuses_a_surrogate_goal_from_a_json_tasks_file(tmp_path, capsys):
+    path = tasks_file(tmp_path, '{"tasks": [{"goal": "x \\ud83d y"}]}', name="tasks.json")
+    code, out = run(["run", path, "--config", MINIMAL, "--json"])
+    err = capsys.readouterr().err
+    assert code == 2 and out == ""
+    assert "surrogate" in err
+    err.encode("utf-8")
+
+
+def test_cli_output_always_encodes():
+    out = io.StringIO()
+    cli._print_json({"answer": "echoed \ud83d back"}, out)
+    out.getvalue().encode("utf-8")
+    assert json.loads(out.getvalue())["answer"].startswith("echoed ")
+
+
+# -- first run: the demo ships in the package; loopback:// outside the demo is refused up front ------
+
+def test_demo_files_ship_in_the_package_and_match_the_checkout_copies():
+    from pathlib import Path
+
+    from hermes_delegate.demo import DEMO_DATA, find_demo_files
+
+    cfg, tasks = find_demo_files()
+    assert cfg.parent == tasks.parent == DEMO_DATA
+    assert DEMO_DATA.parent == Path(cli.__file__).resolve().parent  # inside the package, not configs/
+    root = Path(__file__).resolve().parents[1] / "configs"
+    assert cfg.read_text(encoding="utf-8") == (root / "demo.yaml").read_text(encoding="utf-8")
+    assert tasks.read_text(encoding="utf-8") == (root / "demo-tasks.yaml").read_text(encoding="utf-8")
+
+
+def test_demo_runs_from_another_directory(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.run([sys.executable, "-m", "hermes_delegate.cli", "demo", "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {t["status"] for t in json.loads(proc.stdout)["results"]} == {"completed"}
+
+
+def test_demo_missing_file_names_the_flag(tmp_path, capsys):
+    code, _ = run(["demo", "--tasks", str(tmp_path / "nope.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--tasks" in err and "nope.yaml" in err
+
+
+def test_run_refuses_loopback_config_outside_demo(tmp_path, capsys):
+    from pathlib import Path
+
+    demo_cfg = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    code, out = run(["run", tasks_file(tmp_path, "tasks: [hi]\n"), "--config", str(demo_cfg), "--json"])
+    err = capsys.readouterr().err
+    assert code == 2 and out == ""
+    assert "only works under `hermes-delegate demo`" in err and "python -m hermes_delegate.loopback" in err
+
+
+def test_live_view_shows_loading_then_pending_rows_with_elapsed_time():
+    from hermes_delegate.render import Progress
+    from hermes_delegate.results import ProgressEvent
+
+    now = [100.0]
+    p = Progress(2, out=io.StringIO(), live=False, goals=["first goal", "second goal"], clock=lambda: now[0])
+    now[0] = 102.5
+    assert p.lines() == ["loading providers… (2.5s)", "· [1/2] first goal (pending 2.5s)",
+                         "· [2/2] second goal (pending 2.5s)"]
+    p(ProgressEvent("start", 0, 2, "first goal", "alpha"))
+    now[0] = 104.0
+    assert p.lines() == ["… [1/2] first goal · alpha (1.5s)", "· [2/2] second goal (pending 4.0s)"]
+
+
+def test_duplicate_deployment_ids_are_a_config_error():
+    dep = {"model_name": "m", "litellm_params": {"model": "openai/x"}, "model_info": {"id": "same"}}
+    with pytest.raises(ConfigError, match="model_info.id 'same'"):
+        config_from_dict({"router": {"model_list": [dep, {**dep, "model_name": "n"}]}}, source="x.yaml")
+    other = {**dep, "model_info": {"id": "other"}}
+    assert len(config_from_dict({"router": {"model_list": [dep, other]}}).router.model_list) == 2
+
+
+def test_cli_numbers_tasks_from_one_and_json_keeps_the_index(tmp_path, capsys):
+    path = tasks_file(tmp_path, "tasks: [{goal: fine, model: haiku}, {goal: bad, model: no-such-model-xyz}]\n")
+    code, out = run(["run", path, "--config", MINIMAL])
+    err = capsys.readouterr().err
+    assert code == 2 and "  task 2 [no-such-model-xyz]:" in err and "task 1 " not in err
+    from hermes_delegate.engine import Delegator
+    from hermes_delegate.errors import BatchValidationError
+
+    with pytest.raises(BatchValidationError) as info:
+        Delegator(load_config(MINIMAL)).plan([{"goal": "fine"}, {"goal": "bad", "model": "no-such-model-xyz"}])
+    assert info.value.to_dict()["tasks"][0]["index"] == 1  # 0-based in JSON
+
+
+def test_a_litellm_proxy_file_as_config_gets_the_litellm_config_hint(tmp_path):
+    path = tasks_file(tmp_path, "model_list:\n  - {model_name: m, litellm_params: {model: openai/x}}\n",
+                      name="proxy.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"litellm_config: {path}" in info.value.hint

@@ -316,7 +316,8 @@ def test_changed_hermes_helpers_give_one_clear_error(monkeypatch: pytest.MonkeyP
     from hermes_delegate_hermes import hermes_api
 
     fake = types.ModuleType("tools.delegate_tool")
-    for name in hermes_api._REQUIRED:
+    fake.__file__ = str(Path(hermes_api.__file__))  # its "hermes source" lacks every agent attribute
+    for name in hermes_api.FUNCTIONS:
         setattr(fake, name, lambda *a, **k: None)
     fake._build_child_agent = lambda task_index, goal, context, toolsets, model, parent_agent: None  # params gone
     del fake._run_single_child  # helper gone
@@ -324,10 +325,19 @@ def test_changed_hermes_helpers_give_one_clear_error(monkeypatch: pytest.MonkeyP
     pkg.delegate_tool = fake  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tools", pkg)
     monkeypatch.setitem(sys.modules, "tools.delegate_tool", fake)
-    monkeypatch.setattr(hermes_api, "_checked", None)
-    with pytest.raises(hermes_api.HermesAPIError) as err:
-        hermes_api.delegate_tool()
+    for mod in ("model_tools", "agent", "agent.model_metadata", "tools.registry", "hermes_cli",
+                "hermes_cli.middleware", "tools.async_delegation"):
+        monkeypatch.setitem(sys.modules, mod, types.ModuleType(mod))
+    hermes_api.reset()
+    try:
+        with pytest.raises(hermes_api.HermesAPIError) as err:
+            hermes_api.check()
+        assert not hermes_api.compatible()
+    finally:
+        hermes_api.reset()
     text = str(err.value)
     assert "_run_single_child is missing" in text
     assert "_build_child_agent() has no parameter max_iterations" in text
-    assert "hermes-agent==0.19.0" in text
+    assert "model_tools._last_resolved_tool_names is missing" in text
+    assert "AIAgent._delegate_depth is no longer set" in text
+    assert "built-in delegate_task runs unchanged" in text and "hermes-agent==0.19.0" in text

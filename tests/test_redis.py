@@ -194,3 +194,125 @@ def test_without_redis_two_processes_overload_the_provider(limited_provider: Loo
     assert _max_in_window(arrivals) > R, "requests sent (admitted or not) in one second"
     statuses = [s for o in outs for row in o["attempts"] for s in row]
     assert "429" in statuses, "the overload is visible in the attempt logs too"
+
+
+# -- Redis going away, Redis down, queue order ---------------------------------------------------
+
+def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    redis_server = require_binary(REDIS_SERVER, REDIS_HOW)
+    proc = subprocess.Popen([redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _delegator(provider: LoopbackProvider, port: int, rps: int) -> Any:
+    from hermes_delegate import Delegator, config_from_dict
+
+    cfg = _config(provider, port, f"t{os.getpid()}-{time.time_ns()}")
+    cfg["router"]["model_list"][0]["litellm_params"]["rpm"] = 60 * rps
+    return Delegator(config_from_dict(cfg, source="(redis test)"))
+
+
+def test_redis_going_away_mid_batch_is_a_typed_error_and_nothing_is_sent(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture,
+                                                                          capfd: pytest.CaptureFixture[str]):
+    import threading
+
+    from hermes_delegate import Task
+
+    port = _free_port()
+    server = _start_redis(port, tmp_path)
+    try:
+        with LoopbackProvider("limited", rps=R, latency_s=0.05, retry_after=1).start() as provider:
+            d = _delegator(provider, port, rps=2)
+            d.router.router  # noqa: B018 - build before the batch
+
+            def stop_after_three() -> None:
+                while len(provider.requests) < 3:
+                    time.sleep(0.02)
+                _stop(server)
+            stopper = threading.Thread(target=stop_after_three, daemon=True)
+            stopper.start()
+            batch = d.run_sync([Task(f"task {i}", model="limited") for i in range(12)])
+            stopper.join(10)
+            statuses = [r.status for r in batch.results]
+            failed = [r for r in batch.results if r.status != "completed"]
+            assert failed and "completed" in statuses, statuses
+            # every unfinished task says why: the limiter, not the provider
+            assert {(r.status, r.error["type"]) for r in failed} == {("failed", "limiter_unavailable")}, \
+                [r.error for r in failed]
+            assert all("Redis" in r.error["message"] and r.error["retryable"] is False for r in failed)
+            # nothing was sent for them: the provider saw exactly the completed tasks
+            assert len(provider.requests) == statuses.count("completed")
+
+            # Redis back on the same port: the same delegator shares its windows again
+            server = _start_redis(port, tmp_path)
+            from hermes_delegate.redis_limiter import DOWN_S
+            time.sleep(DOWN_S + 0.2)  # let the limiter's fail-fast period pass (not an assertion)
+            again = d.run_sync([Task(f"again {i}", model="limited") for i in range(3)])
+            assert again.counts() == {"completed": 3}, [r.error for r in again.results]
+            assert type(d.router.gate.windows).__name__ == "RedisWindows"
+    finally:
+        _stop(server)
+    out, err = capfd.readouterr()
+    logged = caplog.text + out + err
+    assert "never retrieved" not in logged and "Traceback" not in logged, logged[-2000:]
+
+
+def test_redis_down_from_the_start_fails_every_task_typed_without_tracebacks(tmp_path: Path):
+    port = _free_port()  # nothing listens there
+    with LoopbackProvider("limited", rps=R, latency_s=0.05).start() as provider:
+        cfg = _config(provider, port, f"t{os.getpid()}-{time.time_ns()}")
+        (tmp_path / "c.yaml").write_text(json.dumps(cfg), encoding="utf-8")
+        (tmp_path / "t.yaml").write_text(json.dumps({"model": "limited", "tasks": [f"t{i}" for i in range(8)]}),
+                                         encoding="utf-8")
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        proc = subprocess.run([sys.executable, "-m", "hermes_delegate.cli", "--config", str(tmp_path / "c.yaml"),
+                               "run", str(tmp_path / "t.yaml"), "--json"],
+                              capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+        assert provider.requests == [], "nothing may be sent without the shared windows"
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    batch = json.loads(proc.stdout)
+    assert [(t["status"], t["error"]["type"]) for t in batch["results"]] == [("failed", "limiter_unavailable")] * 8
+    assert "never retrieved" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
+def test_queue_order_does_not_depend_on_where_the_windows_live(redis_port: int, shared: bool):
+    from hermes_delegate import Task
+
+    with LoopbackProvider("limited", rps=R, latency_s=0.02).start() as provider:
+        d = _delegator(provider, redis_port, rps=3)
+        if not shared:
+            from hermes_delegate import Delegator, config_from_dict
+            cfg = _config(provider, None, "local")
+            cfg["router"]["model_list"][0]["litellm_params"]["rpm"] = 180
+            d = Delegator(config_from_dict(cfg, source="(redis test)"))
+        d.router.router  # noqa: B018
+        batch = d.run_sync([Task(f"task {i}", model="limited") for i in range(7)])
+        assert batch.counts() == {"completed": 7}
+        assert type(d.router.gate.windows).__name__ == ("RedisWindows" if shared else "LocalWindows")
+        sent = [r.messages[-1]["content"] for r in provider.requests]
+    assert sent == [f"task {i}" for i in range(7)], "first come, first served"

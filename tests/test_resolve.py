@@ -82,7 +82,6 @@ OK = [
     ("large", dict(model="{opus}", provider="anthropic", variant=None, resolved_via="tier")),
     ("cheap", dict(model="{haiku}", provider="anthropic", variant=None, resolved_via="alias",
                    chain=["cheap", "small", "haiku", "{haiku}"])),
-    ("small:free", dict(model="{haiku}:free", provider="anthropic", variant="free", resolved_via="tier")),
     ("fast", dict(model="zai/glm-4.7", provider="zai", variant=None, resolved_via="alias",
                   chain=["fast", "glm-4.7 --provider z-ai", "zai/glm-4.7"])),
     ("free-or", dict(model="openrouter/stepfun/step-3.5-flash:free", provider="openrouter", variant="free",
@@ -94,8 +93,10 @@ OK = [
     # -- families ------------------------------------------------------------------------------
     ("haiku", dict(model="{haiku}", provider="anthropic", variant=None, resolved_via="family",
                    chain=["haiku", "{haiku}"])),
-    ("haiku:thinking", dict(model="{haiku}:thinking", provider="anthropic", variant="thinking",
-                            resolved_via="family")),
+    # `:thinking` on Anthropic is extended thinking (a param), never a suffixed id Anthropic does not serve
+    ("haiku:thinking", dict(model="{haiku}", provider="anthropic", variant="thinking",
+                            resolved_via="family",
+                            params={"thinking": {"type": "enabled", "budget_tokens": 4096}})),
     ("gpt", dict(model="{gpt}", provider="openai", variant=None, resolved_via="family")),
     ("glm", dict(model="{glm}", provider="zai", variant=None, resolved_via="family")),
     # -- full litellm ids ----------------------------------------------------------------------
@@ -118,8 +119,6 @@ OK = [
     ("gpt-4o", dict(model="openai/gpt-4o", provider="openai", variant=None, resolved_via="catalog")),
     ("claude-sonnet-4-5", dict(model="anthropic/claude-sonnet-4-5", provider="anthropic", variant=None,
                                resolved_via="catalog")),
-    ("deepseek-reasoner:thinking", dict(model="deepseek/deepseek-reasoner:thinking", provider="deepseek",
-                                        variant="thinking", resolved_via="catalog")),
     # -- --provider (hermes slugs and litellm names) -------------------------------------------
     ("Qwen/Qwen3-14B --provider nebius", dict(model="nebius/Qwen/Qwen3-14B", provider="nebius", variant=None,
                                               resolved_via="provider_flag")),
@@ -155,6 +154,9 @@ OK = [
 # (input, error class, a string that must be among the suggestions — or, prefixed "msg:", in the message)
 ERRORS = [
     ("loop1", ConfigError, "msg:cycle"),
+    # a suffix only OpenRouter serves is refused for other providers, with the corrected form
+    ("small:free", SpecError, "msg:does not serve"),
+    ("deepseek-reasoner:thinking", SpecError, "deepseek/deepseek-reasoner"),
     ("selfloop", ConfigError, "msg:cycle"),
     ("bad-target", ConfigError, "stepfun/x --provider openrouter"),
     ("Qwen/Qwen3-14B", AmbiguousModelError, "Qwen/Qwen3-14B --provider nebius"),
@@ -346,3 +348,15 @@ def test_a_second_provider_flag_is_an_error_not_a_silent_override():
         with pytest.raises(SpecError, match="twice"):
             parse_model_string(text)
     assert parse_model_string("glm-4.7 --provider zai").provider == "zai"
+
+
+def test_provider_flag_finds_the_vendor_prefixed_catalog_id():
+    from hermes_delegate.catalog import Catalog
+    from hermes_delegate.config import Config
+
+    cat = Catalog({"gpt-5": {"litellm_provider": "openai", "mode": "chat"},
+                   "openrouter/openai/gpt-5": {"litellm_provider": "openrouter", "mode": "chat"}})
+    r = Resolver(Config(), catalog=cat, env={})
+    assert r.resolve("gpt-5 --provider openrouter").model == "openrouter/openai/gpt-5"
+    assert r.resolve("gpt-5:free --provider openrouter").model == "openrouter/openai/gpt-5:free"
+    assert r.resolve("openai/gpt-5 --provider openrouter").model == "openrouter/openai/gpt-5"

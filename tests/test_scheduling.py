@@ -149,9 +149,9 @@ def test_router_default_max_parallel_requests_respected(trio: Trio):
 
 
 # -- 429: Retry-After, another deployment, fallbacks, bounded retries ---------------------------
-@pytest.mark.parametrize("num_retries", [0, 2], ids=["tenacity-retries", "router-retries"])
+@pytest.mark.parametrize("num_retries", [1, 2], ids=["one-retry", "two-retries"])
 def test_429_retry_after_waited_out_on_single_deployment(trio: Trio, num_retries: int):
-    """num_retries=0: the Router gives up at once and our tenacity loop waits; 2: the Router retries."""
+    """The Router's retry waits the Retry-After (the only retry layer: docs/litellm.md)."""
     p, retry_after = trio[0], 2  # whole seconds, as providers send it
     p.retry_after = retry_after
     p.script(["429"])
@@ -228,12 +228,12 @@ def test_rate_limit_retries_are_bounded(trio: Trio):
     p = trio[0]
     p.retry_after = 0.1
     p.set_fault("429")
-    d = delegator([dep("solo", "solo-1", p)])
+    d = delegator([dep("solo", "solo-1", p)], num_retries=2)
     t0 = time.monotonic()
     (r,) = d.run_sync([Task("never succeeds", model="solo")]).results
     assert r.status == "failed"
     assert r.error["type"] == "rate_limit" and r.error["retryable"] is True
-    attempts = 1 + d.router.cooldown_retries
+    attempts = 1 + d.router.router.num_retries  # one retry layer, the Router's (tests/test_retries.py)
     assert p.stats()["requests"] == attempts
     assert log(r) == [("solo-1", "429")] * attempts
     assert all(a.wait_s >= 0.09 for a in r.attempts[1:]), "each retry waited (backoff ≥ Retry-After)"

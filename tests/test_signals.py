@@ -56,3 +56,24 @@ def test_a_stop_signal_interrupts_and_prints_the_results(tmp_path: Path, sig: si
     batch = json.loads(out)
     assert [t["status"] for t in batch["results"]] == ["interrupted"] * 4
 
+
+
+@pytest.mark.parametrize("first,second", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT, signal.SIGINT),
+                                          (signal.SIGINT, signal.SIGTERM)], ids=lambda s: s.name)
+def test_a_second_signal_during_shutdown_still_prints_the_results_and_exits_1(
+        tmp_path: Path, first: signal.Signals, second: signal.Signals):
+    with LoopbackProvider("slowpoke", latency_s=30.0).start() as provider:
+        proc = _start_run(tmp_path, provider)
+        try:
+            _wait_for_requests(provider, 4)
+            proc.send_signal(first)
+            proc.send_signal(second)  # at once: while the first one's shutdown is under way
+            time.sleep(0.05)
+            proc.send_signal(second)  # and again, whatever phase it is in by now
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1, (proc.returncode, err[-2000:])
+    batch = json.loads(out)
+    assert [t["status"] for t in batch["results"]] == ["interrupted"] * 4
+    assert "Traceback" not in err, err[-2000:]

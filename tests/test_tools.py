@@ -95,7 +95,7 @@ MALFORMED = [
      payload("Task 0: goal must be a string, got array.",
              tasks=[bad_task(None, "payload", "Task 0: goal must be a string, got array.", [])])),
     ("unknown task key", {"tasks": [{"prompt": "x"}]},
-     payload("Task 0 has unknown key(s) 'prompt' (did you mean 'goal'?); a task has goal, context and model.",
+     payload("Task 0 has unknown key(s) 'prompt' (did you mean 'goal'?); a task has goal, context and model (and optionally output_schema).",
              suggestions=["goal"], tasks=[bad_task(None, "payload", "Task 0 has unknown key(s) 'prompt'", ["goal"])])),
     ("two malformed tasks", {"tasks": [7, {"context": "c"}]},
      payload("2 tasks are malformed; nothing was started.", suggestions=[],
@@ -405,7 +405,7 @@ def test_schema_teaches_the_model_string_and_lists_the_config(p1, p2):
     assert "at most 5 tasks per call; budget $0.50 per call" in desc
     assert "Parent (your model): anthropic/claude-opus-4-6." in desc
     params = fn["parameters"]
-    assert set(params["properties"]) == {"goal", "context", "model", "tasks", "budget_usd"}
+    assert set(params["properties"]) == {"goal", "context", "model", "tasks", "budget_usd", "output_schema"}
     assert params["required"] == [] and params["properties"]["tasks"]["maxItems"] == 5
     assert params["properties"]["tasks"]["items"]["required"] == ["goal"]
     assert len(json.dumps(tools.openai_tools())) < 4000  # sent on every request

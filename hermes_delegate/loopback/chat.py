@@ -78,6 +78,11 @@ class ChatMixin:
             rec.status = fault
             await conn.send(200, [("Content-Type", "application/json")] + extra, R.MALFORMED_BODY, keep_alive=keep)
             return keep
+        if fault in R.BAD_200_BODIES:
+            rec.status = fault
+            ctype, raw = R.BAD_200_BODIES[fault]
+            await conn.send(200, [("Content-Type", ctype)] + extra, raw, keep_alive=keep)
+            return keep
         model = rec.model if isinstance(rec.model, str) else ""
         try:
             message = self._message(body, model, cid)

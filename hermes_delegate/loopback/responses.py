@@ -23,12 +23,22 @@ FAULTS = frozenset(
         "malformed",
         "empty_choices",
         "stream_cut",
+        "html",
+        "binary",
+        "wrong_shape",
     }
 )
 RATE_LIMIT_FAULTS = frozenset({"429", "429_no_retry_after"})
 
 #: Deliberately broken JSON sent by the "malformed" fault.
 MALFORMED_BODY = b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [{"index": 0, "mess'
+
+#: Unusable HTTP 200 bodies (content type, body) sent by the faults of the same name.
+BAD_200_BODIES: dict[str, tuple[str, bytes]] = {
+    "html": ("text/html; charset=utf-8", b"<!doctype html><html><body><h1>Welcome to nginx!</h1></body></html>"),
+    "binary": ("application/octet-stream", bytes(range(256)) * 4),
+    "wrong_shape": ("application/json", b'{"result": {"text": "hello"}, "status": "ok"}'),
+}
 
 _ERROR_TYPES = {
     400: "invalid_request_error",

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 
 from . import responses as R
 from ._http import BadRequest, Connection, Request
+from .anthropic import MESSAGES_PATHS, AnthropicMixin
 from .chat import ChatMixin
 from .records import RequestRecord
 
@@ -71,7 +72,7 @@ def _raise_nofile_limit(target: int = 65536) -> None:
         pass
 
 
-class LoopbackProvider(ChatMixin):
+class LoopbackProvider(ChatMixin, AnthropicMixin):
     def __init__(
         self,
         name: str = "loopback",
@@ -339,6 +340,8 @@ class LoopbackProvider(ChatMixin):
         path = req.path.rstrip("/") or "/"
         if path in _CHAT_PATHS and req.method == "POST":
             return await self._chat(conn, req)
+        if path in MESSAGES_PATHS and req.method == "POST":  # Anthropic format (loopback/anthropic.py)
+            return await self._messages(conn, req)
         if req.method == "GET":
             if path in _MODELS_PATHS:
                 await conn.send_json(200, R.models_list(self.name, self._model_ids()), keep_alive=keep)

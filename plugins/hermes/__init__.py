@@ -1,8 +1,11 @@
 """hermes-delegate as a hermes-agent plugin: per-task model routing for real hermes subagents.
 
-Adds the tools `delegate_tasks` and `list_models` (toolset `hermes-delegate`) and an
-`llm_execution` middleware that sends every LLM call of a routed subagent through LiteLLM's
-Router. See docs/hermes.md.
+Extends hermes's own `delegate_task` with `model` (top level and per task): its schema through
+the registry entry's dynamic_schema_overrides, its calls through a `tool_execution` middleware
+that takes over exactly the calls naming a routed model (takeover.py). Adds `list_models`
+(toolset `hermes-delegate`) and an `llm_execution` middleware that sends every LLM call of a
+routed subagent through LiteLLM's Router. The old second tool `delegate_tasks` exists only with
+`hermes_delegate.delegate_tasks_tool: true`. See docs/hermes.md.
 
 Loaded as the pip entry point `hermes-delegate = "hermes_delegate_hermes"` or as a directory
 plugin (~/.hermes/plugins/hermes-delegate/). register() imports no litellm and no pydantic: the
@@ -31,11 +34,33 @@ def _list_models(args: Any = None, **kw: Any) -> str:
 
 
 def register(ctx: Any) -> None:
-    from .middleware import llm_execution  # noqa: PLC0415 - stdlib only
+    import logging  # noqa: PLC0415
 
-    ctx.register_tool(name=DELEGATE_TOOL, toolset=TOOLSET, schema=STATIC[DELEGATE_TOOL], handler=_delegate_tasks,
-                      description=STATIC[DELEGATE_TOOL]["description"], emoji="🔀")
+    from . import hermes_api, takeover  # noqa: PLC0415 - stdlib only
+    from .middleware import llm_execution  # noqa: PLC0415 - stdlib only
+    from .schema import extend_builtin  # noqa: PLC0415
+
+    try:
+        hermes_api.check()
+    except hermes_api.HermesAPIError as exc:
+        logging.getLogger("hermes_delegate.hermes").warning("%s", exc)
+        return  # nothing registered: the built-in delegate_task works exactly as without the plugin
     ctx.register_tool(name=LIST_TOOL, toolset=TOOLSET, schema=STATIC[LIST_TOOL], handler=_list_models,
                       description=STATIC[LIST_TOOL]["description"], emoji="📋")
+    if _legacy_tool_enabled():
+        ctx.register_tool(name=DELEGATE_TOOL, toolset=TOOLSET, schema=STATIC[DELEGATE_TOOL],
+                          handler=_delegate_tasks, description=STATIC[DELEGATE_TOOL]["description"], emoji="🔀")
     attach_live_schemas()
+    extend_builtin()
+    ctx.register_middleware("tool_execution", takeover.tool_execution)
     ctx.register_middleware("llm_execution", llm_execution)
+    # The engine warm-up (litellm import, Router build) starts on hermes's first tool-schema build,
+    # i.e. once hermes has started and builds an agent (schema.builtin_overrides), never here.
+
+
+def _legacy_tool_enabled() -> bool:
+    """`hermes_delegate.delegate_tasks_tool: true` brings back the second tool (off by default)."""
+    from .settings import raw_block  # noqa: PLC0415
+
+    block = raw_block()
+    return isinstance(block, dict) and block.get("delegate_tasks_tool") is True

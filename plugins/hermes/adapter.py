@@ -31,7 +31,14 @@ def _error(message: str, hint: str = "", kind: str = "usage") -> str:
 def _delegate_error(exc: Exception) -> str:
     from hermes_delegate import tool_error  # noqa: PLC0415
 
-    return json.dumps(tool_error(exc))
+    return _hermes_keys(json.dumps(tool_error(exc)))
+
+
+def _hermes_keys(text: str) -> str:
+    """Hints name the key a hermes user edits: hermes_delegate.allow_unpriced, not delegation.…"""
+    from hermes_delegate.hermes_home import hermes_keys  # noqa: PLC0415
+
+    return hermes_keys(text)
 
 
 def _tools(delegator: Any) -> Any:
@@ -47,17 +54,13 @@ def _delegator(cfg: Any, handle: Any, *, parent_model: str | None, worker: Any =
     return Delegator(cfg, worker=worker, parent_model=parent_model, router=handle)
 
 
-# -- delegate_tasks -----------------------------------------------------------------------------
-def delegate_tasks(args: Any, **kw: Any) -> str:
-    try:
-        dt = hermes_api.delegate_tool()
-    except hermes_api.HermesAPIError as exc:
-        return _error(str(exc), kind="incompatible_hermes")
-    parent = parent_mod.find_parent(kw.get("session_id"))
+# -- delegate_tasks / routed delegate_task ------------------------------------------------------
+def _gate(dt: Any, parent: Any, tool: str, *, own_children_only: bool) -> str | None:
+    """The built-in's refusals (spawn pause, depth), as an error payload; None = go."""
     if parent is None:
-        return _error(f"{DELEGATE_TOOL} must be called by a running hermes agent.")
-    if getattr(parent, "_hermes_delegate_child", False):
-        return _error(f"A {DELEGATE_TOOL} subagent cannot delegate further.", "Do the work yourself.")
+        return _error(f"{tool} must be called by a running hermes agent.")
+    if own_children_only and getattr(parent, "_hermes_delegate_child", False):
+        return _error(f"A {tool} subagent cannot delegate further.", "Do the work yourself.")
     if dt.is_spawn_paused():
         return _error("Delegation spawning is paused.",
                       "Clear the pause in the TUI (`p` in /agents) or via the `delegation.pause` RPC.")
@@ -65,21 +68,79 @@ def delegate_tasks(args: Any, **kw: Any) -> str:
     if depth >= max_depth:
         return _error(f"Delegation depth limit reached (depth={depth}, max_spawn_depth={max_depth}).",
                       "Do the work yourself, or raise delegation.max_spawn_depth in config.yaml.", "depth_limit")
+    return None
+
+
+def _config() -> tuple[Any, str | None]:
     try:
-        cfg = settings.load_plugin_config()
+        return settings.load_plugin_config(), None
     except Exception as exc:  # noqa: BLE001 - a DelegateError (bad config) or an import problem
-        return _delegate_error(exc) if hasattr(exc, "hint") else _error(f"hermes-delegate: {exc}", kind="config")
-    return Call(parent, cfg, dt).run(args)
+        return None, _delegate_error(exc) if hasattr(exc, "hint") else _error(f"hermes-delegate: {exc}", kind="config")
+
+
+def _role(r: Any) -> str:
+    """The built-in's role normalisation (tools/delegate_tool.py _normalize_role): leaf unless orchestrator."""
+    return "orchestrator" if isinstance(r, str) and r.strip().lower() == "orchestrator" else "leaf"
+
+
+def delegate_tasks(args: Any, **kw: Any) -> str:
+    """The legacy second tool (only with `hermes_delegate.delegate_tasks_tool: true`)."""
+    try:
+        dt = hermes_api.delegate_tool()
+    except hermes_api.HermesAPIError as exc:
+        return _error(str(exc), kind="incompatible_hermes")
+    parent = parent_mod.find_parent(kw.get("session_id"))
+    refused = _gate(dt, parent, DELEGATE_TOOL, own_children_only=True)
+    if refused:
+        return refused
+    cfg, err = _config()
+    return err or Call(parent, cfg, dt).run(args)
+
+
+def routed_delegate_task(args: dict[str, Any], *, session_id: str = "") -> str:
+    """hermes's delegate_task, for a call where some task names a routed model."""
+    from . import takeover  # noqa: PLC0415
+
+    dt = hermes_api.delegate_tool()
+    parent = parent_mod.find_parent(session_id)
+    refused = _gate(dt, parent, "delegate_task", own_children_only=False)
+    if refused:
+        return refused
+    cfg, err = _config()
+    if err:
+        return err
+    engine_args, opts = takeover.split_args(args)
+    call = Call(parent, cfg, dt, role=opts["role"], roles=opts["roles"], max_iterations=opts["max_iterations"])
+    role = call.batch.role
+    # hermes 0.19's rule (run_agent._dispatch_delegate_task): a top-level agent's delegation always
+    # runs in the background; a subagent's stays synchronous. The model's `background` is ignored.
+    if getattr(parent, "_delegate_depth", 0) == 0:
+        dispatched = takeover.background_dispatch(parent, call, engine_args, role)
+        if dispatched is not None:
+            return dispatched
+        out = json.loads(call.run(engine_args))
+        if isinstance(out, dict):
+            out["note"] = ("background delegation is not available in this session (it cannot receive a "
+                           "detached result later, or hermes's background pool is full), so the subagent(s) "
+                           "ran SYNCHRONOUSLY and the result is included above.")
+        return json.dumps(out, ensure_ascii=False)
+    return call.run(engine_args)
 
 
 class Call:
-    def __init__(self, parent: Any, cfg: Any, dt: Any):
+    def __init__(self, parent: Any, cfg: Any, dt: Any, *, role: Any = None, roles: dict[int, Any] | None = None,
+                 max_iterations: Any = None):
         from .worker import Batch, HermesWorker  # noqa: PLC0415
 
         self.parent, self.dt = parent, dt
         hermes_cfg = dt._load_config() or {}
+        default_iters = int(hermes_cfg.get("max_iterations") or 50)
+        iters = max_iterations if isinstance(max_iterations, int) and max_iterations > 0 else default_iters
         self.batch = Batch(parent, runtime.router_for(cfg), max_workers=cfg.delegation.max_concurrency,
-                           max_iterations=int(hermes_cfg.get("max_iterations") or 50))
+                           max_iterations=iters, role=_role(role),
+                           roles={i: _role(r) for i, r in (roles or {}).items()})
+        self.watch_parent = True  # False once detached into a background batch
+        self.stopped = False
         self.delegator = _delegator(cfg, self.batch.handle, parent_model=parent_mod.parent_model(parent),
                                     worker=HermesWorker(self.batch))
         self.lines: queue.Queue[str] = queue.Queue()
@@ -107,7 +168,8 @@ class Call:
                     if fut.done():
                         raise
                     self._print_progress()
-                    if not stopped and getattr(self.parent, "_interrupt_requested", False):
+                    asked = self.stopped or (self.watch_parent and getattr(self.parent, "_interrupt_requested", False))
+                    if not stopped and asked:
                         stopped = True
                         self.delegator.interrupt()
                         for index in list(self.batch.children):
@@ -122,7 +184,40 @@ class Call:
             hermes_api.restore_tool_names(self.batch.tool_names)
         self._print_progress()
         self._after()
-        return self._budget_summaries(out)
+        return _hermes_keys(self._budget_summaries(out))
+
+    # -- background batches (takeover.background_dispatch) ------------------------------------
+    def detach(self) -> None:
+        """Owned by hermes's async registry now: a parent interrupt no longer stops it."""
+        self.watch_parent = False
+        self.batch.detached = True
+
+    def attach(self) -> None:
+        self.watch_parent = True
+        self.batch.detached = False
+
+    def stop(self) -> None:
+        """hermes's interrupt_fn for the background unit (e.g. /stop)."""
+        self.stopped = True
+        self.delegator.interrupt()
+        for index in list(self.batch.children):
+            self.batch.cancel(index)
+
+    def run_combined(self, args: Any) -> dict[str, Any]:
+        """The runner for dispatch_async_delegation_batch: the built-in's combined-result shape."""
+        data = json.loads(self.run(args))
+        if not isinstance(data, dict):
+            return {"results": [], "error": str(data)}
+        results = data.get("results")
+        if isinstance(results, list):
+            for r in results:
+                if isinstance(r, dict) and "task_index" not in r:
+                    r["task_index"] = r.get("index")
+        else:
+            data.setdefault("results", [])
+        if "error" in data and not isinstance(data["error"], str):
+            data["error"] = json.dumps(data["error"])
+        return data
 
     def _print_progress(self) -> None:
         spinner = getattr(self.parent, "_delegate_spinner", None)
@@ -201,4 +296,4 @@ def list_models(args: Any = None, **kw: Any) -> str:
         return _delegate_error(exc) if hasattr(exc, "hint") else _error(f"hermes-delegate: {exc}", kind="config")
     parent = parent_mod.find_parent(kw.get("session_id"))
     d = _delegator(cfg, runtime.router_for(cfg), parent_model=parent_mod.parent_model(parent) if parent else None)
-    return runtime.submit(_tools(d).list_models(args)).result()
+    return _hermes_keys(runtime.submit(_tools(d).list_models(args)).result())

@@ -4,8 +4,9 @@ on two embedded loopback providers, in parallel.
     python -m hermes_delegate_hermes.demo [--keep-home]
 
 Runs in a throwaway HERMES_HOME (your ~/.hermes is not touched) and needs no API key: the parent
-model is a scripted loopback provider that calls delegate_tasks, and the children's models are
-served by two more. Prints the config it wrote, the per-task progress lines, and the results.
+model is a scripted loopback provider that calls hermes's own delegate_task with `model`, and the children's models are
+served by two more. The demo is a one-shot run (like `hermes -z`), so the batch runs in the
+foreground and the parent answers on the combined result. Prints the config it wrote, the per-task progress lines, and the results.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _parent_model(body: dict[str, Any], provider: Any) -> Any:
         except (ValueError, KeyError, TypeError):
             return f"The delegation returned: {last.get('content')}"
     if any(m.get("role") == "user" and "rollout" in str(m.get("content")) for m in msgs):
-        return {"content": None, "tool_calls": [{"function": {"name": "delegate_tasks",
+        return {"content": None, "tool_calls": [{"function": {"name": "delegate_task",
                                                               "arguments": {"tasks": TASKS}}}]}
     return "ok"
 
@@ -56,7 +57,6 @@ def _config(alpha: Any, beta: Any) -> dict[str, Any]:
 
     return {
         "plugins": {"enabled": ["hermes-delegate"]},
-        "agent": {"disabled_toolsets": ["delegation"]},  # hide the built-in delegate_task
         "hermes_delegate": {
             "tiers": {"small": "fast", "large": "deep"},
             "aliases": {"writer": "prose"},
@@ -94,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         from run_agent import AIAgent  # noqa: PLC0415
 
         agent = AIAgent(base_url=parent.base_url, api_key="sk-demo", model="scripted-parent", provider="custom",
-                        quiet_mode=True, skip_context_files=True, skip_memory=True, max_iterations=4,
-                        disabled_toolsets=["delegation"])
+                        quiet_mode=True, skip_context_files=True, skip_memory=True, max_iterations=4)
         agent._print_fn = print
+        from gateway.session_context import declare_stateless_channel  # noqa: PLC0415
+
+        declare_stateless_channel()  # one-shot: no late background completion (as `hermes -z`)
         t0 = time.perf_counter()
         res = agent.run_conversation("Plan the rollout: delegate the three reviews.", task_id="demo")
         wall = time.perf_counter() - t0

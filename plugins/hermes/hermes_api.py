@@ -1,43 +1,99 @@
-"""hermes-agent's delegation internals, imported defensively.
+"""Every hermes-agent internal the plugin uses, in one place, checked once at load.
 
-Children are built and run by hermes's own `tools.delegate_tool` helpers so they get exactly the
-built-in's restrictions (blocked tools, toolset intersection, depth, interrupt registration,
-subagent_start). Those helpers are private (`_`-prefixed); if a hermes upgrade renames one or
-drops a parameter we rely on, every tool call fails with one clear message instead of a traceback
-from deep inside a child.
+Public seams used elsewhere (no entry needed here): `ctx.register_tool`, `ctx.register_middleware`
+("tool_execution", "llm_execution"), `tools.registry.registry.get_entry(...).dynamic_schema_overrides`,
+`tools.delegate_tool.is_spawn_paused`, `tools.async_delegation.dispatch_async_delegation_batch`,
+`gateway.session_context.async_delivery_supported`, `tools.approval.get_current_session_key`,
+`hermes_cli.plugins.invoke_hook` / `get_plugin_manager`, `hermes_cli.config.read_raw_config` /
+`get_config_path`, `model_tools.get_toolset_for_tool`, `tools.daemon_pool.DaemonThreadPoolExecutor`.
+
+Everything else below is private (`_`-prefixed) in hermes 0.19.0; each entry says why no public
+seam serves. `check()` verifies all of it (functions and their parameters, module attributes and
+their types, the result keys we read, the agent attributes we read or set). If anything differs,
+`compatible()` is False: the plugin logs one line and stays out of the way, so the built-in
+`delegate_task` keeps working untouched.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
+import sys
 import threading
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-TESTED_WITH = "0.19.0"
+log = logging.getLogger("hermes_delegate.hermes")
 
-# name -> keyword parameters we pass (checked against the live signature)
-_REQUIRED: dict[str, tuple[str, ...]] = {
+TESTED_WITH = "0.19.0"
+#: the `hermes` extra's range: what CI tests (>=0.19.0,<0.20)
+SUPPORTED = ">=0.19.0,<0.20"
+
+#: tools.delegate_tool functions -> keyword parameters we pass. Why private: hermes 0.19 has no
+#: public "build/run one child" API; using these is what gives our children exactly the built-in's
+#: restrictions (blocked tools, toolset intersection, depth, credentials, interrupt registration,
+#: subagent_start, live transcripts), instead of re-implementing them.
+FUNCTIONS: dict[str, tuple[str, ...]] = {
+    # build a child AIAgent exactly as the built-in does (routed ones on our placeholder endpoint)
     "_build_child_agent": ("task_index", "goal", "context", "toolsets", "model", "max_iterations",
                            "task_count", "parent_agent", "override_provider", "override_base_url",
                            "override_api_key", "override_api_mode", "override_max_tokens", "role"),
+    # run it with the built-in's heartbeat, timeout, result extraction and cleanup
     "_run_single_child": ("task_index", "goal", "child", "parent_agent"),
+    # hermes's resolved `delegation:` settings (max_iterations default); read_raw_config has no defaults
     "_load_config": (),
+    # delegation.max_spawn_depth with hermes's default and clamping
     "_get_max_spawn_depth": (),
+    # delegation.max_concurrent_children with hermes's default (our concurrency default)
     "_get_max_concurrent_children": (),
+    # the async pool's cap that the built-in passes to dispatch_async_delegation_batch
+    "_get_max_async_children": (),
+    # progress lines to the parent's console, the way built-in children report
     "_emit_parent_console": ("parent_agent", "line"),
+    # cut long summaries to the parent's context headroom (spills to a file), as the built-in does
     "_apply_summary_budget": ("results", "parent_agent"),
-    "is_spawn_paused": (),
 }
+#: keys of _run_single_child's result we read (checked in its source)
+RUN_RESULT_KEYS = ("status", "summary", "tokens", "_child_cost_usd", "error")
+#: other module attributes: (module, name, kind) and why
+ATTRIBUTES: tuple[tuple[str, str, type], ...] = (
+    # child construction rewrites this global; the built-in saves/restores it the same way
+    ("model_tools", "_last_resolved_tool_names", list),
+    # hermes probes an endpoint's /models for the context window; we seed the answer for our
+    # placeholder endpoint (never contacted) with the routed model's window
+    ("agent.model_metadata", "_endpoint_model_metadata_cache", dict),
+    ("agent.model_metadata", "_endpoint_model_metadata_cache_time", dict),
+    ("agent.model_metadata", "_normalize_base_url", type(len)),
+)
+#: AIAgent attributes we read or set, and the hermes source that defines them. Why: a plugin tool
+#: handler/middleware gets no agent object and no public accessors for depth, interrupt state,
+#: active children, spinner, memory manager or fallback chain in 0.19.
+AGENT_ATTRS: dict[str, str] = {
+    "_delegate_depth": "agent/agent_init.py",  # depth limit (the built-in's gate)
+    "_interrupt_requested": "agent/agent_init.py",  # parent interrupt -> stop the batch
+    "_active_children": "agent/agent_init.py",  # detach background children like the built-in
+    "_active_children_lock": "agent/agent_init.py",
+    "_memory_manager": "agent/agent_init.py",  # memory provider's on_delegation notice
+    "_fallback_chain": "agent/agent_init.py",  # a routed child must never fall back to hermes's provider
+    "_fallback_model": "agent/agent_init.py",
+    "_delegate_spinner": "agent/tool_executor.py",  # progress lines above the parent's spinner
+    "_current_turn_id": "agent/turn_context.py",  # subagent_stop hook payload
+    "_delegate_role": "tools/delegate_tool.py",  # subagent_stop hook payload
+    "_delegate_saved_tool_names": "tools/delegate_tool.py",  # restored by the child's close()
+}
+#: the CLI object on the plugin manager (parent lookup fallback when the stack has no agent)
+PLUGIN_MANAGER_ATTR = "_cli_ref"
+
 _lock = threading.Lock()
-_checked: ModuleType | None = None
+_state: dict[str, Any] = {}
 
 
 class HermesAPIError(RuntimeError):
     """The installed hermes-agent lacks a helper this plugin needs."""
 
 
-def _hermes_version() -> str:
+def hermes_version() -> str:
     try:
         from importlib.metadata import version  # noqa: PLC0415
 
@@ -46,36 +102,156 @@ def _hermes_version() -> str:
         return "unknown"
 
 
-def delegate_tool() -> ModuleType:
-    """`tools.delegate_tool`, after checking every helper we call and its parameters."""
-    global _checked
-    with _lock:
-        if _checked is not None:
-            return _checked
+def problems() -> list[str]:
+    """Everything the installed hermes lacks, as short phrases ([] = compatible)."""
+    out: list[str] = []
+    try:
+        from tools import delegate_tool as dt  # noqa: PLC0415
+    except Exception as exc:  # noqa: BLE001
+        return [f"tools.delegate_tool does not import ({type(exc).__name__})"]
+    for name, params in FUNCTIONS.items():
+        fn = getattr(dt, name, None)
+        if not callable(fn):
+            out.append(f"tools.delegate_tool.{name} is missing")
+            continue
         try:
-            from tools import delegate_tool as dt  # noqa: PLC0415
-        except Exception as exc:  # noqa: BLE001
-            raise HermesAPIError(f"cannot import hermes-agent's tools.delegate_tool: {exc}") from None
-        problems = []
-        for name, params in _REQUIRED.items():
-            fn = getattr(dt, name, None)
-            if not callable(fn):
-                problems.append(f"{name} is missing")
-                continue
+            have = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            continue
+        lacking = [p for p in params if p not in have]
+        if lacking:
+            out.append(f"{name}() has no parameter {', '.join(lacking)}")
+    for mod_name, attr, kind in ATTRIBUTES:
+        try:
+            mod = __import__(mod_name, fromlist=["_"])
+        except Exception:  # noqa: BLE001
+            out.append(f"{mod_name} does not import")
+            continue
+        if not hasattr(mod, attr) and _defined_later(mod, attr):
+            continue  # plugins load while model_tools is still importing (model_tools.py l.206 < l.221)
+        value = getattr(mod, attr, None)
+        ok = callable(value) if kind is type(len) else isinstance(value, kind)
+        if not ok:
+            out.append(f"{mod_name}.{attr} is missing or not a {'function' if kind is type(len) else kind.__name__}")
+    root = Path(getattr(dt, "__file__", None) or ".").resolve().parent.parent
+    texts: dict[str, str] = {}
+    try:  # the result keys we read, in _run_single_child's source (plain text: inspect.getsource is slow)
+        texts["tools/delegate_tool.py"] = src = (root / "tools/delegate_tool.py").read_text(encoding="utf-8")
+        start = src.index("\ndef _run_single_child(")
+        end = src.find("\ndef ", start + 1)
+        body = src[start:end if end > 0 else None]
+        out += [f"_run_single_child() no longer returns {k!r}" for k in RUN_RESULT_KEYS if f'"{k}"' not in body]
+    except (OSError, ValueError, UnicodeDecodeError):  # no source (zipped install): the signature check stands
+        pass
+    for attr, rel in AGENT_ATTRS.items():
+        if rel not in texts:
             try:
-                have = inspect.signature(fn).parameters
-            except (TypeError, ValueError):
-                continue
-            lacking = [p for p in params if p not in have]
-            if lacking:
-                problems.append(f"{name}() has no parameter {', '.join(lacking)}")
-        if problems:
-            raise HermesAPIError(
-                f"hermes-delegate was built against hermes-agent {TESTED_WITH}; the installed "
-                f"hermes-agent {_hermes_version()} differs: {'; '.join(problems)}. Install a "
-                f"hermes-delegate release for this hermes-agent, or pin hermes-agent=={TESTED_WITH}.")
-        _checked = dt
-        return dt
+                texts[rel] = (root / rel).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                texts[rel] = ""
+        if f".{attr}" not in texts[rel]:
+            out.append(f"AIAgent.{attr} is no longer set in {rel}")
+    try:
+        from tools.registry import registry  # noqa: PLC0415
+
+        entry = registry.get_entry("delegate_task")
+        if entry is None or not hasattr(entry, "dynamic_schema_overrides"):
+            out.append("the delegate_task registry entry has no dynamic_schema_overrides")
+        from hermes_cli import middleware as mw  # noqa: PLC0415
+
+        if "tool_execution" not in getattr(mw, "VALID_MIDDLEWARE", ()):
+            out.append("hermes has no tool_execution middleware")
+        from tools import async_delegation  # noqa: PLC0415
+
+        params = inspect.signature(async_delegation.dispatch_async_delegation_batch).parameters
+        lacking = [p for p in ("goals", "runner", "interrupt_fn", "session_key", "max_async_children") if p not in params]
+        if lacking:
+            out.append(f"dispatch_async_delegation_batch() has no parameter {', '.join(lacking)}")
+    except Exception as exc:  # noqa: BLE001
+        out.append(f"hermes's registry/middleware/async delegation differ ({type(exc).__name__})")
+    return out
+
+
+def _defined_later(mod: ModuleType, attr: str) -> bool:
+    """`attr` is a top-level assignment in `mod`'s source (mod is still being imported)."""
+    try:
+        src = Path(getattr(mod, "__file__", None) or "").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith((f"{attr}:", f"{attr} =")) for line in src.splitlines())
+
+
+def check() -> ModuleType:
+    """`tools.delegate_tool` once everything checks out; HermesAPIError with one clear message otherwise."""
+    with _lock:
+        if "ok" not in _state:
+            found = problems()
+            _state["ok"] = not found
+            _state["message"] = "" if not found else (
+                f"hermes-delegate was built against hermes-agent {TESTED_WITH}; the installed hermes-agent "
+                f"{hermes_version()} differs: {'; '.join(found)}. hermes's built-in delegate_task runs "
+                f"unchanged (no `model`). Install a hermes-delegate release for this hermes-agent, or pin "
+                f"hermes-agent=={TESTED_WITH}.")
+        if not _state["ok"]:
+            raise HermesAPIError(_state["message"])
+    return sys.modules["tools.delegate_tool"]
+
+
+def compatible() -> bool:
+    try:
+        check()
+        return True
+    except HermesAPIError:
+        return False
+
+
+def reset() -> None:
+    """Forget the guard's verdict (tests)."""
+    with _lock:
+        _state.clear()
+
+
+delegate_tool = check  # the name the adapter and worker call
+
+
+def max_async_children() -> int:
+    try:
+        return int(check()._get_max_async_children())
+    except Exception:  # noqa: BLE001
+        return 3
+
+
+def max_concurrent_children() -> int:
+    try:
+        return int(check()._get_max_concurrent_children())
+    except Exception:  # noqa: BLE001
+        return 3  # hermes 0.19's _DEFAULT_MAX_CONCURRENT_CHILDREN
+
+
+def seed_context_window(base_url: str, model: str, window: int) -> None:
+    """Answer hermes's context-window probe of `base_url` for `model` from its in-memory cache."""
+    try:
+        import time  # noqa: PLC0415
+
+        from agent import model_metadata as mm  # noqa: PLC0415
+
+        url = mm._normalize_base_url(base_url)
+        entry = dict(mm._endpoint_model_metadata_cache.get(url) or {})
+        entry[model] = {"context_length": window}
+        mm._endpoint_model_metadata_cache[url] = entry
+        mm._endpoint_model_metadata_cache_time[url] = time.time()
+    except Exception:  # noqa: BLE001 - hermes then probes (and falls back to its default window)
+        pass
+
+
+def cli_agent() -> Any:
+    """The interactive CLI's agent, if any (hermes_cli.plugins manager's `_cli_ref`)."""
+    try:
+        from hermes_cli.plugins import get_plugin_manager  # noqa: PLC0415
+
+        return getattr(getattr(get_plugin_manager(), PLUGIN_MANAGER_ATTR, None), "agent", None)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def invoke_hook(name: str, **kwargs: Any) -> None:

@@ -43,13 +43,9 @@ def find_parent(session_id: str | None = None, *, start: Any = None) -> Any:
 
 
 def _cli_agent(cls: type, session_id: str) -> Any:
-    try:
-        from hermes_cli.plugins import get_plugin_manager  # noqa: PLC0415
+    from . import hermes_api  # noqa: PLC0415
 
-        cli = getattr(get_plugin_manager(), "_cli_ref", None)
-        agent = getattr(cli, "agent", None)
-    except Exception:  # noqa: BLE001
-        return None
+    agent = hermes_api.cli_agent()
     return agent if isinstance(agent, cls) and agent.session_id == session_id else None
 
 

@@ -66,3 +66,50 @@ async def warm(handle: Any) -> None:
     async with lock:
         await asyncio.to_thread(import_litellm)  # instant once imported
         handle.router  # noqa: B018 - builds the Router once
+
+
+async def warm_calls(handle: Any) -> None:
+    """One mocked completion per Router group (litellm's `mock_response`: no network, no cost), so
+    the lazy imports and set-up of litellm's call path are paid here, not by the first child."""
+    await warm(handle)
+    router = handle.router
+    names = sorted({str(d.get("model_name")) for d in getattr(router, "model_list", []) or [] if d.get("model_name")})
+    for name in names[:8]:
+        try:
+            await router.acompletion(model=name, messages=[{"role": "user", "content": "warm-up"}],
+                                     mock_response="ok", _skip_mcp_handler=True)
+        except Exception:  # noqa: BLE001 - warm-up is best effort
+            pass
+
+
+WARM_DELAY_S = 0.5  # let hermes finish building its first agent before litellm's import competes
+_warm_started = threading.Event()
+
+
+def warm_in_background(delay_s: float = WARM_DELAY_S) -> threading.Thread | None:
+    """Once per process: after `delay_s`, import litellm and build the Router for the config in force,
+    on a daemon thread, so the first delegation of a session pays neither (issue 11).
+    `hermes_delegate.warm_up: false` turns it off. Never raises; a bad config is reported by the tools."""
+    if _warm_started.is_set():
+        return None
+    _warm_started.set()
+
+    def run() -> None:
+        import logging  # noqa: PLC0415
+        import time  # noqa: PLC0415
+
+        time.sleep(delay_s)
+        try:
+            from . import settings  # noqa: PLC0415
+
+            block = settings.raw_block()
+            if isinstance(block, dict) and block.get("warm_up") is False:
+                return
+            handle = router_for(settings.load_plugin_config())
+            submit(warm_calls(handle)).result(timeout=120)
+        except Exception:  # noqa: BLE001 - the first delegation then warms (and reports) itself
+            logging.getLogger("hermes_delegate.hermes").debug("warm-up skipped", exc_info=True)
+
+    t = threading.Thread(target=run, name="hermes-delegate-warm", daemon=True)
+    t.start()
+    return t

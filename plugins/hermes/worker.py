@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
 from . import hermes_api, middleware, runtime
@@ -27,16 +26,7 @@ _build_lock = threading.Lock()  # child construction rewrites model_tools global
 
 
 def _seed_context_window(model: str, window: int) -> None:
-    try:
-        from agent import model_metadata as mm  # noqa: PLC0415
-
-        url = mm._normalize_base_url(PLACEHOLDER_URL)
-        entry = dict(mm._endpoint_model_metadata_cache.get(url) or {})
-        entry[model] = {"context_length": window}
-        mm._endpoint_model_metadata_cache[url] = entry
-        mm._endpoint_model_metadata_cache_time[url] = time.time()
-    except Exception:  # noqa: BLE001 - hermes then probes (and falls back to its default window)
-        pass
+    hermes_api.seed_context_window(PLACEHOLDER_URL, model, window)
 
 
 def _window(handle: Any, resolution: Any) -> int:
@@ -52,10 +42,13 @@ def _window(handle: Any, resolution: Any) -> int:
 class Batch:
     """One delegate_tasks call: the parent, the children it spawned, and how to build and stop them."""
 
-    def __init__(self, parent: Any, handle: Any, *, max_iterations: int, max_workers: int):
+    def __init__(self, parent: Any, handle: Any, *, max_iterations: int, max_workers: int, role: str = "leaf",
+                 roles: dict[int, str] | None = None):
         self.parent = parent
         self.handle = handle
         self.max_iterations = max_iterations
+        self.role, self.roles = role, dict(roles or {})
+        self.detached = False  # a background batch: children are not the parent turn's
         self.total = 1
         self.tool_names = hermes_api.saved_tool_names()
         self.toolsets = self._child_toolsets()
@@ -79,7 +72,7 @@ class Batch:
         dt = hermes_api.delegate_tool()
         kw: dict[str, Any] = dict(task_index=job.index, goal=job.goal, context=job.context, toolsets=self.toolsets,
                                   model=None, max_iterations=self.max_iterations, task_count=self.total,
-                                  parent_agent=self.parent, role="leaf")
+                                  parent_agent=self.parent, role=self.roles.get(job.index, self.role))
         if job.max_tokens:
             kw["override_max_tokens"] = job.max_tokens
         if routed:
@@ -99,6 +92,8 @@ class Batch:
             child._hermes_delegate_session = middleware.RoutedSession(child, job.resolution, self.handle,
                                                                       runtime.loop())
             middleware.register(child.session_id, child._hermes_delegate_session)
+        if self.detached:  # like the built-in's background batches: off the parent's interrupt list
+            self._detach_from_parent(child)
         with self.lock:
             self.children[job.index] = child
             cancelled = job.index in self.cancelled
@@ -129,6 +124,16 @@ class Batch:
     def discard(self, child: Any) -> None:
         """A child that will never run: undo what _build_child_agent registered."""
         middleware.unregister(child.session_id)
+        self._detach_from_parent(child)
+        try:
+            child.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+    def _detach_from_parent(self, child: Any) -> None:
         lock = getattr(self.parent, "_active_children_lock", None)
         try:
             if lock is not None:
@@ -138,13 +143,6 @@ class Batch:
                 self.parent._active_children.remove(child)
         except (AttributeError, ValueError):
             pass
-        try:
-            child.close()
-        except Exception:  # noqa: BLE001
-            pass
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False)
 
 
 def _strip_own_tools(child: Any) -> None:

@@ -80,11 +80,12 @@ def build_cache(litellm: Any, settings: Mapping[str, Any], env: Mapping[str, str
 
     import importlib.util  # noqa: PLC0415
 
-    # litellm 1.106 serves a cache hit through orjson and (via its proxy's pass-through modules)
-    # soundfile, both optional: without them every cached call fails with ModuleNotFoundError
-    missing = [m for m in ("orjson", "soundfile") if importlib.util.find_spec(m) is None]
+    # litellm serves a cache hit through orjson and (via its proxy's pass-through modules) soundfile
+    # and, from 1.110, fastapi, all optional: without them every cached call fails with
+    # ModuleNotFoundError. The `cache` extra installs them.
+    missing = [m for m in ("orjson", "soundfile", "fastapi") if importlib.util.find_spec(m) is None]
     if missing:
-        raise ConfigError(f"litellm_settings.cache needs {' and '.join(missing)}, not installed.",
+        raise ConfigError(f"litellm_settings.cache needs {', '.join(missing)}, not installed.",
                           hint=f'pip install {" ".join(missing)} (or "hermes-delegate[cache]"), '
                                "or drop cache: true.")
 

@@ -67,6 +67,9 @@ import yaml
 from hermes_delegate import Config, config_from_dict, load_config
 from hermes_delegate.loopback import LoopbackProvider
 
+# No network but loopback: a test that imports litellm directly must not fetch the model cost map.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 #: Parts of the stack a CI pass leaves out on purpose (comma-separated). `.ci/run`'s second pass runs
 #: the suite on the newest litellm, which cannot co-install with hermes-agent 0.19.0: it sets
 #: HERMES_DELEGATE_TEST_WITHOUT=hermes, and only then are the hermes test files not collected.

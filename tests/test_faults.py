@@ -328,7 +328,11 @@ def test_cooldowns_keep_working_after_many_delegators(providers: LoopbackPair):
     gc.collect()
     assert len(litellm.failure_callback) < 100, len(litellm.failure_callback)
     d = Delegator(loopback_config(providers, router_settings={"num_retries": 1}))
-    assert d.router.router.deployment_callback_on_failure in litellm.failure_callback
+    router = d.router.router
+    if any(getattr(cb, "__self__", None) is not None for cb in litellm.failure_callback):
+        # litellm up to 1.109 hangs each Router's cooldown callback on this global list (newer ones keep
+        # it inside the Router): where it does, the newest Router's must be there.
+        assert router.deployment_callback_on_failure in litellm.failure_callback
     providers.alpha.set_fault("429")
     providers.alpha.retry_after = 5  # the cooldown LiteLLM takes from Retry-After
     for i in range(12):  # the first pick is random: run until one task has hit alpha

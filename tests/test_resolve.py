@@ -329,8 +329,9 @@ def test_provider_snapshot_and_family_ids_match_installed_litellm():
     from hermes_delegate._litellm_providers import LITELLM_PROVIDERS
 
     installed = {getattr(p, "value", p) for p in litellm.provider_list}
-    assert set(LITELLM_PROVIDERS) == installed, (
-        f"missing: {sorted(installed - set(LITELLM_PROVIDERS))}, stale: {sorted(set(LITELLM_PROVIDERS) - installed)}")
+    # The snapshot is the union over the litellm versions CI runs (1.106.2 and the newest): every
+    # prefix the installed litellm knows must be accepted.
+    assert installed <= set(LITELLM_PROVIDERS), f"missing: {sorted(installed - set(LITELLM_PROVIDERS))}"
 
     for name in FAMILIES:
         fid = default_catalog().family(name)

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from typing import Any, Iterator
 
 from .errors import ProviderError
@@ -28,11 +29,22 @@ _NOISE = re.compile(r"^(?:litellm\.)?\w+(?:Error|Exception)?:\s*(?:litellm\.\w+:
 
 
 _configured = False
+#: One import at a time: a host's background warm-up and its first call may both get here, and two
+#: threads interleaving litellm's multi-second import (and swapping sys.stdout) must not happen.
+_import_lock = threading.Lock()
 
 
 def import_litellm() -> Any:
     """Import litellm with the local cost map, no stdout noise, and quiet, redacting loggers.
     The loggers are set up once even when the host (hermes, a test) imported litellm first."""
+    mod = sys.modules.get("litellm")
+    if _configured and mod is not None and getattr(mod, "Router", None) is not None:
+        return mod
+    with _import_lock:
+        return _import_litellm()
+
+
+def _import_litellm() -> Any:
     global _configured
     mod = sys.modules.get("litellm")
     if mod is None or getattr(mod, "Router", None) is None:
@@ -162,7 +174,55 @@ _SHAPE_CAUSES = ("JSONDecodeError", "UnicodeDecodeError", "KeyError", "IndexErro
                  "ValidationError")
 #: litellm's own words for a 200 it could not use (it then invents a status 500).
 _BAD_200_TEXT = re.compile(r"Empty or invalid response from LLM endpoint|provider returned '\w+' that is not"
+                           # litellm >= 1.110: "LiteLLM: provider returned a response with no 'choices'. Raw keys: [...]"
+                           r"|provider returned a response with no 'choices'"
                            r"|Invalid response object|Expecting value")
+
+# litellm 1.110's Router re-raises a *copy* of the attempt's error with the cause chain dropped (its
+# __context__ is an unrelated RuntimeError), so for the error a call finally raises only the wrapper's
+# own message is left. These match litellm's exact wording, on the wrapper's cleaned first line, and only
+# when the wrapper carries no provider response (see `_has_provider_response`): a real HTTP 500 always does.
+#: (pattern, kind, name, guarded): `guarded` patterns are skipped when the provider's headers came with the error.
+_MESSAGE_KINDS: list[tuple[re.Pattern[str], str, str, bool]] = [
+    # openai's APIConnectionError default text; litellm 1.110 wraps it as InternalServerError (500).
+    (re.compile(r"^Connection error\.$"), "connection", "APIConnectionError", True),
+    # json.JSONDecodeError's own str(); litellm 1.110 makes it the InternalServerError's whole message.
+    (re.compile(r"^(?:Expecting [^:]+|Unterminated string starting at|Invalid control character at|Extra data"
+                r"|Invalid \\escape|Invalid \\uXXXX escape): line \d+ column \d+ \(char \d+\)$"), "bad_response", "JSONDecodeError", True),
+    # litellm's Anthropic transformation on an unparseable 2xx body (1.106 and 1.110, as APIConnectionError;
+    # the AnthropicError it wraps has status 200). It carries the 200's headers, so it is not guarded.
+    (re.compile(r"^Unable to get json response - "), "bad_response", "JSONDecodeError", False),
+]
+#: litellm 1.110 (Anthropic format): a body of the wrong shape is `APIConnectionError: 'content'` followed by
+#: the traceback of the KeyError it caught; both the repr and the traceback's last line must be there.
+_KEYERROR_TEXT = re.compile(r"^'[^'\n]{1,100}'$")
+
+
+def _has_provider_response(exc: BaseException) -> bool:
+    """True when the wrapper carries the provider's own HTTP response (its headers): the status is real.
+    litellm's invented status 500 (no response, or a 200 it could not use) comes with no headers."""
+    if getattr(exc, "litellm_response_headers", None):
+        return True
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    try:
+        return bool(headers) and len(headers) > 0
+    except TypeError:
+        return False
+
+
+def _message_kind(exc: BaseException) -> tuple[str, str] | None:
+    """(kind, name) from litellm's exact wording when no cause chain is left; None otherwise."""
+    if any(_real_status(c) for c in _causes(exc)):
+        return None
+    answered = _has_provider_response(exc)
+    raw = str(exc).strip()
+    first = _NOISE.sub("", raw.splitlines()[0] if raw else "", count=1).strip()
+    for pattern, kind, name, guarded in _MESSAGE_KINDS:
+        if pattern.search(first) and not (guarded and answered):
+            return kind, name
+    if not answered and _KEYERROR_TEXT.match(first) and f"\nKeyError: {first}" in raw:
+        return "bad_response", "KeyError"
+    return None
 
 
 def _real_status(cause: BaseException) -> bool:
@@ -221,6 +281,10 @@ def to_provider_error(exc: BaseException) -> ProviderError:
         bad = _unusable_200(exc)
         if bad is not None:  # a 200 litellm could not use: no HTTP status of the provider's to report
             kind, name = "bad_response", bad
+    if kind in ("server", "unknown", "connection") and hidden is None and name == type(exc).__name__:
+        by_text = _message_kind(exc)  # the chain is gone (litellm 1.110's re-raised copy): litellm's words
+        if by_text is not None:
+            kind, name = by_text
     code = status if isinstance(status, int) and kind not in _NO_STATUS else None
     msg = _clean(raw)
     return ProviderError(kind, f"{name}: {msg}", status_code=code)

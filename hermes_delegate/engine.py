@@ -70,19 +70,19 @@ def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
     for i, t in enumerate(tasks):
         if isinstance(t, Task):
             if t.context is not None and not isinstance(t.context, str):
-                t = dataclasses.replace(t, context=context_text(t.context, f"context of task {i}"))
+                t = dataclasses.replace(t, context=context_text(t.context, f"context of task {i + 1}"))
             out.append(t)
         elif isinstance(t, str):
             out.append(Task(goal=t))
         elif isinstance(t, Mapping):
             unknown = set(t) - {"goal", "context", "model"}
             if unknown:
-                raise TaskPayloadError(f"Task {i} has unknown keys: {', '.join(sorted(map(str, unknown)))}.",
+                raise TaskPayloadError(f"Task {i + 1} has unknown keys: {', '.join(sorted(map(str, unknown)))}.",
                                        hint="A task has goal (required), context and model.")
-            out.append(Task(goal=t.get("goal"), context=context_text(t.get("context"), f"context of task {i}"),
+            out.append(Task(goal=t.get("goal"), context=context_text(t.get("context"), f"context of task {i + 1}"),
                             model=t.get("model")))  # type: ignore[arg-type]
         else:
-            raise TaskPayloadError(f"Task {i} is a {type(t).__name__}, not an object.",
+            raise TaskPayloadError(f"Task {i + 1} is a {type(t).__name__}, not an object.",
                                    hint='Each task is an object like {"goal": "...", "model": "haiku"}.')
     return out
 

@@ -266,3 +266,14 @@ def test_a_litellm_proxy_file_as_config_gets_the_litellm_config_hint(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert f"litellm_config: {path}" in info.value.hint
+
+
+def test_task_numbers_in_messages_for_people_are_1_based():
+    """Messages name the n-th task as people count (1-based); JSON `index` stays 0-based."""
+    from hermes_delegate.engine import coerce_tasks
+    from hermes_delegate.errors import TaskPayloadError
+
+    with pytest.raises(TaskPayloadError, match=r"^Task 2 has unknown keys: bogus\."):
+        coerce_tasks([{"goal": "a"}, {"goal": "b", "bogus": 1}])
+    with pytest.raises(TaskPayloadError, match=r"^Task 3 is a int, not an object\."):
+        coerce_tasks([{"goal": "a"}, "b", 7])

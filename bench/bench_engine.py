@@ -77,8 +77,8 @@ def worker_main(side: str, url: str, n: int) -> None:
 
     t0 = time.perf_counter()
     from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
-    from hermes_delegate.config import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415
-    from hermes_delegate._litellm import import_litellm  # noqa: PLC0415
+    from hermes_delegate.core.config import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415
+    from hermes_delegate.routing._litellm import import_litellm  # noqa: PLC0415
 
     litellm = import_litellm()
     t_import = time.perf_counter() - t0
@@ -198,7 +198,7 @@ RESOLVE_STRINGS = [
 
 def bench_resolver(quick: bool) -> dict:
     from hermes_delegate import Resolver, config_from_dict  # noqa: PLC0415
-    from hermes_delegate.catalog import default_catalog  # noqa: PLC0415
+    from hermes_delegate.core.catalog import default_catalog  # noqa: PLC0415
 
     cfg = config_from_dict({
         "delegation": {"aliases": {"small": "haiku", "medium": "sonnet", "large": "opus", "cheap": "glm-4.7",

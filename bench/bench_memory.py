@@ -100,8 +100,8 @@ def side_main(side: str, url: str, n: int, latency: float, out_path: Path, profi
     me = psutil.Process()
     t0 = time.perf_counter()
     from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
-    from hermes_delegate._litellm import import_litellm  # noqa: PLC0415
-    from hermes_delegate.config import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415
+    from hermes_delegate.routing._litellm import import_litellm  # noqa: PLC0415
+    from hermes_delegate.core.config import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415
 
     litellm = import_litellm()
     ml = model_list(url)

@@ -94,7 +94,7 @@ def scenario_main(name: str, n: int, rps: float, latency: float, out_path: Path)
             waits = [a.wait_s for r in b.results for a in (r.attempts or [])]
             return {"attempt_statuses": dict(att), "gate_wait_s_median": statistics.median(waits) if waits else 0.0}
     else:
-        from hermes_delegate._litellm import import_litellm  # noqa: PLC0415
+        from hermes_delegate.routing._litellm import import_litellm  # noqa: PLC0415
 
         litellm = import_litellm()
         router = litellm.Router(model_list=model_list, **ROUTER_SETTINGS)

@@ -4,9 +4,10 @@ The public API is what this module exports; every other module is an implementat
 Importing it does not import litellm (that happens on the first run).
 """
 
-from .config import Config, DelegationSettings, config_from_dict, load_config
-from .engine import Delegator, coerce_tasks
-from .errors import (
+from .core.config import Config, DelegationSettings
+from .sources.config_file import config_from_dict, load_config
+from .runtime.delegator import Delegator, coerce_tasks
+from .core.errors import (
     AmbiguousModelError,
     BatchValidationError,
     BudgetError,
@@ -21,12 +22,13 @@ from .errors import (
     UnknownProviderError,
     UsageError,
 )
-from .planning import PlannedTask, Task
-from .resolve import Resolution, Resolver
-from .results import Attempt, BatchResult, DeploymentInfo, ProgressEvent, TaskResult
-from .spec import ModelSpec, parse_model_string
-from .tools import DelegateTools, tool_error
-from .worker import Job, Worker, WorkerOutput
+from .core.planning import PlannedTask, Task
+from .core.resolver import Resolution, Resolver
+from .core.providers import provider_for_slug
+from .core.results import Attempt, BatchResult, DeploymentInfo, ProgressEvent, TaskResult
+from .core.grammar import ModelSpec, parse_model_string
+from .tools.delegate_tools import DelegateTools, internal_error, tool_error
+from .runtime.worker import Job, Worker, WorkerOutput
 
 
 def _version() -> str:
@@ -74,7 +76,9 @@ __all__ = [
     "WorkerOutput",
     "coerce_tasks",
     "config_from_dict",
+    "internal_error",
     "load_config",
     "parse_model_string",
+    "provider_for_slug",
     "tool_error",
 ]

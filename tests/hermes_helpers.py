@@ -187,10 +187,10 @@ def _main(spec_path: str) -> None:
             from hermes_delegate_hermes import runtime as _rt
 
             deadline = time.monotonic() + 90
-            while time.monotonic() < deadline and not any(h.built for h in list(_rt._handles.values())):
+            while time.monotonic() < deadline and not any(d.router.built for d in list(_rt._handles.values())):
                 time.sleep(0.1)
             warm = {"litellm": "litellm" in sys.modules,
-                    "router_built": any(h.built for h in list(_rt._handles.values()))}
+                    "router_built": any(d.router.built for d in list(_rt._handles.values()))}
         if conv.get("parent_depth") is not None:
             agent._delegate_depth = conv["parent_depth"]
         lines: list[str] = []

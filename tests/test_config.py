@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from hermes_delegate import Config, ConfigError, UsageError, config_from_dict, load_config
-from hermes_delegate.config import default_config_path
+from hermes_delegate.sources.config_file import default_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +193,7 @@ def test_litellm_config_relative_to_config_file(make_config, tmp_path: Path, mon
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the path must not be resolved against the cwd
-    with caplog.at_level(logging.WARNING, logger="hermes_delegate.config"):
+    with caplog.at_level(logging.WARNING, logger="hermes_delegate.sources.config_file"):
         cfg = make_config("delegation: {model: fast}\nlitellm_config: sub/litellm.yaml\n")
     assert Path(cfg.litellm_config) == make_config.path("sub/litellm.yaml")
     assert Path(cfg.litellm_config).is_absolute()
@@ -206,16 +206,16 @@ def test_litellm_config_relative_to_config_file(make_config, tmp_path: Path, mon
     assert cfg.router.environment_variables == {"FOO": "bar"}
     assert cfg.env_lookup({})["FOO"] == "bar"
     assert cfg.router.ignored_sections == ["general_settings"]
-    assert not [r for r in caplog.records if r.name == "hermes_delegate.config" and r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.name == "hermes_delegate.sources.config_file" and r.levelno >= logging.WARNING]
     assert "sk-proxy-only" not in repr(cfg.model_dump())
 
 
 def test_litellm_config_without_proxy_sections_logs_nothing(make_config, caplog: pytest.LogCaptureFixture):
     make_config.write("model_list:\n  - {model_name: a, litellm_params: {model: openai/a}}\n", "lite.yaml")
-    with caplog.at_level(logging.WARNING, logger="hermes_delegate.config"):
+    with caplog.at_level(logging.WARNING, logger="hermes_delegate.sources.config_file"):
         cfg = make_config("litellm_config: lite.yaml\n")
     assert list(cfg.groups()) == ["a"]
-    assert not [r for r in caplog.records if r.name == "hermes_delegate.config"]
+    assert not [r for r in caplog.records if r.name == "hermes_delegate.sources.config_file"]
 
 
 def test_litellm_config_missing_file(make_config):

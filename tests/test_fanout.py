@@ -15,7 +15,7 @@ import pytest
 
 from conftest import LOOPBACK_KEY, LoopbackPair, loopback_config
 from hermes_delegate import BatchResult, Delegator, ProgressEvent, Task
-from hermes_delegate.router import api_host
+from hermes_delegate.routing.router import api_host
 
 HOST_PORT = re.compile(r"127\.0\.0\.1:\d+")
 

@@ -25,10 +25,10 @@ import pytest
 
 from conftest import LOOPBACK_KEY, LoopbackPair, loopback_config
 from hermes_delegate import BatchResult, Delegator, ProviderError, Task
-from hermes_delegate._litellm import map_litellm_errors
+from hermes_delegate.routing._litellm import map_litellm_errors
 from hermes_delegate.loopback import closed_port_url
-from hermes_delegate.router import RouterHandle
-from hermes_delegate.worker import Job, WorkerOutput, build_messages
+from hermes_delegate.routing.router import RouterHandle
+from hermes_delegate.runtime.worker import Job, WorkerOutput, build_messages
 from helpers import client_sockets, new_threads, opened_since
 
 N_TASKS = 4

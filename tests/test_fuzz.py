@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from hermes_delegate import (ConfigError, DelegateError, Delegator, Resolver, SpecError, Task, TaskPayloadError,
                              coerce_tasks, config_from_dict, load_config, parse_model_string)
 from hermes_delegate.loopback import closed_port_url
-from hermes_delegate.tools import DelegateTools
+from hermes_delegate.tools.delegate_tools import DelegateTools
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -225,7 +225,7 @@ def test_deeply_nested_context_is_a_clear_payload_error_in_the_engine(kind: str)
     """Decision: a context is a string, or a JSON list/object that is serialised to JSON (as the tool
     layer does) and then counted against max_input_chars. Nesting deeper than MAX_CONTEXT_DEPTH, or a
     value that is not JSON, is refused with TaskPayloadError, never a RecursionError."""
-    from hermes_delegate.engine import MAX_CONTEXT_DEPTH
+    from hermes_delegate.runtime.delegator import MAX_CONTEXT_DEPTH
 
     d = delegator()
     with pytest.raises(TaskPayloadError, match="nested"):

@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import loopback_config
-from hermes_delegate import DelegateTools, Delegator, cli
-from hermes_delegate.config import load_config
-from hermes_delegate.errors import DelegateError
+from hermes_delegate import DelegateTools, Delegator
+from hermes_delegate.hosts import cli
+from hermes_delegate.sources.config_file import load_config
+from hermes_delegate.core.errors import DelegateError
 
 MINIMAL = os.path.join(os.path.dirname(__file__), "..", "configs", "minimal.yaml")
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

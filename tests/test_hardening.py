@@ -9,10 +9,12 @@ import os
 
 import pytest
 
-from hermes_delegate import cli, tools
-from hermes_delegate.budget import effective_cap
-from hermes_delegate.config import config_from_dict, load_config
-from hermes_delegate.errors import BudgetError, ConfigError, TaskPayloadError
+import hermes_delegate
+from hermes_delegate.hosts import cli
+from hermes_delegate.tools import delegate_tools as tools
+from hermes_delegate.core.budget import effective_cap
+from hermes_delegate.sources.config_file import config_from_dict, load_config
+from hermes_delegate.core.errors import BudgetError, ConfigError, TaskPayloadError
 
 MINIMAL = os.path.join(os.path.dirname(__file__), "..", "configs", "minimal.yaml")
 BAD_BUDGETS = [math.nan, math.inf, -math.inf, -1, 0, 10**400]
@@ -38,7 +40,7 @@ def test_effective_cap_refuses_non_finite_and_huge(cap, config_cap):
 
 @pytest.mark.parametrize("cap", BAD_BUDGETS)
 def test_delegator_plan_refuses_bad_budget(cap):
-    from hermes_delegate.engine import Delegator
+    from hermes_delegate.runtime.delegator import Delegator
 
     with pytest.raises(BudgetError):
         Delegator(load_config(MINIMAL)).plan([{"goal": "x"}], budget_usd=cap)
@@ -154,7 +156,7 @@ SURROGATE_TEXTS = ["half \ud83d a pair", "\udfff", "ok \ud83d\ude00 then \udc00"
 def test_lone_surrogate_is_refused_before_any_request(providers, text, field):
     from conftest import loopback_config
     from hermes_delegate import DelegateTools, Delegator
-    from hermes_delegate.errors import BatchValidationError
+    from hermes_delegate.core.errors import BatchValidationError
 
     before = len(providers.alpha.requests)
     task = {"goal": "say hi", field: text, "model": "alpha"}
@@ -188,11 +190,11 @@ def test_cli_output_always_encodes():
 def test_demo_files_ship_in_the_package_and_match_the_checkout_copies():
     from pathlib import Path
 
-    from hermes_delegate.demo import DEMO_DATA, find_demo_files
+    from hermes_delegate.hosts.demo import DEMO_DATA, find_demo_files
 
     cfg, tasks = find_demo_files()
     assert cfg.parent == tasks.parent == DEMO_DATA
-    assert DEMO_DATA.parent == Path(cli.__file__).resolve().parent  # inside the package, not configs/
+    assert DEMO_DATA.parent == Path(hermes_delegate.__file__).resolve().parent  # inside the package, not configs/
     root = Path(__file__).resolve().parents[1] / "configs"
     assert cfg.read_text(encoding="utf-8") == (root / "demo.yaml").read_text(encoding="utf-8")
     assert tasks.read_text(encoding="utf-8") == (root / "demo-tasks.yaml").read_text(encoding="utf-8")
@@ -203,7 +205,7 @@ def test_demo_runs_from_another_directory(tmp_path):
     import sys
 
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    proc = subprocess.run([sys.executable, "-m", "hermes_delegate.cli", "demo", "--json"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "hermes_delegate.hosts.cli", "demo", "--json"], cwd=tmp_path,
                           capture_output=True, text=True, env=env, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {t["status"] for t in json.loads(proc.stdout)["results"]} == {"completed"}
@@ -226,8 +228,8 @@ def test_run_refuses_loopback_config_outside_demo(tmp_path, capsys):
 
 
 def test_live_view_shows_loading_then_pending_rows_with_elapsed_time():
-    from hermes_delegate.render import Progress
-    from hermes_delegate.results import ProgressEvent
+    from hermes_delegate.hosts.render import Progress
+    from hermes_delegate.core.results import ProgressEvent
 
     now = [100.0]
     p = Progress(2, out=io.StringIO(), live=False, goals=["first goal", "second goal"], clock=lambda: now[0])
@@ -252,8 +254,8 @@ def test_cli_numbers_tasks_from_one_and_json_keeps_the_index(tmp_path, capsys):
     code, out = run(["run", path, "--config", MINIMAL])
     err = capsys.readouterr().err
     assert code == 2 and "  task 2 [no-such-model-xyz]:" in err and "task 1 " not in err
-    from hermes_delegate.engine import Delegator
-    from hermes_delegate.errors import BatchValidationError
+    from hermes_delegate.runtime.delegator import Delegator
+    from hermes_delegate.core.errors import BatchValidationError
 
     with pytest.raises(BatchValidationError) as info:
         Delegator(load_config(MINIMAL)).plan([{"goal": "fine"}, {"goal": "bad", "model": "no-such-model-xyz"}])
@@ -270,10 +272,10 @@ def test_a_litellm_proxy_file_as_config_gets_the_litellm_config_hint(tmp_path):
 
 def test_task_numbers_in_messages_for_people_are_1_based():
     """Messages name the n-th task as people count (1-based); JSON `index` stays 0-based."""
-    from hermes_delegate.engine import coerce_tasks
-    from hermes_delegate.errors import TaskPayloadError
+    from hermes_delegate.runtime.delegator import coerce_tasks
+    from hermes_delegate.core.errors import TaskPayloadError
 
     with pytest.raises(TaskPayloadError, match=r"^Task 2 has unknown keys: bogus\."):
         coerce_tasks([{"goal": "a"}, {"goal": "b", "bogus": 1}])
-    with pytest.raises(TaskPayloadError, match=r"^Task 3 is a int, not an object\."):
+    with pytest.raises(TaskPayloadError, match=r"^Task 3 is not an object \(got int\)\."):
         coerce_tasks([{"goal": "a"}, "b", 7])

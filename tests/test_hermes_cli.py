@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hermes_delegate.cli import main
-from hermes_delegate.hermes_home import hermes_keys
+from hermes_delegate.hosts.cli import main
+from hermes_delegate.sources.hermes_home import hermes_keys
 
 BLOCK = {"tiers": {"small": "fast"}, "aliases": {"writer": "prose"},
          "router": {"model_list": [

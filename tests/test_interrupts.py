@@ -24,7 +24,7 @@ import pytest
 
 from conftest import LoopbackPair, loopback_config
 from hermes_delegate import BatchResult, Delegator, Task
-from hermes_delegate._litellm import close_loop_clients
+from hermes_delegate.routing._litellm import close_loop_clients
 from helpers import client_sockets, new_threads, opened_since
 
 N = 50
@@ -201,7 +201,7 @@ def test_run_sync_closes_its_connections(providers: LoopbackPair):
 
 
 def test_tools_sync_calls_close_their_connections(providers: LoopbackPair):
-    from hermes_delegate.tools import DelegateTools
+    from hermes_delegate.tools.delegate_tools import DelegateTools
 
     tools = DelegateTools(Delegator(loopback_config(providers)))
     ports = {providers.alpha.port, providers.beta.port}

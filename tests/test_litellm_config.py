@@ -14,7 +14,7 @@ import yaml
 
 from conftest import LOOPBACK_KEY, LoopbackPair
 from hermes_delegate import ConfigError, Delegator, Task, load_config
-from hermes_delegate.cli import main as cli_main
+from hermes_delegate.hosts.cli import main as cli_main
 from test_redis import redis_port  # noqa: F401 - the real redis-server fixture
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import LOOPBACK_KEY, LoopbackPair
 from hermes_delegate import Delegator, Task, config_from_dict
-from hermes_delegate.errors import BatchValidationError, ProviderError, SpecError
-from hermes_delegate.resolve import Resolver
+from hermes_delegate.core.errors import BatchValidationError, ProviderError, SpecError
+from hermes_delegate.core.resolver import Resolver
 
 
 def _root(url: str) -> str:
@@ -187,7 +187,7 @@ def test_a_group_with_one_unset_deployment_only_uses_the_other(providers: Loopba
 def test_list_models_reports_the_route(providers: LoopbackPair):
     import asyncio
 
-    from hermes_delegate.tool_schema import check_model, model_listing
+    from hermes_delegate.tools.schema import check_model, model_listing
 
     cfg = _config([{"model_name": "openai/*", "litellm_params": {"model": "openai/*", "api_key": LOOPBACK_KEY,
                                                                 "api_base": providers.alpha.base_url}},
@@ -209,7 +209,7 @@ def test_doctor_checks_api_base_refs_and_reachable_names(make_config, providers:
     import io
     import json
 
-    from hermes_delegate.cli import main as cli_main
+    from hermes_delegate.hosts.cli import main as cli_main
 
     make_config.write({
         "delegation": {"model": "best", "aliases": {"small": "main"}},

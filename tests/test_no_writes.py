@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from conftest import LOOPBACK_KEY, LoopbackPair
-from hermes_delegate import Delegator, cli, config_from_dict, load_config
-from hermes_delegate.tools import DelegateTools
+from hermes_delegate import Delegator, config_from_dict, load_config
+from hermes_delegate.hosts import cli
+from hermes_delegate.tools.delegate_tools import DelegateTools
 
 ROOT = Path(__file__).resolve().parents[1]
 

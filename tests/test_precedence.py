@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from hermes_delegate import BatchValidationError, Delegator, Task, UsageError, config_from_dict
-from hermes_delegate.precedence import is_unset, pick_model
+from hermes_delegate.core.precedence import is_unset, pick_model
 
 UNSET = [None, "", " ", "\t\n "]
 

@@ -30,9 +30,10 @@ import pytest
 from conftest import LoopbackPair
 from hermes_delegate import (ConfigError, DelegateError, Delegator, ProviderError, Resolver, Task, config_from_dict,
                              load_config)
-from hermes_delegate._litellm import import_litellm
+from hermes_delegate.routing._litellm import import_litellm
 from hermes_delegate.loopback import LoopbackProvider, closed_port_url
-from hermes_delegate.remote import fetch_groups
+from hermes_delegate.sources.groups import resolver_for
+from hermes_delegate.sources.remote_proxy import fetch_groups
 from helpers import missing, require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,10 +91,10 @@ def test_litellm_config_in_docs_format_runs_unchanged(providers: LoopbackPair, m
     for name, value in UPSTREAM_KEYS.items():
         monkeypatch.setenv(name, value)
     make_config.write(docs_config(providers), "litellm-config.yaml")
-    with caplog.at_level(logging.WARNING, logger="hermes_delegate.config"):
+    with caplog.at_level(logging.WARNING, logger="hermes_delegate.sources.config_file"):
         cfg = make_config("delegation:\n  model: gpt-4o\n  aliases: {small: vllm-models}\n"
                           "litellm_config: litellm-config.yaml\n")
-    warnings = [r.getMessage() for r in caplog.records if r.name == "hermes_delegate.config"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hermes_delegate.sources.config_file"]
     assert warnings == [], warnings  # general_settings: accepted and ignored (doctor lists it), no warning
     assert cfg.router.ignored_sections == ["general_settings"]
     assert list(cfg.groups()) == ["gpt-4o", "vllm-models"]
@@ -215,7 +216,7 @@ def test_remote_groups_listed_lazily_with_the_key_from_env(fake_proxy: FakeProxy
     assert (res.model, res.is_group, res.provider) == ("fast", True, "litellm_proxy")
     assert d.resolver.resolve("smart").resolved_via == "group"
     assert fake_proxy.seen == [("/v1/models", f"Bearer {PROXY_KEY}"), ("/model/info", f"Bearer {PROXY_KEY}")]
-    deps = {dep.model_name: dep.model_dump() for dep in cfg.router.model_list}
+    deps = {dep.model_name: dep.model_dump() for dep in d.resolver.model_list}
     assert deps["fast"]["litellm_params"] == {"model": "litellm_proxy/fast", "api_base": fake_proxy.base_url,
                                               "api_key": "os.environ/LITELLM_PROXY_API_KEY"}
     assert deps["fast"]["model_info"]["remote_upstream"] == ["openai/fast-a", "anthropic/fast-b"]
@@ -223,8 +224,9 @@ def test_remote_groups_listed_lazily_with_the_key_from_env(fake_proxy: FakeProxy
     assert deps["smart"]["model_info"]["input_cost_per_token"] == 1e-6
     assert "input_cost_per_token" not in deps["fast"]["model_info"]  # unpriced upstreams stay unpriced
     d.resolver.resolve("fast")
-    Resolver(cfg).resolve("fast")
-    assert len(fake_proxy.seen) == 2, "listed once per config"
+    resolver_for(cfg).resolve("fast")
+    Delegator(cfg).resolver.resolve("fast")
+    assert len(fake_proxy.seen) == 2, "listed once per proxy and key, for the process"
     assert PROXY_KEY not in json.dumps(deps)
 
 
@@ -249,8 +251,9 @@ def test_remote_listing_errors_are_clear_and_keyless(fake_proxy: FakeProxy, monk
     fake_proxy.routes["/v1/models"] = route
     monkeypatch.setenv("MY_PROXY_KEY", PROXY_KEY)
     cfg = remote_config(fake_proxy.base_url, api_key_env="MY_PROXY_KEY", timeout_s=0.3)
+    resolver = Delegator(cfg).resolver
     with pytest.raises(ProviderError) as info:
-        Delegator(cfg).resolver.resolve("small")
+        resolver.resolve("small")
     err = info.value
     assert err.kind == kind and needle in str(err), str(err)
     assert PROXY_KEY not in str(err) and PROXY_KEY not in json.dumps(err.to_dict())
@@ -258,7 +261,8 @@ def test_remote_listing_errors_are_clear_and_keyless(fake_proxy: FakeProxy, monk
         assert "$MY_PROXY_KEY" in err.hint
     # a failed listing is not cached: the next use asks again
     fake_proxy.routes["/v1/models"] = (200, MODELS, 0.0)
-    assert cfg.groups().keys() == {"fast", "smart"}
+    assert resolver.groups.keys() == {"fast", "smart"}
+    assert cfg.router.model_list == []  # listed into the Resolver, never written into the config
 
 
 def test_remote_unreachable_proxy_is_a_connection_error():
@@ -291,9 +295,10 @@ def test_remote_proxy_without_auth_needs_no_key():
     """A proxy that lists its groups without a key gets a placeholder (litellm refuses to send none)."""
     with LoopbackProvider("open-proxy", models=["fast"]).start() as proxy:
         cfg = remote_config(proxy.base_url)
-        batch = Delegator(cfg).run_sync([Task("no key", model="fast")])
+        d = Delegator(cfg)
+        batch = d.run_sync([Task("no key", model="fast")])
         assert batch.ok, batch.results[0].error
-        assert cfg.router.model_list[0].litellm_params["api_key"] == "no-key"
+        assert d.resolver.model_list[0].litellm_params["api_key"] == "no-key"
 
 
 # -- remote mode against a real LiteLLM proxy ----------------------------------------------------
@@ -371,8 +376,8 @@ def test_real_litellm_proxy_remote_mode(real_proxy: str, providers: LoopbackPair
     cfg = config_from_dict({"delegation": {"model": "gpt-4o", "aliases": {"small": "vllm-models"}},
                             "remote": {"base_url": real_proxy}})
     d = Delegator(cfg)
-    assert list(cfg.groups()) == ["gpt-4o", "vllm-models"]  # from the proxy's /v1/models
-    info = {dep.model_name: dep.model_info for dep in cfg.router.model_list}
+    assert list(d.resolver.groups) == ["gpt-4o", "vllm-models"]  # from the proxy's /v1/models
+    info = {dep.model_name: dep.model_info for dep in d.resolver.model_list}
     assert info["gpt-4o"]["remote_upstream"] == ["openai/gpt-4o-eu", "openai/gpt-4o-ca"]  # /model/info
     assert info["vllm-models"]["input_cost_per_token"] == pytest.approx(1e-6)
 
@@ -398,6 +403,6 @@ def test_real_litellm_proxy_refuses_a_wrong_key(real_proxy: str, monkeypatch: py
     wrong = "sk-wrong-proxy-key-0123456789"
     monkeypatch.setenv("LITELLM_PROXY_API_KEY", wrong)
     with pytest.raises(ProviderError) as info:
-        config_from_dict({"remote": {"base_url": real_proxy}}).groups()
+        resolver_for(config_from_dict({"remote": {"base_url": real_proxy}})).groups
     assert wrong not in str(info.value) and "$LITELLM_PROXY_API_KEY" in info.value.hint
     assert info.value.status_code in (400, 401, 403)

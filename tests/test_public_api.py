@@ -20,7 +20,7 @@ def test_public_members_are_exported():
 
 def test_hosts_get_the_tools_from_the_top():
     from hermes_delegate import DelegateTools, tool_error  # noqa: F401
-    from hermes_delegate.errors import ConfigError
+    from hermes_delegate.core.errors import ConfigError
 
     body = tool_error(ConfigError("bad", hint="fix it"))
     assert body["type"] and "bad" in body["error"] and body["hint"] == "fix it"

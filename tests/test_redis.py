@@ -269,7 +269,7 @@ def test_redis_going_away_mid_batch_is_a_typed_error_and_nothing_is_sent(tmp_pat
 
             # Redis back on the same port: the same delegator shares its windows again
             server = _start_redis(port, tmp_path)
-            from hermes_delegate.redis_limiter import DOWN_S
+            from hermes_delegate.ratelimit.redis_windows import DOWN_S
             time.sleep(DOWN_S + 0.2)  # let the limiter's fail-fast period pass (not an assertion)
             again = d.run_sync([Task(f"again {i}", model="limited") for i in range(3)])
             assert again.counts() == {"completed": 3}, [r.error for r in again.results]
@@ -289,7 +289,7 @@ def test_redis_down_from_the_start_fails_every_task_typed_without_tracebacks(tmp
         (tmp_path / "t.yaml").write_text(json.dumps({"model": "limited", "tasks": [f"t{i}" for i in range(8)]}),
                                          encoding="utf-8")
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        proc = subprocess.run([sys.executable, "-m", "hermes_delegate.cli", "--config", str(tmp_path / "c.yaml"),
+        proc = subprocess.run([sys.executable, "-m", "hermes_delegate.hosts.cli", "--config", str(tmp_path / "c.yaml"),
                                "run", str(tmp_path / "t.yaml"), "--json"],
                               capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
         assert provider.requests == [], "nothing may be sent without the shared windows"

@@ -22,7 +22,7 @@ from hermes_delegate import (
     UsageError,
     config_from_dict,
 )
-from hermes_delegate.catalog import FAMILIES, default_catalog
+from hermes_delegate.core.catalog import FAMILIES, default_catalog
 
 NOUS_BASE = "https://inference-api.nousresearch.com/v1"
 
@@ -326,7 +326,7 @@ def test_haiku_is_claude_haiku_4_5_or_newer(resolver: Resolver):
 def test_provider_snapshot_and_family_ids_match_installed_litellm():
     import litellm  # the only litellm import in this file
 
-    from hermes_delegate._litellm_providers import LITELLM_PROVIDERS
+    from hermes_delegate.core.litellm_providers import LITELLM_PROVIDERS
 
     installed = {getattr(p, "value", p) for p in litellm.provider_list}
     # The snapshot is the union over the litellm versions CI runs (1.106.2 and the newest): every
@@ -352,8 +352,8 @@ def test_a_second_provider_flag_is_an_error_not_a_silent_override():
 
 
 def test_provider_flag_finds_the_vendor_prefixed_catalog_id():
-    from hermes_delegate.catalog import Catalog
-    from hermes_delegate.config import Config
+    from hermes_delegate.core.catalog import Catalog
+    from hermes_delegate.core.config import Config
 
     cat = Catalog({"gpt-5": {"litellm_provider": "openai", "mode": "chat"},
                    "openrouter/openai/gpt-5": {"litellm_provider": "openrouter", "mode": "chat"}})

@@ -24,9 +24,9 @@ import yaml
 
 from conftest import LoopbackPair
 from hermes_delegate import DelegateError, Delegator, Task, load_config
-from hermes_delegate import cli
+from hermes_delegate.hosts import cli
 from hermes_delegate.loopback import closed_port_url
-from hermes_delegate.tools import DelegateTools
+from hermes_delegate.tools.delegate_tools import DelegateTools
 
 # sk-shaped, and shapeless ones (no pattern can catch those: only knowing the value can)
 CANARY_SK = "sk-canary-7f3a9e1b2c4d"
@@ -279,8 +279,8 @@ def test_litellm_exceptions_raised_directly_are_mapped_clean(echo, env, records)
     the ProviderError must not, wherever it is raised."""
     import asyncio
 
-    from hermes_delegate._litellm import import_litellm, map_litellm_errors, to_provider_error
-    from hermes_delegate.errors import ProviderError
+    from hermes_delegate.routing._litellm import import_litellm, map_litellm_errors, to_provider_error
+    from hermes_delegate.core.errors import ProviderError
 
     litellm = import_litellm()
 
@@ -317,7 +317,7 @@ def test_key_behind_an_env_var_with_an_unremarkable_name_is_redacted(providers, 
 
 
 def test_process_redactor_follows_env_vars_set_after_import(monkeypatch):
-    from hermes_delegate.redact import redact
+    from hermes_delegate.core.redact import redact
 
     value = "CANARYlate0env7z"
     assert redact(f"x {value} y") == f"x {value} y"  # not a secret yet
@@ -326,7 +326,7 @@ def test_process_redactor_follows_env_vars_set_after_import(monkeypatch):
 
 
 def test_log_filter_redacts_tracebacks(capfd):
-    from hermes_delegate.redact import Redactor, install_log_filter
+    from hermes_delegate.core.redact import Redactor, install_log_filter
 
     logger = logging.getLogger("hermes_delegate_test.tb")
     handler = logging.StreamHandler()

@@ -28,7 +28,7 @@ def _start_run(tmp_path: Path, provider: LoopbackProvider, n: int = 4) -> subpro
     (tmp_path / "t.yaml").write_text(yaml.safe_dump({"model": "slow", "tasks": [f"task {i}" for i in range(n)]}),
                                      encoding="utf-8")
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    return subprocess.Popen([sys.executable, "-m", "hermes_delegate.cli", "--config", str(tmp_path / "c.yaml"),
+    return subprocess.Popen([sys.executable, "-m", "hermes_delegate.hosts.cli", "--config", str(tmp_path / "c.yaml"),
                              "run", str(tmp_path / "t.yaml"), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 

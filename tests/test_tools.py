@@ -15,7 +15,7 @@ import pytest
 
 from hermes_delegate import Delegator, TaskPayloadError, config_from_dict
 from hermes_delegate.loopback import LoopbackProvider
-from hermes_delegate.tools import DelegateTools, tool_error
+from hermes_delegate.tools.delegate_tools import DelegateTools, tool_error
 
 ROOT = Path(__file__).resolve().parents[1]
 CANARY = "sk-canary-XYZ123456"
@@ -77,30 +77,30 @@ MALFORMED = [
              hint='Wrap the object in an array: "tasks": [{...}].')),
     ("tasks a number", {"tasks": 3}, payload("tasks must be an array of task objects, got number.")),
     ("non-object task", {"tasks": [{"goal": "a"}, 42]},
-     payload("Task 1 is a number, not an object; write it as {\"goal\": \"...\", \"context\": \"...\", "
+     payload("Task 2 (tasks[1]) is a number, not an object; write it as {\"goal\": \"...\", \"context\": \"...\", "
              "\"model\": \"...\"}.",
              tasks=[{"index": 1, "model": None, "type": "payload", "suggestions": [],
-                     "problem": "Task 1 is a number, not an object; write it as {\"goal\": \"...\", "
+                     "problem": "Task 2 (tasks[1]) is a number, not an object; write it as {\"goal\": \"...\", "
                                 "\"context\": \"...\", \"model\": \"...\"}."}])),
     ("string task", {"tasks": ["find the TODOs"]},
-     payload('Task 0 is a string, not an object; write it as {"goal": "find the TODOs"}.',
-             tasks=[bad_task(None, "payload", "Task 0 is a string, not an object", [])])),
+     payload('Task 1 (tasks[0]) is a string, not an object; write it as {"goal": "find the TODOs"}.',
+             tasks=[bad_task(None, "payload", "Task 1 (tasks[0]) is a string, not an object", [])])),
     ("missing goal", {"tasks": [{"goal": "a"}, {"model": "small"}]},
-     payload("Task 1 has no goal.",
-             tasks=[{"index": 1, "model": "small", "type": "payload", "problem": "Task 1 has no goal.",
+     payload("Task 2 (tasks[1]) has no goal.",
+             tasks=[{"index": 1, "model": "small", "type": "payload", "problem": "Task 2 (tasks[1]) has no goal.",
                      "suggestions": []}])),
     ("empty goal", {"tasks": [{"goal": "  ", "model": "g"}]},
-     payload("Task 0 has an empty goal.", tasks=[bad_task("g", "payload", "Task 0 has an empty goal.", [])])),
+     payload("Task 1 (tasks[0]) has an empty goal.", tasks=[bad_task("g", "payload", "Task 1 (tasks[0]) has an empty goal.", [])])),
     ("goal not a string", {"tasks": [{"goal": ["a", "b"]}]},
-     payload("Task 0: goal must be a string, got array.",
-             tasks=[bad_task(None, "payload", "Task 0: goal must be a string, got array.", [])])),
+     payload("Task 1 (tasks[0]): goal must be a string, got array.",
+             tasks=[bad_task(None, "payload", "Task 1 (tasks[0]): goal must be a string, got array.", [])])),
     ("unknown task key", {"tasks": [{"prompt": "x"}]},
-     payload("Task 0 has unknown key(s) 'prompt' (did you mean 'goal'?); a task has goal, context and model (and optionally output_schema).",
-             suggestions=["goal"], tasks=[bad_task(None, "payload", "Task 0 has unknown key(s) 'prompt'", ["goal"])])),
+     payload("Task 1 (tasks[0]) has unknown key(s) 'prompt' (did you mean 'goal'?); a task has goal, context and model (and optionally output_schema).",
+             suggestions=["goal"], tasks=[bad_task(None, "payload", "Task 1 (tasks[0]) has unknown key(s) 'prompt'", ["goal"])])),
     ("two malformed tasks", {"tasks": [7, {"context": "c"}]},
      payload("2 tasks are malformed; nothing was started.", suggestions=[],
-             tasks=[bad_task(None, "payload", "Task 0 is a number, not an object", []),
-                    bad_task(None, "payload", "Task 1 has no goal.", [])])),
+             tasks=[bad_task(None, "payload", "Task 1 (tasks[0]) is a number, not an object", []),
+                    bad_task(None, "payload", "Task 2 (tasks[1]) has no goal.", [])])),
     ("empty batch", {"tasks": []},
      payload("tasks is empty: the batch has no tasks.")),
     ("no goal or tasks", {}, payload("No task given: pass goal (one task) or tasks (several).")),
@@ -425,7 +425,7 @@ def test_constructing_tools_and_schemas_does_not_import_litellm():
     code = textwrap.dedent(f"""
         import sys
         from hermes_delegate import Delegator, config_from_dict
-        from hermes_delegate.tools import DelegateTools
+        from hermes_delegate.tools.delegate_tools import DelegateTools
         cfg = config_from_dict({{"delegation": {{"aliases": {{"small": "haiku", "cheap": "glm-4.7"}},
                                                "allow": ["small"]}},
             "router": {{"model_list": [{{"model_name": "g", "litellm_params": {{"model": "openai/x",
@@ -450,7 +450,7 @@ def test_unexpected_exceptions_become_internal_errors_and_are_logged_redacted(p1
         raise KeyError(f"secret {CANARY} at https://user:pw@example.com/v1")
 
     monkeypatch.setattr(tools.delegator, "plan", boom)
-    with caplog.at_level(logging.ERROR, logger="hermes_delegate.tools"):
+    with caplog.at_level(logging.ERROR, logger="hermes_delegate.tools.delegate_tools"):
         out = json.loads(tools.delegate_task_sync({"goal": "a"}))
     assert out == {"error": "internal error: KeyError", "type": "internal", "suggestions": [],
                    "hint": "Not caused by your call (it is logged). Retry once; if it fails again, do the work "
@@ -461,7 +461,7 @@ def test_unexpected_exceptions_become_internal_errors_and_are_logged_redacted(p1
     async def broken(*a, **k):
         raise AttributeError("nope")
 
-    monkeypatch.setattr("hermes_delegate.tool_schema.model_listing", broken)
+    monkeypatch.setattr("hermes_delegate.tools.schema.model_listing", broken)
     assert json.loads(tools.list_models_sync())["error"] == "internal error: AttributeError"
 
 

@@ -36,7 +36,7 @@ def _delegate_error(exc: Exception) -> str:
 
 def _hermes_keys(text: str) -> str:
     """Hints name the key a hermes user edits: hermes_delegate.allow_unpriced, not delegation.…"""
-    from hermes_delegate.hermes_home import hermes_keys  # noqa: PLC0415
+    from hermes_delegate.sources.hermes_home import hermes_keys  # noqa: PLC0415
 
     return hermes_keys(text)
 
@@ -47,11 +47,9 @@ def _tools(delegator: Any) -> Any:
     return DelegateTools(delegator, tool_name=DELEGATE_TOOL, list_name=LIST_TOOL)
 
 
-def _delegator(cfg: Any, handle: Any, *, parent_model: str | None, worker: Any = None) -> Any:
-    from hermes_delegate import Delegator  # noqa: PLC0415
-
-    # share the plugin's one Router instead of building one per call
-    return Delegator(cfg, worker=worker, parent_model=parent_model, router=handle)
+def _delegator(base: Any, *, parent_model: str | None, worker: Any = None) -> Any:
+    # one per call (its own interrupt), sharing the plugin's one Router instead of building one per call
+    return base.derive(worker=worker, parent_model=parent_model)
 
 
 # -- delegate_tasks / routed delegate_task ------------------------------------------------------
@@ -136,12 +134,12 @@ class Call:
         hermes_cfg = dt._load_config() or {}
         default_iters = int(hermes_cfg.get("max_iterations") or 50)
         iters = max_iterations if isinstance(max_iterations, int) and max_iterations > 0 else default_iters
-        self.batch = Batch(parent, runtime.router_for(cfg), max_workers=cfg.delegation.max_concurrency,
+        self.batch = Batch(parent, runtime.delegator_for(cfg), max_workers=cfg.delegation.max_concurrency,
                            max_iterations=iters, role=_role(role),
                            roles={i: _role(r) for i, r in (roles or {}).items()})
         self.watch_parent = True  # False once detached into a background batch
         self.stopped = False
-        self.delegator = _delegator(cfg, self.batch.handle, parent_model=parent_mod.parent_model(parent),
+        self.delegator = _delegator(self.batch.handle, parent_model=parent_mod.parent_model(parent),
                                     worker=HermesWorker(self.batch))
         self.lines: queue.Queue[str] = queue.Queue()
         self.results: dict[int, Any] = {}
@@ -175,7 +173,7 @@ class Call:
                         for index in list(self.batch.children):
                             self.batch.cancel(index)
         except Exception as exc:  # noqa: BLE001 - DelegateTools never raises; this is the last guard
-            from hermes_delegate.tools import internal_error  # noqa: PLC0415
+            from hermes_delegate import internal_error  # noqa: PLC0415
 
             log.exception("%s failed", DELEGATE_TOOL)
             out = json.dumps(internal_error(exc))
@@ -295,5 +293,5 @@ def list_models(args: Any = None, **kw: Any) -> str:
     except Exception as exc:  # noqa: BLE001
         return _delegate_error(exc) if hasattr(exc, "hint") else _error(f"hermes-delegate: {exc}", kind="config")
     parent = parent_mod.find_parent(kw.get("session_id"))
-    d = _delegator(cfg, runtime.router_for(cfg), parent_model=parent_mod.parent_model(parent) if parent else None)
+    d = _delegator(runtime.delegator_for(cfg), parent_model=parent_mod.parent_model(parent) if parent else None)
     return _hermes_keys(runtime.submit(_tools(d).list_models(args)).result())

@@ -35,9 +35,9 @@ class RoutedSession:
 
     child: Any
     resolution: Any  # hermes_delegate.Resolution
-    router: Any  # hermes_delegate.router.RouterHandle
+    delegator: Any  # the plugin's base hermes_delegate.Delegator (its Router)
     loop: asyncio.AbstractEventLoop
-    completions: list = field(default_factory=list)  # hermes_delegate.router.Completion
+    completions: list = field(default_factory=list)  # what Delegator.complete returned
     failure: BaseException | None = None
     interrupted: bool = False
 
@@ -49,7 +49,7 @@ class RoutedSession:
             # which needs the optional `mcp` package; plain function tools never need it.
             kwargs["_skip_mcp_handler"] = True
         fut = asyncio.run_coroutine_threadsafe(
-            self.router.acompletion(self.resolution, messages, **kwargs), self.loop)
+            self.delegator.complete(self.resolution, messages, **kwargs), self.loop)
         while True:
             try:
                 done = fut.result(timeout=_POLL_S)

@@ -71,7 +71,7 @@ def litellm_model_for(provider: str | None, model: str | None,
     if slug in ("", "custom", "local", "auto") or slug.startswith("custom:"):
         return f"openai/{model}", base_url
     from hermes_delegate import DelegateError  # noqa: PLC0415
-    from hermes_delegate.providers import provider_for_slug  # noqa: PLC0415
+    from hermes_delegate import provider_for_slug  # noqa: PLC0415
 
     try:
         info = provider_for_slug(slug)

@@ -1,4 +1,4 @@
-"""The plugin's one asyncio loop (a daemon thread) and the LiteLLM Router living on it.
+"""The plugin's one asyncio loop (a daemon thread) and the Delegator whose Router lives on it.
 
 hermes runs agents on plain threads; a litellm Router and its async HTTP clients belong to one
 event loop. So every Router call, from any child thread, goes to this loop through
@@ -40,46 +40,19 @@ def submit(coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
     return asyncio.run_coroutine_threadsafe(coro, loop())
 
 
-def router_for(config: Any) -> Any:
-    """The RouterHandle for this config's router section (one per distinct section; the Router
-    itself, and the litellm import, are built lazily on first use, on the loop)."""
-    from hermes_delegate import Resolver  # noqa: PLC0415
-    from hermes_delegate.router import RouterHandle  # noqa: PLC0415
+def delegator_for(config: Any) -> Any:
+    """The plugin's base Delegator for this config's router section (one per distinct section); each
+    call derives its own from it (`Delegator.derive`), sharing the one Router. The Router itself, and
+    the litellm import, are built lazily on first use, on the loop."""
+    from hermes_delegate import Delegator  # noqa: PLC0415
 
     key = json.dumps(config.router.model_dump(mode="json"), sort_keys=True, default=str)
     with _lock:
-        handle = _handles.get(key)
-        if handle is None:
+        base = _handles.get(key)
+        if base is None:
             _handles.clear()
-            handle = _handles[key] = RouterHandle(config, Resolver(config))
-        return handle
-
-
-async def warm(handle: Any) -> None:
-    """Build the Router before the first child needs it: litellm's import (seconds) on a worker
-    thread, then the Router itself on this loop."""
-    from hermes_delegate._litellm import import_litellm  # noqa: PLC0415
-
-    lock = getattr(handle, "_hermes_delegate_warm", None)
-    if lock is None:
-        lock = handle._hermes_delegate_warm = asyncio.Lock()
-    async with lock:
-        await asyncio.to_thread(import_litellm)  # instant once imported
-        handle.router  # noqa: B018 - builds the Router once
-
-
-async def warm_calls(handle: Any) -> None:
-    """One mocked completion per Router group (litellm's `mock_response`: no network, no cost), so
-    the lazy imports and set-up of litellm's call path are paid here, not by the first child."""
-    await warm(handle)
-    router = handle.router
-    names = sorted({str(d.get("model_name")) for d in getattr(router, "model_list", []) or [] if d.get("model_name")})
-    for name in names[:8]:
-        try:
-            await router.acompletion(model=name, messages=[{"role": "user", "content": "warm-up"}],
-                                     mock_response="ok", _skip_mcp_handler=True)
-        except Exception:  # noqa: BLE001 - warm-up is best effort
-            pass
+            base = _handles[key] = Delegator(config)
+        return base
 
 
 WARM_DELAY_S = 0.5  # let hermes finish building its first agent before litellm's import competes
@@ -105,8 +78,8 @@ def warm_in_background(delay_s: float = WARM_DELAY_S) -> threading.Thread | None
             block = settings.raw_block()
             if isinstance(block, dict) and block.get("warm_up") is False:
                 return
-            handle = router_for(settings.load_plugin_config())
-            submit(warm_calls(handle)).result(timeout=120)
+            base = delegator_for(settings.load_plugin_config())
+            submit(base.warm_up(calls=True)).result(timeout=120)
         except Exception:  # noqa: BLE001 - the first delegation then warms (and reports) itself
             logging.getLogger("hermes_delegate.hermes").debug("warm-up skipped", exc_info=True)
 

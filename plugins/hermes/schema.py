@@ -82,7 +82,7 @@ def overrides_for(name: str) -> Callable[[], dict[str, Any]]:
 
 
 BUILTIN = "delegate_task"
-_INTRO_END = "counts, cost and budget."  # last words of hermes_delegate.tool_schema's intro
+_INTRO_END = "counts, cost and budget."  # last words of hermes_delegate.tools.schema's intro
 _ROUTED_NOTE = (
     "Per-task models (hermes-delegate): `model` (top level, or per task in `tasks`) runs that task on the "
     "model it names, through LiteLLM's Router; tasks without one run on hermes's own delegation model. "

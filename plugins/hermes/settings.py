@@ -1,8 +1,8 @@
 """The plugin's settings, read (never written) from hermes's own $HERMES_HOME/config.yaml.
 
 The mapping (hermes's `delegation:` block + our `hermes_delegate:` block → hermes_delegate.Config)
-lives in hermes_delegate.hermes_home, shared with `hermes-delegate --hermes`, so the CLI and the
-plugin agree. The file is read with hermes_delegate.config.read_yaml_file (plain YAML: no
+lives in hermes_delegate.sources.hermes_home, shared with `hermes-delegate --hermes`, so the CLI and the
+plugin agree. The file is read with hermes_delegate.sources.config_file.read_yaml_file (plain YAML: no
 aliases, no tags), not hermes's loader. Path: hermes's `get_config_path()` (public), which
 honours HERMES_HOME and profiles.
 """
@@ -29,7 +29,7 @@ def config_path() -> Path | None:
 
 def read_hermes_config() -> tuple[dict[str, Any], Path | None]:
     """The raw config.yaml mapping ({} when there is none)."""
-    from hermes_delegate.hermes_home import read_hermes_yaml  # noqa: PLC0415
+    from hermes_delegate.sources.hermes_home import read_hermes_yaml  # noqa: PLC0415
 
     path = config_path()
     if path is None or not path.exists():
@@ -50,7 +50,7 @@ def raw_block() -> Any:
 
 
 def plugin_dict(raw: Mapping[str, Any], *, default_concurrency: int = 3) -> dict[str, Any]:
-    from hermes_delegate.hermes_home import plugin_dict as _plugin_dict  # noqa: PLC0415
+    from hermes_delegate.sources.hermes_home import plugin_dict as _plugin_dict  # noqa: PLC0415
 
     return _plugin_dict(raw, default_concurrency=default_concurrency)
 
@@ -63,7 +63,7 @@ def _hermes_default_concurrency() -> int:
 
 def load_plugin_config() -> Any:
     """The hermes_delegate Config in force (cached on the validated content)."""
-    from hermes_delegate.hermes_home import config_from_hermes  # noqa: PLC0415
+    from hermes_delegate.sources.hermes_home import config_from_hermes  # noqa: PLC0415
 
     raw, path = read_hermes_config()
     concurrency = _hermes_default_concurrency()

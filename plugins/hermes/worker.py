@@ -29,14 +29,8 @@ def _seed_context_window(model: str, window: int) -> None:
     hermes_api.seed_context_window(PLACEHOLDER_URL, model, window)
 
 
-def _window(handle: Any, resolution: Any) -> int:
-    catalog = handle.resolver.catalog
-    deps = handle.resolver.groups.get(resolution.model) or []
-    for dep in deps:
-        win = dep.model_info.get("max_input_tokens") or catalog.context_window(str(dep.litellm_params["model"]))
-        if win:
-            return int(win)
-    return int(catalog.context_window(resolution.model) or _DEFAULT_WINDOW)
+def _window(base: Any, resolution: Any) -> int:
+    return int(base.context_window(resolution) or _DEFAULT_WINDOW)
 
 
 class Batch:
@@ -166,7 +160,7 @@ class HermesWorker:
         loop = asyncio.get_running_loop()
         try:
             if routed:
-                await runtime.warm(self.batch.handle)
+                await self.batch.handle.warm_up()
             child = await loop.run_in_executor(self.batch.pool, self.batch.build, job, routed)
             entry = await loop.run_in_executor(self.batch.pool, self.batch.run, job, child)
         except asyncio.CancelledError:
@@ -176,18 +170,13 @@ class HermesWorker:
 
 
 def _output(entry: dict[str, Any], child: Any, session: Any) -> Any:
-    from hermes_delegate import ProviderError  # noqa: PLC0415
-    from hermes_delegate import DeploymentInfo  # noqa: PLC0415
-    from hermes_delegate.router import api_host  # noqa: PLC0415
-    from hermes_delegate import WorkerOutput  # noqa: PLC0415
+    from hermes_delegate import Delegator, DeploymentInfo, ProviderError, WorkerOutput  # noqa: PLC0415
 
     status = entry.get("status")
     if session is not None and session.failure is not None:
         exc = session.failure
         if not isinstance(exc, ProviderError):
-            from hermes_delegate._litellm import to_provider_error  # noqa: PLC0415
-
-            exc = to_provider_error(exc)
+            exc = Delegator.provider_error(exc)
         exc.attempts = _attempts(session) + list(getattr(session.failure, "attempts", None) or [])
         raise exc
     if status == "interrupted" or (session is not None and session.interrupted):
@@ -206,8 +195,8 @@ def _output(entry: dict[str, Any], child: Any, session: Any) -> Any:
         deployment = done[-1].deployment if done else None
         return WorkerOutput(entry.get("summary") or "", tokens, cost, deployment, _attempts(session))
     tokens = {k: int(v) for k, v in (entry.get("tokens") or {}).items() if k in ("input", "output")}
-    dep = DeploymentInfo(provider=getattr(child, "provider", None) or None, deployment_id=None,
-                         api_host=api_host(getattr(child, "base_url", None)), model=getattr(child, "model", None))
+    dep = DeploymentInfo.for_endpoint(getattr(child, "provider", None), getattr(child, "base_url", None),
+                                      getattr(child, "model", None))
     return WorkerOutput(entry.get("summary") or "", tokens or {"input": 0, "output": 0},
                         entry.get("_child_cost_usd") or None, dep, [])
 

@@ -1,0 +1,149 @@
+"""Spend controls: price a task before it runs, and hold the batch under its cap.
+
+A task starts only if spent + reserved-in-flight + its own reservation stays within the cap; it is
+reserved at `input_tokens × input price + max_tokens × output price`, and settled at its real cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .catalog import ModelPrice
+from .errors import BudgetError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .planning import Task
+    from .resolver import Resolution, Resolver
+
+__all__ = ["Pricing", "Budget", "effective_cap", "DEFAULT_RESERVE_TOKENS", "estimate_tokens"]
+
+#: max_tokens assumed for a reservation when the config sets none (and passed to the worker,
+#: so the reservation is a real bound).
+DEFAULT_RESERVE_TOKENS = 4096
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately generous estimate (≈3 chars/token) so reservations err on the safe side."""
+    return max(1, len(text) // 3 + 8)
+
+
+BUDGET_HINT = "Pass e.g. budget_usd: 0.5, or omit it to use the configured cap."
+
+
+def finite_usd(value: int | float) -> float:
+    """A budget number as a float; NaN, infinities and ints too large for a float are a BudgetError."""
+    try:
+        usd = float(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        usd = math.inf
+    if not math.isfinite(usd):
+        raise BudgetError("budget_usd must be a finite positive number of US dollars.", hint=BUDGET_HINT)
+    return usd
+
+
+def effective_cap(config_cap: float | None, call_cap: object) -> float | None:
+    """A call may lower the configured cap, never raise it."""
+    if call_cap is None:
+        return config_cap
+    cap = finite_usd(call_cap) if isinstance(call_cap, (int, float)) and not isinstance(call_cap, bool) else 0.0
+    if cap <= 0:
+        raise BudgetError(f"budget_usd must be a positive number, got {call_cap!r}.", hint=BUDGET_HINT)
+    if config_cap is not None and cap > config_cap:
+        raise BudgetError(
+            f"budget_usd {cap} is above the configured cap of {config_cap}.",
+            hint=f"Pass a budget_usd of at most {config_cap}, or omit it.",
+        )
+    return cap
+
+
+def deployment_price(params: dict[str, Any], info: dict[str, Any]) -> ModelPrice | None:
+    for src in (params, info):
+        i, o = src.get("input_cost_per_token"), src.get("output_cost_per_token")
+        if i is not None and o is not None:
+            return ModelPrice(float(i), float(o))
+    return None
+
+
+class Pricing:
+    """Prices for resolved models: deployment prices from the config first, then the catalog."""
+
+    def __init__(self, config: Config, resolver: Resolver, *, cap_usd: float | None, max_tokens: int,
+                 system_prompt: str = "", allow_unpriced: bool = False):
+        self.config, self.resolver = config, resolver
+        self.cap_usd, self.max_tokens = cap_usd, max_tokens
+        self.system_prompt, self.allow_unpriced = system_prompt, allow_unpriced
+
+    def price(self, res: Resolution) -> ModelPrice | None:
+        """The most expensive deployment the call could land on; None when any price is unknown."""
+        if res.is_group:
+            prices = []
+            for dep in self.resolver.groups.get(res.model, []):
+                p = deployment_price(dep.litellm_params, dep.model_info) or self.resolver.catalog.price(
+                    str(dep.litellm_params.get("model")))
+                if p is None:
+                    return None
+                prices.append(p)
+            if not prices:
+                return None
+            return ModelPrice(max(p.input_per_token for p in prices), max(p.output_per_token for p in prices))
+        return self.resolver.catalog.price(res.model)
+
+    def reservation(self, res: Resolution, task: Task) -> float | None:
+        if self.cap_usd is None:
+            return None
+        price = self.price(res)
+        if price is None:
+            if self.allow_unpriced:
+                return 0.0
+            raise BudgetError(
+                f"Model {res.model} has no known price, so it cannot run under a budget.",
+                hint="Pick a priced model (see list_models), set prices in the model_list, "
+                     "or set delegation.allow_unpriced: true.",
+            )
+        tokens_in = estimate_tokens(self.system_prompt + task.goal + (task.context or ""))
+        amount = tokens_in * price.input_per_token + self.max_tokens * price.output_per_token
+        if amount > self.cap_usd:
+            raise BudgetError(
+                f"One task on {res.model} may cost up to ${amount:.6f}; the budget is ${self.cap_usd:.6f}.",
+                hint=f"Raise budget_usd to at least {amount:.6f}, lower max_tokens, or pick a cheaper model.",
+            )
+        return amount
+
+
+@dataclass
+class Budget:
+    """The running account of one batch. All methods run on the event loop thread."""
+
+    cap_usd: float
+    spent_usd: float = 0.0
+    reserved_usd: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._changed = asyncio.Event()
+
+    def try_reserve(self, amount: float) -> bool:
+        if self.spent_usd + self.reserved_usd + amount > self.cap_usd + 1e-12:
+            return False
+        self.reserved_usd += amount
+        return True
+
+    def settle(self, reserved: float, actual: float | None) -> None:
+        self.reserved_usd = max(0.0, self.reserved_usd - reserved)
+        self.spent_usd += reserved if actual is None else actual
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    @property
+    def in_flight(self) -> bool:
+        return self.reserved_usd > 1e-15
+
+    async def wait_for_change(self) -> None:
+        await self._changed.wait()
+
+    def report(self) -> dict[str, float]:
+        return {"cap_usd": self.cap_usd, "spent_usd": round(self.spent_usd, 10),
+                "reserved_usd": round(self.reserved_usd, 10)}

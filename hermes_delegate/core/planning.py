@@ -1,0 +1,144 @@
+"""Turn a batch of tasks into planned jobs, or refuse the whole batch before anything runs.
+
+Pure: resolution, precedence, the allowlist, size limits and budget pricing. A batch with any bad
+task raises one BatchValidationError listing every bad task, so an LLM can fix the call in one retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Sequence
+
+from .budget import Pricing
+from .config import DelegationSettings
+from .errors import (BatchValidationError, BudgetError, DelegateError, NotAllowedError, ProviderError,
+                     TaskPayloadError, TaskProblem)
+from .precedence import pick_model
+from .resolver import Resolution, Resolver
+
+__all__ = ["Task", "PlannedTask", "plan_batch", "Allowlist"]
+
+_GLOB = set("*?[")
+
+
+@dataclass(frozen=True)
+class Task:
+    goal: str
+    context: str | None = None
+    model: str | None = None
+    output_schema: dict | None = field(default=None, hash=False)  # a JSON Schema the answer must match
+
+
+@dataclass
+class PlannedTask:
+    index: int
+    task: Task
+    model_requested: str
+    model_source: str
+    resolution: Resolution
+    reserve_usd: float | None = None  # what the budget holds back while it runs
+
+    @property
+    def goal(self) -> str:
+        return self.task.goal
+
+
+class Allowlist:
+    """`delegation.allow`: names or glob patterns. A model passes if the name the LLM wrote, any step
+    of its alias chain, or its final id matches, or if its final id is what an allowed name resolves to."""
+
+    def __init__(self, patterns: Sequence[str] | None, resolver: Resolver):
+        self.patterns = list(patterns) if patterns is not None else None
+        self._models: set[str] = set()
+        for p in self.patterns or ():
+            if not (_GLOB & set(p)):
+                try:
+                    self._models.add(resolver.resolve(p).model)
+                except DelegateError:
+                    pass
+
+    @property
+    def active(self) -> bool:
+        return self.patterns is not None
+
+    def allows(self, res: Resolution) -> bool:
+        if self.patterns is None:
+            return True
+        if res.model in self._models:
+            return True
+        names = {res.input.strip(), res.input.split()[0] if res.input.split() else "", res.model, *res.chain}
+        return any(fnmatchcase(n, p) for n in names for p in self.patterns)
+
+    def check(self, res: Resolution) -> None:
+        if not self.allows(res):
+            raise NotAllowedError(
+                f"Model {res.input.strip()!r} ({res.model}) is not allowed here.",
+                hint=f"Pick one of the allowed models: {', '.join(self.patterns or [])}.",
+                suggestions=[p for p in self.patterns or [] if not (_GLOB & set(p))],
+            )
+
+
+def _problem(index: int, model: object, exc: DelegateError) -> TaskProblem:
+    text = exc.message + (f" {exc.hint}" if exc.hint else "")
+    return TaskProblem(index=index, model=model if isinstance(model, str) else None, problem=text,
+                       type=exc.kind, suggestions=list(exc.suggestions))
+
+
+def _check_encodable(task: Task) -> None:
+    """A lone surrogate (a half of a UTF-16 pair, e.g. from a broken JSON escape) cannot be sent as
+    UTF-8: refuse it here, before anything is spent, instead of failing after the provider answered."""
+    for name, value in (("goal", task.goal), ("context", task.context), ("model", task.model)):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise TaskPayloadError(
+                    f"The {name} contains a lone surrogate (U+{ord(value[exc.start]):04X} at character "
+                    f"{exc.start + 1}), which is not valid Unicode text.",
+                    hint="Send valid UTF-8 text: a \\ud83d-style escape must be followed by its low half "
+                         "(\\ude00), or removed.") from None
+
+
+def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSettings, *,
+               call_model: str | None = None, parent_model: str | None = None,
+               allow: Allowlist | None = None, pricing: Pricing | None = None) -> list[PlannedTask]:
+    """Resolve every task's model and check it, or raise before anything is spent."""
+    if not tasks:
+        raise TaskPayloadError("The batch has no tasks.", hint="Give at least one task with a goal.")
+    if len(tasks) > settings.max_tasks:
+        raise TaskPayloadError(
+            f"The batch has {len(tasks)} tasks; the limit is {settings.max_tasks} per call.",
+            hint=f"Split the work into calls of at most {settings.max_tasks} tasks.",
+        )
+    allow = allow or Allowlist(settings.allow, resolver)
+    planned: list[PlannedTask] = []
+    problems: list[TaskProblem] = []
+    for i, task in enumerate(tasks):
+        model: object = task.model
+        try:
+            if not isinstance(task.goal, str) or not task.goal.strip():
+                raise TaskPayloadError("The task has no goal.", hint="Give each task a non-empty goal string.")
+            _check_encodable(task)
+            size = len(task.goal) + len(task.context or "")
+            if size > settings.max_input_chars:
+                raise TaskPayloadError(
+                    f"Goal plus context is {size:,} characters; the limit is {settings.max_input_chars:,}.",
+                    hint="Summarise the context, or point the worker at a file instead of pasting it.")
+            model, source = pick_model(task.model, call_model, settings.model, parent_model)
+            res = resolver.resolve(model)  # type: ignore[arg-type]
+            resolver.check_callable(res)  # an unset os.environ/ key or api_base: auth, nothing is sent
+            allow.check(res)
+            reserve = pricing.reservation(res, task) if pricing else None
+            planned.append(PlannedTask(i, task, str(model).strip(), source, res, reserve))
+        except ProviderError:
+            raise  # a remote proxy that cannot be listed is not a fault of this task's model
+        except DelegateError as exc:
+            if isinstance(exc, BudgetError) and len(tasks) == 1:
+                raise
+            problems.append(_problem(i, model, exc))
+    if problems:
+        only_budget = all(p.type == "budget" for p in problems)
+        raise BatchValidationError(
+            problems, hint="Raise budget_usd, lower max_tokens, or pick cheaper models." if only_budget else "")
+    return planned

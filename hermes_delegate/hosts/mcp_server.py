@@ -1,0 +1,306 @@
+"""`hermes-delegate mcp`: the delegate_task and list_models tools behind the Model Context Protocol.
+
+A thin host over the public API (``hermes_delegate``): the schemas, validation and errors are
+DelegateTools', unchanged. Transports: stdio (default) and streamable HTTP (``--http [HOST:]PORT``).
+
+    result.content            one text block per task: model, status, summary (or the error)
+    result.structuredContent  the full batch result JSON (declared by the tool's outputSchema)
+    result.isError            a tool error: {error, hint, suggestions, type} as text and structuredContent
+
+The engine is warmed in the background once the server runs (litellm import on a worker thread,
+then the Router on the server's loop), so `initialize` answers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+from typing import Any, AsyncIterator
+
+import anyio
+import mcp_types as types
+from mcp.server.lowlevel import Server
+
+from hermes_delegate import Config, DelegateTools, Delegator, ProgressEvent, UsageError, __version__
+
+__all__ = ["build_server", "serve_stdio", "serve_http", "parse_bind", "BATCH_OUTPUT_SCHEMA", "DEFAULT_TOKEN_ENV"]
+
+log = logging.getLogger("hermes_delegate.mcp")
+
+DEFAULT_TOKEN_ENV = "HERMES_DELEGATE_MCP_TOKEN"
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_STR_OR_NULL = {"type": ["string", "null"]}
+_DEPLOYMENT = {"type": ["object", "null"], "properties": {
+    "provider": _STR_OR_NULL, "deployment_id": _STR_OR_NULL, "api_host": _STR_OR_NULL, "model": _STR_OR_NULL}}
+_TASK_RESULT = {
+    "type": "object",
+    "required": ["index", "goal", "status", "model", "attempts", "duration_s", "tokens"],
+    "properties": {
+        "index": {"type": "integer"},
+        "goal": {"type": "string"},
+        "status": {"enum": ["completed", "failed", "timeout", "interrupted", "skipped_budget"]},
+        "summary": _STR_OR_NULL,
+        "output": {},
+        "model_requested": _STR_OR_NULL,
+        "model": _STR_OR_NULL,
+        "model_source": _STR_OR_NULL,
+        "resolved_via": _STR_OR_NULL,
+        "deployment": _DEPLOYMENT,
+        "attempts": {"type": "integer", "minimum": 0},
+        "attempt_log": {"type": "array", "items": {"type": "object"}},
+        "duration_s": {"type": "number"},
+        "tokens": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "cost_usd": _NUM_OR_NULL,
+        "error": {"type": ["object", "null"]},
+    },
+}
+#: What delegate_task's structuredContent holds on success (BatchResult.to_dict()).
+BATCH_OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["results", "counts", "total_duration_s", "cost"],
+    "properties": {
+        "results": {"type": "array", "items": _TASK_RESULT},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "total_duration_s": {"type": "number"},
+        "sum_task_duration_s": {"type": "number"},
+        "cost": {"type": "object", "properties": {"total_usd": _NUM_OR_NULL, "unknown": {"type": "integer"}}},
+        "budget": {"type": ["object", "null"]},
+    },
+}
+
+
+# -- results -> MCP ---------------------------------------------------------------------------
+def _is_error(data: Any) -> bool:
+    return isinstance(data, dict) and "results" not in data and "error" in data and "type" in data
+
+
+def _error_text(err: dict[str, Any]) -> str:
+    lines = [f"error ({err.get('type')}): {err.get('error')}"]
+    if err.get("hint"):
+        lines.append(f"hint: {err['hint']}")
+    if err.get("suggestions"):
+        lines.append("suggestions: " + ", ".join(map(str, err["suggestions"])))
+    for t in err.get("tasks") or []:
+        lines.append(f"  task {t.get('index')} ({t.get('model')}): {t.get('problem')}")
+    return "\n".join(lines)
+
+
+def _task_text(r: dict[str, Any], n: int) -> str:
+    head = f"[{r['index'] + 1}/{n}] {r.get('model') or r.get('model_requested') or '?'} — {r['status']}"
+    if r["status"] == "completed":
+        body = r.get("summary") or ""
+        if r.get("output") is not None:
+            body = json.dumps(r["output"], ensure_ascii=False)
+    else:
+        e = r.get("error") or {}
+        body = f"{e.get('type', r['status'])}: {e.get('message', '')}".rstrip(": ")
+    return f"{head}\n{body}"
+
+
+def to_call_result(text: str) -> types.CallToolResult:
+    """A DelegateTools JSON answer → CallToolResult (text blocks + structuredContent, isError for errors)."""
+    data = json.loads(text)
+    if _is_error(data):
+        return types.CallToolResult(content=[types.TextContent(type="text", text=_error_text(data))],
+                                    structured_content=data, is_error=True)
+    if isinstance(data, dict) and isinstance(data.get("results"), list):
+        n = len(data["results"])
+        blocks = [types.TextContent(type="text", text=_task_text(r, n)) for r in data["results"]]
+        return types.CallToolResult(content=blocks, structured_content=data)
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)],
+                                structured_content=data if isinstance(data, dict) else {"value": data})
+
+
+# -- the server -------------------------------------------------------------------------------
+class McpHost:
+    """One Delegator and its DelegateTools for the life of the server process."""
+
+    def __init__(self, config: Config, *, warm: bool = True):
+        self.delegator = Delegator(config)
+        self.tools = DelegateTools(self.delegator)
+        self.warm_enabled = warm
+        self._warm: asyncio.Task[None] | None = None
+
+    async def _warm_up(self) -> None:
+        try:
+            await self.delegator.warm_up()  # litellm's import off the loop, then the Router on it
+            log.info("engine warm")
+        except Exception as exc:  # noqa: BLE001 - a bad config is reported by the tools, not here
+            log.warning("warm-up failed: %s", type(exc).__name__)
+
+    def start_warm(self) -> None:
+        if self.warm_enabled and self._warm is None:
+            self._warm = asyncio.get_running_loop().create_task(self._warm_up())
+
+    async def ready(self) -> None:
+        if self._warm is not None:
+            await asyncio.shield(self._warm)
+
+    def list_tools(self) -> list[types.Tool]:
+        d, m = self.tools.delegate_task_function(), self.tools.list_models_function()
+        return [types.Tool(name=d["name"], description=d["description"], input_schema=d["parameters"],
+                           output_schema=BATCH_OUTPUT_SCHEMA),
+                types.Tool(name=m["name"], description=m["description"], input_schema=m["parameters"])]
+
+    async def call(self, ctx: Any, name: str, args: Any) -> types.CallToolResult:
+        if name == self.tools.list_name:
+            return to_call_result(await self.tools.list_models(args))
+        if name != self.tools.tool_name:
+            err = {"error": f"Unknown tool {name!r}.", "hint": f"Call {self.tools.tool_name} or {self.tools.list_name}.",
+                   "suggestions": [self.tools.tool_name, self.tools.list_name], "type": "usage"}
+            return to_call_result(json.dumps(err))
+        await self.ready()
+        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+        done = 0
+        red = self.tools._redactor()  # noqa: SLF001 - the same redaction as the tool's JSON answer
+
+        def on_event(ev: ProgressEvent) -> None:
+            if ev.kind == "done":
+                queue.put_nowait(ev)
+
+        async def send_progress() -> None:
+            nonlocal done
+            while (ev := await queue.get()) is not None:
+                done += 1
+                status = ev.result.status if ev.result else "done"
+                msg = f"{done}/{ev.total} {ev.model or '?'} {status}: {ev.goal[:120]}"
+                with contextlib.suppress(Exception):
+                    await ctx.session.report_progress(done, ev.total, red(msg))
+
+        # a Delegator per call (sharing the one Router), so cancelling this call interrupts only its batch
+        call_delegator = self.delegator.derive()
+        tools = DelegateTools(call_delegator, tool_name=self.tools.tool_name, list_name=self.tools.list_name)
+        loop = asyncio.get_running_loop()
+        sender = loop.create_task(send_progress())
+        batch = loop.create_task(tools.delegate_task(args, on_event=on_event))  # outside the request's scope
+        try:
+            text = await asyncio.shield(batch)
+        except asyncio.CancelledError:
+            # notifications/cancelled (or the client went away): unfinished tasks end `interrupted`
+            call_delegator.interrupt()
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                with anyio.move_on_after(10):
+                    text = await batch
+                    counts = json.loads(text).get("counts")
+                    log.info("delegate_task cancelled by the client; tasks: %s", counts)
+            raise
+        finally:
+            queue.put_nowait(None)
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception), anyio.move_on_after(5):
+                await sender
+        return to_call_result(text)
+
+
+def build_server(config: Config, *, warm: bool = True) -> tuple[Server[Any], McpHost]:
+    host = McpHost(config, warm=warm)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Server[Any]) -> AsyncIterator[dict[str, Any]]:
+        host.start_warm()
+        yield {}
+
+    async def on_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=host.list_tools())
+
+    async def on_call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        return await host.call(ctx, params.name, params.arguments)
+
+    server: Server[Any] = Server("hermes-delegate", version=__version__, lifespan=lifespan,
+                                 instructions="delegate_task fans subtasks out in parallel, each on the model "
+                                              "it names; list_models shows what you may name.",
+                                 on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+    return server, host
+
+
+async def serve_stdio(config: Config) -> None:
+    from mcp.server.stdio import stdio_server  # noqa: PLC0415
+
+    server, _ = build_server(config)
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+# -- streamable HTTP --------------------------------------------------------------------------
+def parse_bind(text: str) -> tuple[str, int]:
+    """"[HOST:]PORT" → (host, port); the host defaults to 127.0.0.1."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        num = int(port)
+        if not 0 <= num <= 65535:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--http {text!r}: expected [HOST:]PORT with a port number 0-65535.",
+                         hint="E.g. --http 8765 or --http 127.0.0.1:8765.") from None
+    return host, num
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bearer_token(host: str, token_env: str, env: Any = None) -> str | None:
+    """The token HTTP requests must carry, or None (loopback bind, no token set). Refuses a
+    non-loopback bind without one."""
+    env = os.environ if env is None else env
+    token = (env.get(token_env) or "").strip() or None
+    if token is None and not is_loopback(host):
+        raise UsageError(f"Refusing to serve MCP on {host} without a bearer token: ${token_env} is not set.",
+                         hint=f"Set {token_env} to a long random secret (clients send it as a bearer token "
+                              "in the Authorization header), or bind to 127.0.0.1.")
+    return token
+
+
+class BearerGate:
+    """ASGI middleware: 401 for any HTTP request without `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: Any, token: str):
+        import hmac  # noqa: PLC0415
+
+        self.app, self._want, self._cmp = app, f"Bearer {token}".encode(), hmac.compare_digest
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            got = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not self._cmp(got, self._want):
+                body = json.dumps({"error": "unauthorized", "hint": "Send Authorization: Bearer <token>."}).encode()
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def http_app(config: Config, host: str, token: str | None) -> Any:
+    server, mcp_host = build_server(config)
+    app = server.streamable_http_app(host=host)
+    inner_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[None]:
+        async with inner_lifespan(a):
+            mcp_host.start_warm()
+            yield
+
+    app.router.lifespan_context = lifespan
+    return BearerGate(app, token) if token else app
+
+
+async def serve_http(config: Config, bind: str, token_env: str = DEFAULT_TOKEN_ENV) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    host, port = parse_bind(bind)
+    token = bearer_token(host, token_env)
+    app = http_app(config, host, token)
+    cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    srv = uvicorn.Server(cfg)
+    await srv.serve()

@@ -1,0 +1,1 @@
+"""The per-deployment capacity gate and its window stores (local, Redis)."""

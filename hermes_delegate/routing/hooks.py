@@ -1,0 +1,216 @@
+"""What we hang on litellm's callback points, filed by our per-call id:
+
+- `async_filter_deployments` (awaited by the Router after its cooldown filter): wait in the
+  CapacityGate's queue until a healthy deployment has room, and offer the Router only that one;
+- per-attempt success/failure deployment hooks: release the slot; a 429 blocks the deployment
+  for its Retry-After;
+- the same per-attempt hooks (awaited inline on every try, unlike the deduplicated request-level
+  log events): one Attempt row (deployment, status, wait) per try.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..core.results import Attempt
+
+if TYPE_CHECKING:
+    from .router import RouterHandle
+
+__all__ = ["CallLog", "make_hooks", "install_dispatcher", "register_call", "unregister_call", "META_KEY",
+           "retry_after_s"]
+
+META_KEY = "hermes_delegate_call"
+DEFAULT_429_BLOCK_S = 1.0
+
+
+def retry_after_s(exc: BaseException | None) -> float | None:
+    """Retry-After in seconds from a litellm/openai exception's response headers, if any."""
+    if exc is None:
+        return None
+    headers: Any = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        resp = getattr(exc, "response", None)
+        headers = getattr(resp, "headers", None)
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+        return float(value) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _call_id(data: Mapping[str, Any] | None) -> str | None:
+    meta = (data or {}).get("metadata") or {}
+    lp_meta = ((data or {}).get("litellm_params") or {}).get("metadata") or {}
+    return meta.get(META_KEY) or lp_meta.get(META_KEY)
+
+
+def _model_id(data: Mapping[str, Any]) -> str | None:
+    for src in (data.get("model_info"), (data.get("metadata") or {}).get("model_info"),
+                (data.get("litellm_params") or {}).get("model_info")):
+        if isinstance(src, Mapping) and src.get("id"):
+            return str(src["id"])
+    return None
+
+
+class CallLog:
+    """Per-call state: attempts so far, slots held, and the queue wait not yet given to an attempt."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, list[tuple[float, float, Attempt]]] = {}
+        self.held: dict[str, list[str]] = {}
+        self.pending_wait: dict[str, float] = {}
+        self.started: dict[str, float] = {}
+        self.ticket: dict[str, int] = {}  # the order calls were made in: the gate's FIFO order
+        self._next = 0
+
+    def open(self, call_id: str) -> None:
+        self.attempts[call_id] = []
+        self.held[call_id] = []
+        self.ticket[call_id] = self._next
+        self._next += 1
+
+    def close(self, call_id: str) -> list[str]:
+        self.attempts.pop(call_id, None)
+        self.pending_wait.pop(call_id, None)
+        self.started.pop(call_id, None)
+        self.ticket.pop(call_id, None)
+        return self.held.pop(call_id, [])
+
+
+def make_hooks(handle: "RouterHandle") -> Any:
+    """A CustomLogger bound to one RouterHandle (defined lazily: litellm is imported by now)."""
+    from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
+
+    log, gate = handle.calls, handle.gate
+    gate.outstanding = log.ticket.values
+
+    def record(data: Mapping[str, Any], exc: BaseException | None) -> None:
+        call_id = _call_id(data)
+        if call_id is None or call_id not in log.attempts:
+            return
+        lp = data.get("litellm_params") or {}
+        dep = handle.deployment_info(_model_id(data), data.get("api_base") or lp.get("api_base"),
+                                     data.get("custom_llm_provider") or lp.get("custom_llm_provider"))
+        status = "ok" if exc is None else handle.status_of(exc)
+        err = None if exc is None else handle.redactor(f"{type(exc).__name__}: {str(exc)[:200]}")
+        t1 = time.time()
+        t0 = log.started.pop(call_id, t1)
+        wait = log.pending_wait.pop(call_id, 0.0)
+        log.attempts[call_id].append((t0, t1, Attempt(dep, status, round(wait, 4), err)))
+
+    def release(data: Mapping[str, Any], exc: BaseException | None) -> None:
+        dep_id, call_id = _model_id(data), _call_id(data)
+        if dep_id is None:
+            return
+        held = log.held.get(call_id or "", [])
+        if dep_id in held:
+            held.remove(dep_id)
+            gate.release(dep_id)
+        if exc is not None and getattr(exc, "status_code", None) == 429:
+            gate.block(dep_id, retry_after_s(exc) or DEFAULT_429_BLOCK_S)
+
+    def not_failed(call_id: str | None, deployments: Any) -> Any:
+        """A retry goes to a deployment this call has not seen fail, while the group has one: the
+        Router's own retry picks at random and may hit the failing deployment again and again."""
+        failed = {a.deployment.deployment_id for _, _, a in log.attempts.get(call_id or "", [])
+                  if a.status != "ok" and a.deployment is not None}
+        if not failed or not isinstance(deployments, list):
+            return deployments
+        fresh = [d for d in deployments if str((d.get("model_info") or {}).get("id")) not in failed]
+        return fresh or deployments
+
+    class Hooks(CustomLogger):  # type: ignore[misc]
+        async def async_filter_deployments(self, model, healthy_deployments, messages,  # noqa: ANN001
+                                           request_kwargs=None, parent_otel_span=None):  # noqa: ANN001
+            call_id = _call_id(request_kwargs)
+            healthy_deployments = not_failed(call_id, healthy_deployments)
+            if call_id is None or call_id not in log.held or not (
+                    gate.limited(healthy_deployments) or gate.blocked(healthy_deployments)):
+                return healthy_deployments
+            est = handle.estimate_tokens(messages, request_kwargs)
+            dep, waited = await gate.acquire(model, healthy_deployments, est, ticket=log.ticket.get(call_id))
+            dep_id = str((dep.get("model_info") or {}).get("id"))
+            if dep_id in gate.limits:
+                log.held[call_id].append(dep_id)
+            log.pending_wait[call_id] = log.pending_wait.get(call_id, 0.0) + waited
+            return [dep]
+
+        async def async_pre_call_deployment_hook(self, kwargs, call_type):  # noqa: ANN001
+            call_id = _call_id(kwargs)
+            if call_id is not None and call_id in log.attempts:
+                log.started[call_id] = time.time()
+                dep_id = _model_id(kwargs)
+                if dep_id is not None and dep_id in gate.limits:
+                    await gate.sent(dep_id)
+            return None
+
+        async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
+            record(request_data, None)
+            release(request_data, None)
+            return None
+
+        async def async_post_call_failure_deployment_hook(self, request_data, exception, call_type,  # noqa: ANN001
+                                                          fallback_depth=None):  # noqa: ANN001
+            record(request_data, exception)
+            release(request_data, exception)
+
+    return Hooks()
+
+
+# One process-wide callback forwards to the hooks of the handle that made the call. litellm.callbacks is
+# global: a Hooks instance per RouterHandle there would keep every handle (its Router, gate and logs)
+# alive forever, and every call would walk the hooks of every Delegator ever built.
+_ACTIVE: dict[str, Any] = {}  # call id -> make_hooks() of the RouterHandle making that call
+_DISPATCH: Any = None
+
+
+def register_call(call_id: str, hooks: Any) -> None:
+    _ACTIVE[call_id] = hooks
+
+
+def unregister_call(call_id: str) -> None:
+    _ACTIVE.pop(call_id, None)
+
+
+def install_dispatcher(litellm: Any) -> None:
+    """Put the single forwarding CustomLogger in litellm.callbacks (idempotent)."""
+    global _DISPATCH
+    if _DISPATCH is None:
+        from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
+
+        def hooks_for(data: Mapping[str, Any] | None) -> Any:
+            call_id = _call_id(data)
+            return _ACTIVE.get(call_id) if call_id is not None else None
+
+        class Dispatch(CustomLogger):  # type: ignore[misc]
+            async def async_filter_deployments(self, model, healthy_deployments, messages,  # noqa: ANN001
+                                               request_kwargs=None, parent_otel_span=None):  # noqa: ANN001
+                h = hooks_for(request_kwargs)
+                if h is None:
+                    return healthy_deployments
+                return await h.async_filter_deployments(model, healthy_deployments, messages,
+                                                        request_kwargs=request_kwargs,
+                                                        parent_otel_span=parent_otel_span)
+
+            async def async_pre_call_deployment_hook(self, kwargs, call_type):  # noqa: ANN001
+                h = hooks_for(kwargs)
+                return None if h is None else await h.async_pre_call_deployment_hook(kwargs, call_type)
+
+            async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
+                h = hooks_for(request_data)
+                if h is None:
+                    return None
+                return await h.async_post_call_success_deployment_hook(request_data, response, call_type)
+
+            async def async_post_call_failure_deployment_hook(self, request_data, exception, call_type,  # noqa: ANN001
+                                                              fallback_depth=None):  # noqa: ANN001
+                h = hooks_for(request_data)
+                if h is not None:
+                    await h.async_post_call_failure_deployment_hook(request_data, exception, call_type,
+                                                                    fallback_depth=fallback_depth)
+
+        _DISPATCH = Dispatch()
+    if not any(cb is _DISPATCH for cb in (litellm.callbacks or [])):
+        litellm.callbacks = [*(litellm.callbacks or []), _DISPATCH]

@@ -1,0 +1,319 @@
+"""The LiteLLM Router, built lazily from the config, and one call path through it.
+
+Credentials, retries, fallbacks and cooldowns are the Router's (from `router_settings`). What this
+module adds: direct ids that are not a configured group become implicit deployments; every attempt
+the Router makes is recorded (deployment, status, wait); there is no retry layer of our own (a task
+makes at most 1 + num_retries attempts per group tried, see docs/litellm.md); costs are reported
+only when a price is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ._litellm import import_litellm, map_litellm_errors, to_provider_error
+from ..core.budget import estimate_tokens
+from .hooks import (META_KEY, CallLog, install_dispatcher, make_hooks, register_call,
+                           unregister_call)
+from ..ratelimit.gate import CapacityGate, Limits
+from ..core.budget import deployment_price
+from ..core.config import Config
+from ..core.credentials import deployment_provider, unset_refs
+from ..core.env_refs import env_ref, resolve_env_ref
+from .litellm_settings import resolve_refs
+from ..core.errors import ProviderError
+from ..core.resolver import Resolution, Resolver
+from ..core.results import Attempt, DeploymentInfo, api_host
+from ..sources.groups import resolver_for
+
+__all__ = ["RouterHandle", "Completion", "api_host"]
+
+@dataclass
+class Completion:
+    """One finished call: the raw response plus what we learned on the way."""
+
+    response: Any
+    text: str
+    deployment: DeploymentInfo | None
+    attempts: list[Attempt] = field(default_factory=list)
+    tokens: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0})
+    cost_usd: float | None = None
+
+
+class RouterHandle:
+    """Owns one litellm.Router. Safe to share between concurrent tasks on one event loop."""
+
+    def __init__(self, config: Config, resolver: Resolver | None = None, *, redactor: Any = None):
+        from ..core.redact import Redactor, default_redactor  # noqa: PLC0415
+
+        self.config = config
+        self.resolver = resolver or resolver_for(config)
+        self._router: Any = None
+        self._implicit: set[str] = set()
+        self.calls = CallLog()
+        self.gate = CapacityGate({})
+        self._info_cache: dict[tuple[str | None, str | None, str | None], DeploymentInfo] = {}
+        self._price_cache: dict[str, bool] = {}
+        self.redactor = redactor or Redactor.from_env(extra=_config_secrets(config))
+        default_redactor().add(*_config_secrets(config))  # log filters and redact() know them too
+
+    # -- building ---------------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        """Whether the Router (and so litellm) exists yet."""
+        return self._router is not None
+
+    @property
+    def router(self) -> Any:
+        if self._router is None:
+            self._router = self._build()
+        return self._router
+
+    def _build(self) -> Any:
+        from .litellm_settings import apply_litellm_settings, resolved_settings  # noqa: PLC0415
+
+        litellm = import_litellm()
+        # every os.environ/ reference resolved here (environment_variables over os.environ), so litellm
+        # never reads a variable itself
+        env = self.config.env_lookup(os.environ)
+        model_list, settings, litellm_settings = resolved_settings(self.config, self.resolver.model_list, env)
+        # a deployment with an unset os.environ/ reference is not callable: left out, so LiteLLM can never
+        # put its own default key or public endpoint in its place (planning refuses names only it serves)
+        model_list = [d for d in model_list if not unset_refs(d.get("litellm_params") or {}, {})]
+        apply_litellm_settings(litellm, litellm_settings, env)
+        if litellm_settings.get("cache") is True:  # as the proxy does: the Router passes caching=True
+            settings.setdefault("cache_responses", True)
+        with map_litellm_errors():
+            router = litellm.Router(model_list=model_list, **settings)
+        # A Router hangs its cooldown/usage callbacks on litellm's global lists, which hold at most
+        # MAX_CALLBACKS (100) and keep the Router alive: unhook it when this handle goes, or from the
+        # 101st Router on, cooldowns silently stop working.
+        weakref.finalize(self, router.discard)
+        self._default_parallel = settings.get("default_max_parallel_requests")
+        self.gate = CapacityGate(
+            {str(d["model_info"]["id"]): Limits.from_deployment(d, self._default_parallel)
+             for d in router.get_model_list() or []},
+            windows=_shared_windows(settings),
+        )
+        self.hooks = make_hooks(self)
+        install_dispatcher(litellm)
+        return router
+
+    def model_name_for(self, res: Resolution) -> str:
+        """The Router model name for a resolution, adding an implicit deployment for direct ids."""
+        if res.is_group or res.model in self.resolver.groups:
+            return res.model
+        if res.model not in self._implicit:
+            params = self._implicit_params(res)
+            from litellm.types.router import Deployment  # noqa: PLC0415
+
+            added = self.router.add_deployment(Deployment(model_name=res.model, litellm_params=params,
+                                                          model_info={}))
+            if added is not None:
+                lim = Limits.from_deployment(added.model_dump(exclude_none=True), self._default_parallel)
+                if not lim.unlimited:
+                    self.gate.limits[str(added.model_info.id)] = lim
+            self._implicit.add(res.model)
+        return res.model
+
+    def _implicit_params(self, res: Resolution) -> dict[str, Any]:
+        """Params of an implicit deployment, `os.environ/` refs resolved here (with the config's
+        environment_variables) as for the configured ones, so litellm never reads another variable."""
+        params = self.config.params_for_model(res.model)
+        if params is None:
+            params = {"model": res.model}
+            if res.api_base:
+                params["api_base"] = res.api_base
+            if res.key_env:
+                params["api_key"] = env_ref(res.key_env)
+        return resolve_refs(params, self.config.env_lookup(os.environ), f"implicit deployment {res.model}")
+
+    # -- facts about deployments ------------------------------------------------------------
+    def deployment_info(self, model_id: str | None, api_base: str | None = None,
+                        provider: str | None = None) -> DeploymentInfo:
+        """Who a deployment is (cached: litellm rebuilds a pydantic Deployment on every lookup)."""
+        key = (model_id, api_base, provider)
+        hit = self._info_cache.get(key)
+        if hit is None:
+            hit = self._lookup_deployment(model_id, api_base, provider)
+            if hit.model is not None:  # found: a deployment id never changes what it names
+                self._info_cache[key] = hit
+        return DeploymentInfo(hit.provider, hit.deployment_id, hit.api_host, hit.model)  # callers may mutate
+
+    def _lookup_deployment(self, model_id: str | None, api_base: str | None,
+                           provider: str | None) -> DeploymentInfo:
+        dep = self.router.get_deployment(model_id) if model_id else None
+        lp: dict[str, Any] = {}
+        if dep is not None:
+            lp = dep.litellm_params.model_dump(exclude_none=True)
+            api_base = api_base or lp.get("api_base")
+        model = lp.get("model")
+        if provider is None and model:
+            provider = deployment_provider(lp)
+        return DeploymentInfo(provider=provider, deployment_id=model_id, api_host=api_host(api_base),
+                              model=model)
+
+    def price_known(self, model_id: str | None) -> bool:
+        hit = self._price_cache.get(model_id or "")
+        if hit is None:
+            hit = self._price_cache[model_id or ""] = self._lookup_price(model_id)
+        return hit
+
+    def _lookup_price(self, model_id: str | None) -> bool:
+        dep = self.router.get_deployment(model_id) if model_id else None
+        if dep is None:
+            return False
+        lp = dep.litellm_params.model_dump(exclude_none=True)
+        info = dep.model_info.model_dump(exclude_none=True) if dep.model_info else {}
+        if deployment_price(lp, info) is not None:
+            return True
+        return self.resolver.catalog.price(str(lp.get("model", ""))) is not None
+
+    @staticmethod
+    def status_of(exc: BaseException | None) -> str:
+        if exc is None:
+            return "error"
+        err = to_provider_error(exc)  # a refused connection is "connection", not litellm's "500"
+        return str(err.status_code) if err.status_code is not None else err.kind
+
+    @staticmethod
+    def estimate_tokens(messages: Any, request_kwargs: Mapping[str, Any] | None) -> float:
+        text = "".join(str(m.get("content") or "") for m in messages or [] if isinstance(m, Mapping))
+        return float(estimate_tokens(text) + int((request_kwargs or {}).get("max_tokens") or 0))
+
+    async def cooling_down(self) -> set[str]:
+        """Deployments the Router has cooled down, plus those a 429's Retry-After holds in our queue
+        (the Router cools nothing in a one-deployment group)."""
+        from litellm.router_utils.cooldown_handlers import async_get_cooldown_deployments  # noqa: PLC0415
+
+        held = self.gate.blocked_ids()
+        try:
+            return held | set(await async_get_cooldown_deployments(self.router, None))
+        except Exception:  # noqa: BLE001 - a cooldown query must never break a listing
+            return held
+
+    # -- calling ----------------------------------------------------------------------------
+    async def acompletion(self, res: Resolution, messages: list[dict[str, Any]], **kwargs: Any) -> Completion:
+        """One completion through the Router, with attempts, deployment, tokens and cost."""
+        name = self.model_name_for(res)
+        for key, value in res.params.items():  # a mapped variant (`:thinking` → thinking=…); the task's own win
+            kwargs.setdefault(key, value)
+        call_id = uuid.uuid4().hex
+        self.calls.open(call_id)
+        self.router  # noqa: B018 - building the Router makes self.hooks
+        register_call(call_id, self.hooks)
+        tools = kwargs.get("tools")
+        if tools and not any(isinstance(t, Mapping) and t.get("type") == "mcp" for t in tools):
+            # litellm 1.106 routes any `tools=` call through its MCP gateway check, which imports
+            # the optional `mcp` package and fails without it; plain function tools never need it.
+            kwargs.setdefault("_skip_mcp_handler", True)
+        meta = dict(kwargs.pop("metadata", None) or {})
+        meta[META_KEY] = call_id
+        try:
+            # One retry layer, the Router's (num_retries, fallbacks, Retry-After). The only loop here is
+            # for a 200 the Router took for a success (no choices): it is re-sent with what is left of
+            # num_retries, so a task never makes more than 1 + num_retries attempts per group.
+            while True:
+                with map_litellm_errors():
+                    response = await self.router.acompletion(model=name, messages=messages,
+                                                             metadata=meta, **kwargs)
+                try:
+                    return self._completion(response, self._attempts(call_id))
+                except ProviderError as exc:
+                    left = self._retries_left(exc, name, call_id)
+                    if left is None:
+                        raise
+                    kwargs["num_retries"] = left
+        except asyncio.CancelledError as exc:  # a task timeout or an interrupt: keep what was tried
+            exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
+            raise
+        except ProviderError as exc:
+            exc.attempts = self._attempts(call_id)
+            exc.message = self.redactor(exc.message)
+            raise
+        finally:
+            unregister_call(call_id)
+            for dep_id in self.calls.close(call_id):  # slots a cancelled attempt never gave back
+                self.gate.release(dep_id)
+
+    def _attempts(self, call_id: str) -> list[Attempt]:
+        rows = sorted(self.calls.attempts.get(call_id, []), key=lambda r: r[0])
+        out: list[Attempt] = []
+        prev_end: float | None = None
+        for t0, t1, att in rows:
+            gap = max(0.0, t0 - prev_end) if prev_end is not None else 0.0
+            att.wait_s = round(max(att.wait_s, gap), 4)  # queue wait, or backoff between tries
+            prev_end = t1
+            out.append(att)
+        return out
+
+    def _retries_left(self, exc: BaseException, name: str, call_id: str) -> int | None:
+        """After a 200 without choices (the Router took it for a success, so its retries never ran):
+        the num_retries still unspent for this call, when the group has a deployment this call has not
+        seen fail; None when it must not be retried."""
+        if not (isinstance(exc, ProviderError) and exc.unusable_200):
+            return None
+        rows = [a for _, _, a in self.calls.attempts.get(call_id, [])]
+        left = int(self.router.num_retries or 0) - (len(rows) - 1) - 1
+        if left < 0:
+            return None
+        failed = {a.deployment.deployment_id for a in rows if a.status != "ok" and a.deployment is not None}
+        fresh = any(str((d.get("model_info") or {}).get("id")) not in failed
+                    for d in self.router.get_model_list(model_name=name) or [])
+        return left if fresh else None
+
+    def _completion(self, response: Any, attempts: list[Attempt]) -> Completion:
+        hidden = getattr(response, "_hidden_params", None) or {}
+        model_id = hidden.get("model_id")
+        dep = self.deployment_info(model_id, hidden.get("api_base"), hidden.get("custom_llm_provider"))
+        if not (getattr(response, "choices", None) or []):
+            # the Router took this 200 for a success; the attempt failed (and a retry goes elsewhere)
+            if attempts and attempts[-1].status == "ok":
+                attempts[-1].status, attempts[-1].error = "bad_response", "a 200 response with no choices"
+            else:
+                attempts.append(Attempt(dep, "bad_response", 0.0, "a 200 response with no choices"))
+            err = ProviderError("bad_response", "The provider returned no choices.", unusable_200=True)
+            raise err
+        if not attempts or attempts[-1].status != "ok":
+            attempts.append(Attempt(dep, "ok", 0.0))
+        usage = getattr(response, "usage", None)
+        tokens = {"input": int(getattr(usage, "prompt_tokens", 0) or 0),
+                  "output": int(getattr(usage, "completion_tokens", 0) or 0)}
+        cost = hidden.get("response_cost")
+        cost_usd = float(cost) if cost is not None and self.price_known(model_id) else None
+        choices = response.choices
+        text = getattr(choices[0].message, "content", None) or ""
+        return Completion(response, text, dep, attempts, tokens, cost_usd)
+
+
+def _config_secrets(config: Config) -> list[str]:
+    """Every credential of the model_list: literal values and the values of the env vars referenced as
+    `os.environ/NAME` (whatever NAME is: a name that does not look secret must not leak the key)."""
+    from ..core.redact import SECRET_ENV_RE  # noqa: PLC0415
+
+    out = []
+    remote = config.remote
+    if remote is not None and remote.api_key_env and os.environ.get(remote.api_key_env):
+        out.append(os.environ[remote.api_key_env])
+    for dep in config.router.model_list:
+        for key, value in dep.litellm_params.items():
+            if not isinstance(value, str) or not value or not SECRET_ENV_RE.search(key):
+                continue
+            value = resolve_env_ref(value, config.env_lookup(os.environ)) or ""
+            if value:
+                out.append(value)
+    return out
+
+
+def _shared_windows(settings: Mapping[str, Any]) -> Any:
+    """Request windows in Redis when router_settings name a Redis server, else in this process."""
+    if not (settings.get("redis_host") or settings.get("redis_url")):
+        return None
+    from ..ratelimit.redis_windows import RedisWindows  # noqa: PLC0415
+
+    return RedisWindows.from_router_settings(settings)

@@ -1,0 +1,230 @@
+"""The Delegator: plan a batch (pure), then fan it out through a Worker (I/O).
+
+    from hermes_delegate import Delegator, Task
+    d = Delegator.from_config_file("configs/tiers.yaml")
+    batch = d.run_sync([Task("find the TODOs", model="small"), Task("review auth", model="large")])
+
+Hosts construct it with their own Worker and parent model; the CLI uses the standalone one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import threading
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..core.budget import DEFAULT_RESERVE_TOKENS, Budget, Pricing, effective_cap
+from ..core.config import Config
+from ..sources.config_file import load_config
+from ..core.errors import ProviderError, TaskPayloadError
+from .fanout import EventCallback, fan_out
+from ..core.planning import Allowlist, PlannedTask, Task, plan_batch
+from ..core.resolver import Resolution, Resolver
+from ..sources.groups import resolver_for
+from ..core.results import BatchResult
+from .worker import Worker
+
+__all__ = ["Delegator", "coerce_tasks", "context_text", "MAX_CONTEXT_DEPTH"]
+
+
+#: A context may be a JSON list/object (it is sent as JSON text); nesting deeper than this is refused.
+MAX_CONTEXT_DEPTH = 64
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def context_text(value: Any, where: str = "context") -> str | None:
+    """A task's context as text: a string as is; a JSON list/object (or number) as its JSON text, so the
+    size limit counts what will really be sent. Too deep or not JSON: TaskPayloadError."""
+    if value is None or isinstance(value, str):
+        return value
+    if _too_deep(value, MAX_CONTEXT_DEPTH):
+        raise TaskPayloadError(f"The {where} is nested more than {MAX_CONTEXT_DEPTH} levels deep.",
+                               hint="Pass the context as text, or as a flat list/object of facts.")
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TaskPayloadError(f"The {where} is not JSON: {exc}.",
+                               hint="Pass the context as text, or as a JSON list/object.") from None
+
+
+def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
+    """Accept Task objects, {goal, context, model} mappings, or bare goal strings."""
+    out: list[Task] = []
+    for i, t in enumerate(tasks):
+        if isinstance(t, Task):
+            if t.context is not None and not isinstance(t.context, str):
+                t = dataclasses.replace(t, context=context_text(t.context, f"context of task {i + 1}"))
+            out.append(t)
+        elif isinstance(t, str):
+            out.append(Task(goal=t))
+        elif isinstance(t, Mapping):
+            unknown = set(t) - {"goal", "context", "model"}
+            if unknown:
+                raise TaskPayloadError(f"Task {i + 1} has unknown keys: {', '.join(sorted(map(str, unknown)))}.",
+                                       hint="A task has goal (required), context and model.")
+            out.append(Task(goal=t.get("goal"), context=context_text(t.get("context"), f"context of task {i + 1}"),
+                            model=t.get("model")))  # type: ignore[arg-type]
+        else:
+            raise TaskPayloadError(f"Task {i + 1} is not an object (got {type(t).__name__}).",
+                                   hint='Each task is an object like {"goal": "...", "model": "haiku"}.')
+    return out
+
+
+class Delegator:
+    """One engine per config. Safe to reuse across batches; the Router is built on first run."""
+
+    def __init__(self, config: Config | None = None, *, worker: Worker | None = None,
+                 parent_model: str | None = None, env: Mapping[str, str] | None = None,
+                 router: Any = None):
+        self.config = config or Config()
+        self.env = os.environ if env is None else env
+        self.resolver = resolver_for(self.config, env=self.env)
+        self.allowlist = Allowlist(self.config.delegation.allow, self.resolver)
+        self.parent_model = parent_model
+        self._worker = worker
+        self._router: Any = router  # a RouterHandle to share (hosts keep one per process)
+        self._stops: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config_file(cls, path: str | os.PathLike[str] | None = None, **kw: Any) -> "Delegator":
+        return cls(load_config(path), **kw)
+
+    # -- lazily built I/O parts -------------------------------------------------------------
+    @property
+    def router(self) -> Any:
+        """The RouterHandle (imports litellm on first use)."""
+        if self._router is None:
+            from ..routing.router import RouterHandle  # noqa: PLC0415 - keeps `import hermes_delegate` light
+
+            self._router = RouterHandle(self.config, self.resolver)
+        return self._router
+
+    @property
+    def worker(self) -> Worker:
+        if self._worker is None:
+            from .worker import CompletionWorker  # noqa: PLC0415
+
+            self._worker = CompletionWorker(self.router)
+        return self._worker
+
+    def derive(self, *, worker: Worker | None = None, parent_model: str | None = None) -> "Delegator":
+        """A Delegator on the same config, Resolver and Router, with its own worker, parent model and
+        interrupt (hosts keep one Delegator per config and derive one per call)."""
+        d = Delegator(self.config, worker=worker, parent_model=parent_model, env=self.env, router=self.router)
+        d.resolver, d.allowlist = self.resolver, self.allowlist
+        return d
+
+    # -- operations for hosts that run their own agent loop ------------------------------------
+    async def warm_up(self, *, calls: bool = False) -> None:
+        """Pay litellm's import and the Router's build now (a long-lived host calls this in the
+        background at start-up); `calls=True` also loads litellm's call path with one mocked,
+        free completion per group. Safe to call repeatedly and concurrently."""
+        from .warmup import warm_up  # noqa: PLC0415
+
+        await warm_up(self.router, calls=calls)
+
+    async def complete(self, resolution: Resolution, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        """One routed completion for a host's own agent loop: the Router picks the deployment, the
+        rate-limit queue paces it; returns a Completion (response, text, deployment, attempts,
+        tokens, cost_usd). Failures raise ProviderError."""
+        return await self.router.acompletion(resolution, messages, **kwargs)
+
+    def context_window(self, resolution: Resolution) -> int | None:
+        """The input window of what a resolution reaches (the smallest known, for a group)."""
+        return self.resolver.context_window(resolution)
+
+    @staticmethod
+    def provider_error(exc: BaseException) -> ProviderError:
+        """Any exception from a model call as the engine's typed ProviderError (kind, status, hint)."""
+        from ..routing._litellm import to_provider_error  # noqa: PLC0415
+
+        return to_provider_error(exc)
+
+    # -- planning (pure) --------------------------------------------------------------------
+    def _max_tokens(self, cap: float | None) -> int | None:
+        mt = self.config.delegation.max_tokens
+        return mt if mt or cap is None else DEFAULT_RESERVE_TOKENS
+
+    def plan(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, model: str | None = None,
+             budget_usd: float | None = None) -> tuple[list[PlannedTask], float | None]:
+        """Resolve and check every task; raise before anything is spent. Returns (plan, budget cap)."""
+        s = self.config.delegation
+        cap = effective_cap(s.budget_usd, budget_usd)
+        pricing = None
+        if cap is not None:
+            pricing = Pricing(self.config, self.resolver, cap_usd=cap, max_tokens=self._max_tokens(cap) or 0,
+                              system_prompt=s.system_prompt, allow_unpriced=s.allow_unpriced)
+        planned = plan_batch(coerce_tasks(tasks), self.resolver, s, call_model=model,
+                             parent_model=self.parent_model, allow=self.allowlist, pricing=pricing)
+        return planned, cap
+
+    # -- running (I/O) ----------------------------------------------------------------------
+    async def run(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, model: str | None = None,
+                  budget_usd: float | None = None, on_event: EventCallback | None = None,
+                  max_concurrency: int | None = None) -> BatchResult:
+        planned, cap = self.plan(tasks, model=model, budget_usd=budget_usd)
+        return await self.run_planned(planned, cap=cap, on_event=on_event, max_concurrency=max_concurrency)
+
+    async def run_planned(self, planned: list[PlannedTask], *, cap: float | None = None,
+                          on_event: EventCallback | None = None,
+                          max_concurrency: int | None = None) -> BatchResult:
+        s = self.config.delegation
+        if self._worker is None:
+            self.router.router  # noqa: B018 - build the Router (imports litellm) before the clock starts
+        budget = Budget(cap) if cap is not None else None
+        stop = asyncio.Event()
+        key = (asyncio.get_running_loop(), stop)
+        with self._lock:
+            self._stops.add(key)
+        t0 = time.perf_counter()
+        try:
+            results = await fan_out(planned, self.worker, system_prompt=s.system_prompt,
+                                    max_concurrency=max_concurrency or s.max_concurrency,
+                                    timeout_s=s.task_timeout_s, max_tokens=self._max_tokens(cap),
+                                    budget=budget, on_event=on_event, stop=stop)
+        finally:
+            with self._lock:
+                self._stops.discard(key)
+        return BatchResult(results, time.perf_counter() - t0, budget.report() if budget else None)
+
+    def interrupt(self) -> None:
+        """Stop every running batch of this Delegator: unfinished tasks end `interrupted`.
+        Thread-safe; callable from a signal handler or another thread."""
+        with self._lock:
+            stops = list(self._stops)
+        for loop, ev in stops:
+            try:
+                loop.call_soon_threadsafe(ev.set)
+            except RuntimeError:  # loop already closed
+                pass
+
+    def run_sync(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, handle_sigint: bool = False,
+                 **kw: Any) -> BatchResult:
+        """Run a batch from synchronous code. With handle_sigint, Ctrl-C (and SIGTERM, SIGHUP)
+        interrupts the batch cleanly (unfinished tasks come back `interrupted`) instead of raising
+        KeyboardInterrupt or killing the process."""
+        from .sync import run_sync  # noqa: PLC0415
+
+        planned, cap = self.plan(tasks, model=kw.pop("model", None), budget_usd=kw.pop("budget_usd", None))
+        return run_sync(lambda: self.run_planned(planned, cap=cap, **kw),
+                        on_signal=self.interrupt if handle_sigint else None)

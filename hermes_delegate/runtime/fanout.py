@@ -1,0 +1,131 @@
+"""The parallel fan-out: a queue under a concurrency cap, per-task timeouts, budget gating,
+interrupts, and results in input order. One task's failure never touches another's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable, Sequence
+
+from ..routing._litellm import to_provider_error
+from ..core.budget import Budget
+from ..core.errors import ProviderError
+from ..core.planning import PlannedTask
+from ..core.redact import redact
+from ..core.results import ProgressEvent, TaskResult
+from .worker import Job, Worker
+
+__all__ = ["fan_out", "EventCallback"]
+
+log = logging.getLogger("hermes_delegate.runtime.fanout")
+EventCallback = Callable[[ProgressEvent], None]
+
+
+def _base(p: PlannedTask, status: str) -> TaskResult:
+    return TaskResult(index=p.index, goal=p.goal, status=status,  # type: ignore[arg-type]
+                      model_requested=p.model_requested, model=p.resolution.model,
+                      model_source=p.model_source, resolved_via=p.resolution.resolved_via)
+
+
+def _emit(cb: EventCallback | None, event: ProgressEvent) -> None:
+    if cb is None:
+        return
+    try:
+        cb(event)
+    except Exception:  # noqa: BLE001 - a host's progress printer must not fail a task
+        log.debug("progress callback failed", exc_info=True)
+
+
+async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prompt: str,
+                  max_concurrency: int, timeout_s: float | None, max_tokens: int | None = None,
+                  budget: Budget | None = None, on_event: EventCallback | None = None,
+                  stop: asyncio.Event | None = None) -> list[TaskResult]:
+    """Run every planned task; return one result per task, in input order."""
+    total = len(planned)
+    results: list[TaskResult | None] = [None] * total
+    sem = asyncio.Semaphore(max_concurrency)
+
+    async def one(slot: int, p: PlannedTask) -> None:
+        started: float | None = None
+        reserved = 0.0
+        charge_reservation = False
+        res = _base(p, "interrupted")
+        try:
+            async with sem:
+                if budget is not None:
+                    while not budget.try_reserve(p.reserve_usd or 0.0):
+                        if not budget.in_flight:
+                            res = _base(p, "skipped_budget")
+                            res.error = {"type": "budget", "retryable": False,
+                                         "message": f"Not started: the batch budget of ${budget.cap_usd} "
+                                                    f"would be passed (spent ${budget.spent_usd:.6f})."}
+                            return
+                        await budget.wait_for_change()
+                    reserved = p.reserve_usd or 0.0
+                started = time.perf_counter()
+                _emit(on_event, ProgressEvent("start", p.index, total, p.goal, p.resolution.model))
+                job = Job(p.index, p.task.goal, p.task.context, p.resolution, p.model_source, system_prompt,
+                          max_tokens, timeout_s, total, output_schema=p.task.output_schema)
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        out = await worker.run(job)
+                except TimeoutError as exc:
+                    charge_reservation = True
+                    res = _base(p, "timeout")
+                    # what was tried before the clock ran out (RouterHandle puts it on the cancellation)
+                    res.attempts = list(getattr(exc.__cause__, "attempts", None) or [])
+                    msg = f"The task did not finish within {timeout_s:g} s."
+                    if res.attempts:
+                        msg += (f" Attempts before the timeout: {len(res.attempts)}, the last one "
+                                f"{res.attempts[-1].status}.")
+                    res.error = {"type": "timeout", "retryable": True, "message": msg}
+                    return
+                res = _base(p, "completed")
+                res.summary, res.tokens, res.cost_usd = out.summary, out.tokens, out.cost_usd
+                res.deployment, res.attempts = out.deployment, out.attempts
+                res.output = getattr(out, "output", None)
+        except asyncio.CancelledError as exc:
+            charge_reservation = True
+            res = _base(p, "interrupted")
+            res.error = {"type": "interrupted", "retryable": True, "message": "The batch was interrupted."}
+            res.attempts = list(getattr(exc, "attempts", None) or [])
+            raise
+        except Exception as exc:  # noqa: BLE001 - any worker failure fails only this task
+            perr = exc if isinstance(exc, ProviderError) else to_provider_error(exc)
+            res = _base(p, "failed")
+            res.error = perr.to_dict()
+            res.error["message"] = redact(res.error["message"])
+            res.attempts = list(getattr(exc, "attempts", []) or [])
+        finally:
+            if started is not None:
+                res.duration_s = round(time.perf_counter() - started, 4)
+            if budget is not None and reserved:
+                actual = res.cost_usd if res.status == "completed" else (None if charge_reservation else 0.0)
+                budget.settle(reserved, actual)
+            results[slot] = res
+            if started is not None or res.status == "skipped_budget":
+                _emit(on_event, ProgressEvent("done", p.index, total, p.goal, p.resolution.model, res))
+
+    tasks = [asyncio.create_task(one(i, p), name=f"delegate-task-{p.index}") for i, p in enumerate(planned)]
+    waiter = asyncio.gather(*tasks, return_exceptions=True)
+    stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    try:
+        if stopper is None:
+            await waiter
+        else:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():  # interrupted: cancel what is left and drain it
+                for t in tasks:
+                    t.cancel()
+                await asyncio.shield(waiter)
+    except asyncio.CancelledError:
+        for t in tasks:
+            t.cancel()
+        await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+        raise
+    finally:
+        if stopper is not None:
+            stopper.cancel()
+    return [r if r is not None else _base(planned[i], "interrupted") for i, r in enumerate(results)]

@@ -1,0 +1,77 @@
+"""What a subagent is: a small interface, and the standalone implementation.
+
+A host (hermes, later MCP) supplies its own Worker; the engine only needs `run(job)`.
+The standalone CompletionWorker is one chat completion through the Router.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ..core.results import Attempt, DeploymentInfo
+
+if TYPE_CHECKING:
+    from ..core.resolver import Resolution
+    from ..routing.router import RouterHandle
+
+__all__ = ["Job", "WorkerOutput", "Worker", "CompletionWorker", "build_messages"]
+
+
+@dataclass
+class Job:
+    """One planned task, as a worker sees it."""
+
+    index: int
+    goal: str
+    context: str | None
+    resolution: Resolution
+    model_source: str
+    system_prompt: str
+    max_tokens: int | None = None
+    timeout_s: float | None = None
+    total: int = 1  # tasks in the batch (hosts show "[i/n]")
+    output_schema: dict[str, Any] | None = None  # answer with JSON matching it (structured.py)
+
+
+@dataclass
+class WorkerOutput:
+    summary: str
+    tokens: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0})
+    cost_usd: float | None = None
+    deployment: DeploymentInfo | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    output: Any = None  # the parsed JSON answer, for a job with output_schema
+
+
+@runtime_checkable
+class Worker(Protocol):
+    """Runs one job to completion. Raise ProviderError (or any exception) to fail only that job."""
+
+    async def run(self, job: Job) -> WorkerOutput: ...
+
+
+def build_messages(job: Job) -> list[dict[str, Any]]:
+    user = job.goal if not job.context else f"{job.goal}\n\nContext:\n{job.context}"
+    return [{"role": "system", "content": job.system_prompt}, {"role": "user", "content": user}]
+
+
+class CompletionWorker:
+    """The standalone worker: system prompt + goal + context → one completion → its text."""
+
+    def __init__(self, router: RouterHandle):
+        self.router = router
+
+    async def run(self, job: Job) -> WorkerOutput:
+        kwargs: dict[str, Any] = {}
+        if job.max_tokens:
+            kwargs["max_tokens"] = job.max_tokens
+        # No `timeout=` here: a per-call timeout would override every per-attempt timeout the config
+        # gives LiteLLM (a deployment's `timeout`, router_settings.timeout), so a hung deployment could
+        # never fail over to a healthy one. The fan-out's task timeout bounds the whole call anyway.
+        if job.output_schema is not None:
+            from .structured import run_structured  # noqa: PLC0415
+
+            return await run_structured(self.router, job, build_messages(job), kwargs)
+        done = await self.router.acompletion(job.resolution, build_messages(job), **kwargs)
+        return WorkerOutput(done.text, done.tokens, done.cost_usd, done.deployment, done.attempts)

@@ -1,0 +1,2 @@
+"""Where config and model groups come from: the YAML files, a hermes home, a running LiteLLM proxy.
+They return values and mutate nothing."""

@@ -1,0 +1,217 @@
+"""Reading config files: our YAML config, a LiteLLM proxy `config.yaml` (`litellm_config:`, with
+`include:` merged as LiteLLM merges it), and the one YAML reader every file goes through.
+
+Where the config comes from: `--config PATH`, then $HERMES_DELEGATE_CONFIG, then
+$XDG_CONFIG_HOME/hermes-delegate/config.yaml (~/.config/…). No file at the default place is fine.
+Loading never touches the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import ValidationError
+
+from ..core.config import (_PROXY_KEY_HINT, IGNORED_SECTIONS, LITELLM_SETTINGS, ROUTER_SECTIONS, Config,
+                           RouterSection)
+from ..core.errors import ConfigError, DelegateError
+
+__all__ = ["load_config", "config_from_dict", "default_config_path", "read_yaml_file", "NoAliasLoader"]
+
+log = logging.getLogger(__name__)
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "hermes-delegate" / "config.yaml"
+
+
+def _format_validation(err: ValidationError, where: str) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{loc}: {e['msg']}")
+    msg = f"Invalid config {where}: " + "; ".join(lines)
+    return ConfigError(msg, hint="Fix the named keys; see configs/ for working examples.")
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors' aliases (*name): they allow exponential "billion laughs"
+    documents. Plain YAML config and tasks files never need them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def read_yaml_file(path: Path, what: str, error: type[DelegateError] = ConfigError, *,
+                   not_found_hint: str = "", nested_hint: str = "") -> Any:
+    """The one reader of our YAML files (configs and tasks files): plain YAML only (no !!python tags,
+    no *aliases), every way a file can be unusable as one typed `error` naming `what` and the path."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{what[:1].upper()}{what[1:]} not found: {path}", hint=not_found_hint) from None
+    except OSError as exc:
+        raise error(f"Cannot read {what} {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError:
+        raise error(f"Cannot read {what} {path}: it is not UTF-8 text.") from None
+    try:
+        return yaml.load(text, Loader=NoAliasLoader)  # safe: refuses !!python/object and aliases
+    except RecursionError:
+        raise error(f"{path} is nested too deeply to be a {what}.", hint=nested_hint) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise error(f"{path}{at} is not valid YAML: {problem}.",
+                    hint="Only plain YAML is accepted (no !!python tags, no *aliases).") from None
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    data = read_yaml_file(path, what, not_found_hint="Check the path, or pass --config PATH.")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}.")
+    return data
+
+
+def _include_path(entry: str, declared_in: Path, root: Path) -> Path:
+    """LiteLLM's rule: next to the config that declares it; a file next to the root config still counts."""
+    declared = (declared_in.parent / os.path.expanduser(entry)).resolve()
+    rooted = (root.parent / os.path.expanduser(entry)).resolve()
+    if declared == rooted or declared.exists() or not rooted.exists():
+        return declared
+    log.warning("%s: include %r not found next to it; read %s instead", declared_in, entry, rooted)
+    return rooted
+
+
+def _includes(data: Mapping[str, Any], where: Path) -> list[str]:
+    entries = data.get("include")
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
+        raise ConfigError(f"{where}: include: must be a list of file paths.",
+                          hint="include: [models.yaml, more_models.yaml] (paths relative to this file)")
+    return entries
+
+
+def _merge_includes(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`include:` as LiteLLM's proxy merges it: each file relative to the config naming it, lists
+    (model_list, …) concatenated, any other top-level value replaced by the included one, a file
+    already read skipped, includes of includes followed."""
+    root = path.resolve()
+    merged = {k: v for k, v in data.items() if k != "include"}
+    pending = [(e, root) for e in _includes(data, path)]
+    loaded = {root}
+    while pending:
+        entry, declared_in = pending.pop(0)
+        target = _include_path(entry, declared_in, root)
+        if target in loaded:
+            continue
+        loaded.add(target)
+        included = _read_yaml(target, f"included LiteLLM config (include of {declared_in})")
+        for key, value in included.items():
+            if key == "include":
+                continue
+            base = merged.get(key)
+            merged[key] = [*base, *value] if isinstance(base, list) and isinstance(value, list) else value
+        pending.extend((e, target) for e in _includes(included, target))
+    return merged
+
+
+def _check_litellm_settings(settings: Any, where: str) -> None:
+    if not isinstance(settings, Mapping):
+        return  # pydantic names the type error
+    refused = sorted(k for k in settings if k not in LITELLM_SETTINGS)
+    if refused:
+        raise ConfigError(f"{where}: litellm_settings: {', '.join(refused)} cannot be honoured by "
+                          "hermes-delegate.", hint=_PROXY_KEY_HINT)
+    params = settings.get("cache_params")
+    if params is not None and not isinstance(params, Mapping):
+        raise ConfigError(f"{where}: litellm_settings.cache_params: must be a mapping.",
+                          hint="cache_params: {type: local} or {type: redis, host: ..., port: ...}")
+
+
+def _load_litellm_config(path: Path) -> dict[str, Any]:
+    data = _merge_includes(_read_yaml(path, "LiteLLM config"), path)
+    unknown = sorted(k for k in data if k not in ROUTER_SECTIONS and k not in IGNORED_SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: {', '.join(unknown)}: cannot be honoured by hermes-delegate "
+                          f"(it uses {', '.join(ROUTER_SECTIONS)}, include, and ignores "
+                          f"{', '.join(IGNORED_SECTIONS)}).", hint=_PROXY_KEY_HINT)
+    out = {k: data[k] for k in ROUTER_SECTIONS if k in data and data[k] is not None}
+    ignored = [k for k in IGNORED_SECTIONS if k in data]
+    if ignored:
+        out["ignored_sections"] = ignored
+    _check_litellm_settings(out.get("litellm_settings") or {}, str(path))
+    return out
+
+
+def config_from_dict(data: Mapping[str, Any], *, source: str | None = None,
+                     base_dir: Path | None = None) -> Config:
+    """Validate a config mapping. `litellm_config` paths resolve against `base_dir`."""
+    where = source or "(inline)"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"Invalid config {where}: the top level must be a mapping.")
+    data = dict(data)
+    proxy_keys = sorted(k for k in ("model_list", "router_settings", "litellm_settings", "general_settings")
+                        if k in data)
+    if proxy_keys and "router" not in data:  # a LiteLLM proxy config.yaml given as our config
+        raise ConfigError(
+            f"{where} looks like a LiteLLM proxy config (top-level {', '.join(proxy_keys)}), not a "
+            "hermes-delegate config.",
+            hint=f"Point a hermes-delegate config at it: `litellm_config: {where}` (or move those keys "
+                 "under `router:`).")
+    lc = data.get("litellm_config")
+    if lc is not None:
+        if not isinstance(lc, str) or not lc.strip():
+            raise ConfigError(f"Invalid config {where}: litellm_config: must be a file path.")
+        if data.get("router"):
+            raise ConfigError(f"Invalid config {where}: router: give either router or litellm_config, not both.")
+        if data.get("remote") is not None:
+            raise ConfigError(f"Invalid config {where}: remote: give either remote or litellm_config, not both.")
+        lc_path = Path(os.path.expanduser(lc))
+        if not lc_path.is_absolute() and base_dir is not None:
+            lc_path = base_dir / lc_path
+        router = _load_litellm_config(lc_path)
+        try:  # errors in the LiteLLM file name that file, with LiteLLM's own key paths
+            RouterSection.model_validate(router)
+        except ValidationError as exc:
+            raise _format_validation(exc, f"{lc_path} (litellm_config of {where})") from None
+        data["router"] = router
+        data["litellm_config"] = str(lc_path)
+    elif isinstance(data.get("router"), Mapping):
+        _check_litellm_settings(data["router"].get("litellm_settings") or {}, f"{where}: router")
+    if data.get("remote") is not None and data.get("router"):
+        raise ConfigError(f"Invalid config {where}: remote: give either remote or router, not both.",
+                          hint="remote lists its groups from the proxy; drop the router section.")
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise _format_validation(exc, where) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                env: Mapping[str, str] | None = None) -> Config:
+    """Load the config in force: explicit path, then $HERMES_DELEGATE_CONFIG, then the default place."""
+    env = os.environ if env is None else env
+    if path is None and env.get("HERMES_DELEGATE_CONFIG"):
+        path = env["HERMES_DELEGATE_CONFIG"]
+    if path is None:
+        default = default_config_path(env)
+        if not default.exists():
+            return Config()
+        path = default
+    p = Path(os.path.expanduser(str(path)))
+    data = _read_yaml(p, "Config file")
+    return config_from_dict(data, source=str(p), base_dir=p.parent)

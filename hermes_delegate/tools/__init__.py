@@ -1,0 +1,1 @@
+"""The host-neutral agent tools: argument parsing, schemas, list_models."""

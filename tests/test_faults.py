@@ -307,7 +307,7 @@ def test_deployment_timeout_is_not_overridden_by_the_task_timeout(providers: Loo
 def test_a_task_timeout_keeps_the_attempts_it_made(providers: LoopbackPair):
     """A timed-out task used to come back with no attempts: the 429s it waited on were hidden."""
     providers.alpha.set_fault("429")
-    providers.alpha.retry_after = 1
+    providers.alpha.retry_after = 6  # the Router's wait outlasts the task: a timeout, never a finished failure
     d = Delegator(loopback_config(providers, router_settings={"num_retries": 1}, task_timeout_s=2.5))
     (r,) = d.run_sync([Task("x", model="alpha")]).results
     assert r.status == "timeout"

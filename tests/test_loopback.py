@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import select
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,7 @@ from hermes_delegate.loopback import (
     closed_port_url,
     start_providers,
 )
+from hermes_delegate.loopback.server import decimal_seconds, go_duration
 
 ROOT = Path(__file__).resolve().parents[1]
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello loopback world"}]
@@ -162,9 +165,9 @@ def test_rps_limit_returns_429_with_retry_after():
         limited = rs[3]
         assert limited.headers["retry-after"] == "1"
         assert limited.json() == {"error": {"message": "Rate limit exceeded (loopback rl)", "type": "rate_limit_error", "code": 429}}
-        assert limited.headers["x-ratelimit-limit-requests"] == "3"
+        assert limited.headers["x-ratelimit-limit-requests"] == "180"  # per minute, like OpenAI
         assert limited.headers["x-ratelimit-remaining-requests"] == "0"
-        assert rs[0].headers["x-ratelimit-remaining-requests"] == "2"
+        assert [r.headers["x-ratelimit-remaining-requests"] for r in rs[:3]] == ["2", "1", "0"]
         stats = p.stats()
         assert stats["requests"] == 5 and stats["ok"] == 3 and stats["429"] == 2 and stats["errors"] == 0
         assert stats["max_rps_observed"] == 3.0
@@ -190,6 +193,205 @@ def test_max_concurrent():
         assert p.stats()["max_in_flight"] == 2
         assert wait_idle(p) == 0
 
+
+
+# -- rate-limit header dialects, tpm, Retry-After auto, limits changed mid-run ---------------------
+
+_GO = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_RL_PREFIXES = ("x-ratelimit", "anthropic-ratelimit")
+
+
+def go_seconds(text: str) -> float:
+    """Parse an OpenAI (Go duration) reset such as ``350ms``, ``1.2s``, ``6m0s``."""
+    parts = list(_GO.finditer(text))
+    assert parts and "".join(m.group(0) for m in parts) == text, text
+    return sum(float(m.group(1)) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[m.group(2)] for m in parts)
+
+
+def rfc3339_from_now(text: str) -> float:
+    assert text.endswith("Z"), text
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() - time.time()
+
+
+def rate_headers(r: httpx.Response) -> dict:
+    return {k: v for k, v in r.headers.items() if k.startswith(_RL_PREFIXES)}
+
+
+def cost_of(messages=MSGS, max_tokens=None, name="p1", model="m1") -> int:
+    """The loopback's token charge: prompt tokens (chars // 4) + max_tokens or the echo's completion."""
+    prompt = max(1, sum(len(m["content"]) for m in messages) // 4)
+    if max_tokens is not None:
+        return prompt + max_tokens
+    last = [m["content"] for m in messages if m["role"] == "user"][-1]
+    return prompt + max(1, len(f"[{name}] {model}: {last[:120]}") // 4)
+
+
+def test_go_duration_and_decimal_seconds_formats():
+    assert [go_duration(x) for x in (0, 0.0004, 0.35, 1, 1.2, 1.5, 360, 3723.5)] == [
+        "0s", "1ms", "350ms", "1s", "1.2s", "1.5s", "6m0s", "1h2m3.5s"]
+    assert [go_seconds(go_duration(x)) for x in (0.35, 1.2, 360)] == pytest.approx([0.35, 1.2, 360])
+    assert [decimal_seconds(x) for x in (0, 0.347, 0.3471, 2)] == ["0", "0.347", "0.348", "2"]
+
+
+def test_openai_dialect_burst_limit_remaining_reset():
+    with LoopbackProvider("oa", rps=3) as p, httpx.Client(base_url=p.base_url) as c:
+        rs = [c.post("/chat/completions", json=chat()) for _ in range(4)]
+        assert [r.status_code for r in rs] == [200, 200, 200, 429]
+        assert all(r.headers["x-ratelimit-limit-requests"] == "180" for r in rs)
+        assert [r.headers["x-ratelimit-remaining-requests"] for r in rs] == ["2", "1", "0", "0"]
+        resets = [go_seconds(r.headers["x-ratelimit-reset-requests"]) for r in rs]
+        assert all(0 < x <= 1.0 for x in resets), resets
+        assert resets[3] <= resets[0]  # the oldest request's exit comes closer
+        assert not any(k.endswith("-tokens") for k in rate_headers(rs[0]))  # no tpm: no token headers
+        assert rs[3].headers["retry-after"] == "1" and "retry-after-ms" not in rs[3].headers
+
+
+def test_anthropic_dialect_on_chat_with_tokens():
+    with LoopbackProvider("an", rps=2, tpm=6000, token_window_s=1.0, ratelimit_headers="anthropic") as p, \
+            httpx.Client(base_url=p.base_url) as c:
+        r = c.post("/chat/completions", json=chat(max_tokens=10))
+        assert r.status_code == 200
+        h = rate_headers(r)
+        assert not any(k.startswith("x-ratelimit") for k in h)
+        assert {k.rsplit("-", 1)[0] for k in h} == {f"anthropic-ratelimit-{kind}" for kind in ("requests", "tokens", "input-tokens")}
+        assert (h["anthropic-ratelimit-requests-limit"], h["anthropic-ratelimit-requests-remaining"]) == ("120", "1")
+        assert h["anthropic-ratelimit-tokens-limit"] == h["anthropic-ratelimit-input-tokens-limit"] == "6000"
+        assert h["anthropic-ratelimit-tokens-remaining"] == str(100 - cost_of(max_tokens=10))  # 6000/min over 1 s = 100
+        assert h["anthropic-ratelimit-input-tokens-remaining"] == str(100 - cost_of(max_tokens=0))  # prompt only
+        for kind in ("requests", "tokens", "input-tokens"):
+            assert -0.5 < rfc3339_from_now(h[f"anthropic-ratelimit-{kind}-reset"]) <= 1.5
+        c.post("/chat/completions", json=chat(max_tokens=1))
+        limited = c.post("/chat/completions", json=chat(max_tokens=1))
+        assert limited.status_code == 429 and limited.headers["anthropic-ratelimit-requests-remaining"] == "0"
+        assert limited.headers["retry-after"] == "1"
+
+
+def test_none_dialect_sends_no_rate_headers():
+    with LoopbackProvider("nn", rps=1, tpm=6000, ratelimit_headers="none") as p, httpx.Client(base_url=p.base_url) as c:
+        ok = c.post("/chat/completions", json=chat())
+        limited = c.post("/chat/completions", json=chat())
+        msg = c.post("/messages", json={"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+        assert [ok.status_code, limited.status_code, msg.status_code] == [200, 429, 429]
+        assert rate_headers(ok) == rate_headers(limited) == rate_headers(msg) == {}
+        assert limited.headers["retry-after"] == "1"
+    with pytest.raises(ValueError, match="openai.*anthropic.*none"):
+        LoopbackProvider("bad", ratelimit_headers="azure")
+    for bad in ({"retry_after": "soon"}, {"tpm": -1}, {"token_window_s": 0}):
+        with pytest.raises(ValueError):
+            LoopbackProvider("bad", **bad)
+
+
+def test_tpm_limits_tokens_and_frees_with_short_window():
+    # 1200 tokens/min over a 1 s window = 20 tokens per window
+    with LoopbackProvider("tk", tpm=1200, token_window_s=1.0, retry_after="auto") as p, httpx.Client(base_url=p.base_url) as c:
+        cost = cost_of(max_tokens=10)  # 7 prompt + 10
+        r1 = c.post("/chat/completions", json=chat(max_tokens=10))
+        r2 = c.post("/chat/completions", json=chat(max_completion_tokens=10))
+        assert (r1.status_code, r2.status_code) == (200, 429)
+        assert r1.headers["x-ratelimit-limit-tokens"] == "1200" and "x-ratelimit-limit-requests" not in r1.headers
+        assert r1.headers["x-ratelimit-remaining-tokens"] == r2.headers["x-ratelimit-remaining-tokens"] == str(20 - cost)
+        reset = go_seconds(r2.headers["x-ratelimit-reset-tokens"])
+        assert 0 < reset <= 1.0
+        assert 0 < float(r2.headers["retry-after"]) <= reset  # one charge leaving frees enough here
+        assert int(r2.headers["retry-after-ms"]) == round(float(r2.headers["retry-after"]) * 1000)
+        too_big = c.post("/chat/completions", json=chat(max_tokens=100))  # can never fit 20
+        assert too_big.status_code == 429
+        time.sleep(reset)  # the window slides: full capacity again
+        r3 = c.post("/chat/completions", json=chat(max_tokens=10))
+        assert r3.status_code == 200 and r3.headers["x-ratelimit-remaining-tokens"] == str(20 - cost)
+        assert p.stats()["tokens"] == 2 * cost and p.stats()["429"] == 2
+
+    # without max_tokens the charge is what usage reports; remaining drops by each request's cost
+    reply = "z" * 200
+    with LoopbackProvider("tk2", tpm=60000) as p, httpx.Client(base_url=p.base_url) as c:
+        r1 = c.post("/chat/completions", json=chat())
+        total1 = r1.json()["usage"]["total_tokens"]
+        assert total1 == cost_of(name="tk2") and r1.headers["x-ratelimit-remaining-tokens"] == str(60000 - total1)
+        r2 = c.post("/chat/completions", json=chat(max_tokens=5))
+        assert int(r1.headers["x-ratelimit-remaining-tokens"]) - int(r2.headers["x-ratelimit-remaining-tokens"]) == cost_of(max_tokens=5)
+        p.responder = lambda body, prov: reply  # reply unknown at arrival: settled from its usage
+        total3 = c.post("/chat/completions", json=chat()).json()["usage"]["total_tokens"]
+        assert total3 == 7 + len(reply) // 4
+        assert p.stats()["tokens"] == total1 + cost_of(max_tokens=5) + total3
+        r4 = c.post("/chat/completions", json=chat(max_tokens=0))
+        assert r4.headers["x-ratelimit-remaining-tokens"] == str(60000 - p.stats()["tokens"])
+
+
+def test_retry_after_auto_is_the_actual_wait():
+    with LoopbackProvider("auto", rps=2, retry_after="auto") as p, httpx.Client(base_url=p.base_url) as c:
+        assert [c.post("/chat/completions", json=chat()).status_code for _ in range(2)] == [200, 200]
+        limited = c.post("/chat/completions", json=chat())
+        assert limited.status_code == 429
+        wait = float(limited.headers["retry-after"])
+        assert 0 < wait <= 1.0 and int(limited.headers["retry-after-ms"]) == round(wait * 1000)
+        time.sleep(wait)
+        assert c.post("/chat/completions", json=chat()).status_code == 200
+    with LoopbackProvider("auto2", tpm=1200, token_window_s=1.0, retry_after="auto") as p, httpx.Client(base_url=p.base_url) as c:
+        assert c.post("/chat/completions", json=chat(max_tokens=10)).status_code == 200
+        limited = c.post("/chat/completions", json=chat(max_tokens=10))
+        assert limited.status_code == 429
+        wait = float(limited.headers["retry-after"])
+        assert 0 < wait <= 1.0
+        time.sleep(wait)
+        assert c.post("/chat/completions", json=chat(max_tokens=10)).status_code == 200
+    with LoopbackProvider("auto3", retry_after="auto") as p, httpx.Client(base_url=p.base_url) as c:
+        p.script(["429", "429_no_retry_after"])
+        scripted = c.post("/chat/completions", json=chat())
+        assert scripted.headers["retry-after"] == "0" and scripted.headers["retry-after-ms"] == "0"
+        quiet = c.post("/chat/completions", json=chat())
+        assert "retry-after" not in quiet.headers and "retry-after-ms" not in quiet.headers
+
+
+def test_limits_changed_mid_run():
+    with LoopbackProvider("mid", rps=10, tpm=None) as p, httpx.Client(base_url=p.base_url) as c:
+        r1 = c.post("/chat/completions", json=chat())
+        assert (r1.headers["x-ratelimit-limit-requests"], r1.headers["x-ratelimit-remaining-requests"]) == ("600", "9")
+        p.rps = 0.2  # one request per 5 s window; r1 is still in it
+        r2 = c.post("/chat/completions", json=chat())
+        assert r2.status_code == 429
+        assert (r2.headers["x-ratelimit-limit-requests"], r2.headers["x-ratelimit-remaining-requests"]) == ("12", "0")
+        assert 1.0 < go_seconds(r2.headers["x-ratelimit-reset-requests"]) <= 5.0
+        p.rps = None
+        r3 = c.post("/chat/completions", json=chat())
+        assert r3.status_code == 200 and rate_headers(r3) == {}
+        p.tpm = 600  # switched on mid-run (60 s window: 600 tokens); the token window starts empty
+        r4 = c.post("/chat/completions", json=chat())
+        assert r4.headers["x-ratelimit-limit-tokens"] == "600"
+        assert r4.headers["x-ratelimit-remaining-tokens"] == str(600 - cost_of(name="mid"))
+        assert p.stats()["tokens"] == 3 * cost_of(name="mid")  # admitted r1, r3, r4
+        p.tpm = cost_of(name="mid")  # r4 alone fills the window now
+        r5 = c.post("/chat/completions", json=chat())
+        assert r5.status_code == 429 and r5.headers["x-ratelimit-remaining-tokens"] == "0"
+        p.tpm = None
+        assert rate_headers(c.post("/chat/completions", json=chat())) == {}
+        assert p.stats()["ok"] == 4 and p.stats()["429"] == 2
+        with pytest.raises(ValueError):
+            p.rps = "fast"
+
+
+def test_messages_endpoint_sends_rate_headers():
+    body = {"model": "claude-x", "max_tokens": 10, "system": "be brief", "messages": [{"role": "user", "content": "hello"}]}
+    with LoopbackProvider("am", rps=2, tpm=6000, token_window_s=1.0, ratelimit_headers="anthropic", retry_after="auto") as p, \
+            httpx.Client(base_url=p.base_url) as c:
+        r = c.post("/messages", json=body)
+        assert r.status_code == 200 and r.json()["type"] == "message"
+        h = rate_headers(r)
+        assert h["anthropic-ratelimit-requests-limit"] == "120" and h["anthropic-ratelimit-requests-remaining"] == "1"
+        prompt = r.json()["usage"]["input_tokens"]
+        assert h["anthropic-ratelimit-tokens-remaining"] == str(100 - prompt - 10)
+        assert h["anthropic-ratelimit-input-tokens-remaining"] == str(100 - prompt)
+        assert -0.5 < rfc3339_from_now(h["anthropic-ratelimit-requests-reset"]) <= 1.5
+        no_budget = {k: v for k, v in body.items() if k != "max_tokens"}
+        usage = c.post("/messages", json=no_budget).json()["usage"]
+        assert p.stats()["tokens"] == prompt + 10 + usage["input_tokens"] + usage["output_tokens"]
+        limited = c.post("/messages", json=body)
+        assert limited.status_code == 429 and limited.json()["error"]["type"] == "rate_limit_error"
+        assert limited.headers["anthropic-ratelimit-requests-remaining"] == "0"
+        assert 0 < float(limited.headers["retry-after"]) <= 1.0
+    with LoopbackProvider("am2", rps=2) as p:  # the dialect is the provider's, whatever the endpoint
+        r = httpx.post(p.base_url + "/messages", json=body)
+        assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "120"
+        assert not any(k.startswith("anthropic-ratelimit") for k in r.headers)
 
 # -- faults -------------------------------------------------------------------------------
 
@@ -392,7 +594,7 @@ def test_start_providers_group_and_stats_reset():
             assert httpx.post(p.base_url + "/chat/completions", json=chat()).json()["choices"][0]["message"]["content"].startswith(f"[{p.name}]")
         wait_idle(ps[0])
         ps[0].reset_stats()
-        assert ps[0].stats() == {"requests": 0, "ok": 0, "429": 0, "errors": 0, "max_in_flight": 0, "max_rps_observed": 0.0}
+        assert ps[0].stats() == {"requests": 0, "ok": 0, "429": 0, "errors": 0, "max_in_flight": 0, "max_rps_observed": 0.0, "tokens": 0}
     assert not any(p.running for p in ps)
     with start_providers([{"name": "x", "rps": 1}, "y"]) as ps:
         assert (ps[0].rps, ps[1].name) == (1, "y")
@@ -400,7 +602,8 @@ def test_start_providers_group_and_stats_reset():
 
 def test_cli_prints_url_and_serves():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hermes_delegate.loopback", "--port", "0", "--name", "p1", "--latency", "0.1", "--rps", "5", "--models", "a,b"],
+        [sys.executable, "-m", "hermes_delegate.loopback", "--port", "0", "--name", "p1", "--latency", "0.1", "--rps", "5", "--models", "a,b",
+         "--tpm", "60000", "--token-window", "2", "--ratelimit-headers", "openai", "--retry-after", "auto"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -414,7 +617,10 @@ def test_cli_prints_url_and_serves():
         assert [m["id"] for m in httpx.get(url + "/models").json()["data"]] == ["a", "b"]
         r = httpx.post(url + "/chat/completions", json=chat(model="a"))
         assert r.json()["choices"][0]["message"]["content"].startswith("[p1] a:")
-        assert r.headers["x-ratelimit-limit-requests"] == "5"
+        assert r.headers["x-ratelimit-limit-requests"] == "300"  # rps 5, per minute
+        assert r.headers["x-ratelimit-remaining-requests"] == "4"
+        assert r.headers["x-ratelimit-limit-tokens"] == "60000"  # window 2 s: 2000 tokens
+        assert r.headers["x-ratelimit-remaining-tokens"] == str(2000 - r.json()["usage"]["total_tokens"])
     finally:
         proc.terminate()
         try:

@@ -78,6 +78,8 @@ class DelegationSettings(_Strict):
     budget_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
     allow_unpriced: bool = False
     max_input_chars: int = Field(200_000, ge=1, description="largest goal+context accepted per task")
+    learn_limits: bool = Field(True, description="pace a deployment with no configured rpm/tpm by the rate-limit "
+                                                 "headers it sends, and adapt on its 429s when it sends none")
 
     @field_validator("aliases")
     @classmethod

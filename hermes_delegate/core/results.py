@@ -19,6 +19,9 @@ class DeploymentInfo:
     deployment_id: str | None
     api_host: str | None = None
     model: str | None = None  # the provider-side model id (litellm_params.model)
+    #: the limits in force when the task finished: {"rpm", "tpm", "max_parallel", "learned": [which of
+    #: them came from the provider's headers], "rate_limited": 429s so far}; None when there are none
+    limits: dict[str, Any] | None = None
 
     @classmethod
     def for_endpoint(cls, provider: str | None, base_url: str | None, model: str | None) -> "DeploymentInfo":
@@ -90,7 +93,22 @@ class BatchResult:
             "sum_task_duration_s": round(sum(r.duration_s for r in self.results), 4),
             "cost": self.cost(),
             "budget": self.budget,
+            "rate_limited": self.rate_limited(),
         }
+
+    def rate_limited(self) -> list[dict[str, Any]]:
+        """The 429s of this batch, per deployment (every attempt counted, retried or not)."""
+        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for r in self.results:
+            for a in r.attempts:
+                if a.status != "429" or a.deployment is None:
+                    continue
+                d = a.deployment
+                key = (d.deployment_id, d.provider, d.model, d.api_host)
+                row = rows.setdefault(key, {"deployment_id": d.deployment_id, "provider": d.provider,
+                                            "model": d.model, "api_host": d.api_host, "count": 0})
+                row["count"] += 1
+        return sorted(rows.values(), key=lambda row: -row["count"])
 
 
 @dataclass

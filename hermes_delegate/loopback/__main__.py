@@ -1,6 +1,7 @@
 """Run a loopback provider from the command line.
 
     python -m hermes_delegate.loopback --port 0 --name p1 --latency 0.1 --rps 5 --models a,b
+    python -m hermes_delegate.loopback --rps 5 --tpm 60000 --token-window 1 --ratelimit-headers anthropic --retry-after auto
 
 Prints the base URL (``http://127.0.0.1:PORT/v1``) on one line of stdout, then
 serves until SIGTERM / SIGINT.
@@ -14,11 +15,15 @@ import sys
 import threading
 
 from .responses import FAULTS
-from .server import LoopbackProvider
+from .server import RATELIMIT_DIALECTS, LoopbackProvider
 
 
 def _optional_float(text: str) -> float | None:
     return None if text.lower() in ("none", "") else float(text)
+
+
+def _retry_after(text: str) -> float | str | None:
+    return "auto" if text.lower() == "auto" else _optional_float(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=0.0, help="seconds per chat request")
     ap.add_argument("--rps", type=_optional_float, default=None, help="max requests per sliding 1 s window")
     ap.add_argument("--max-concurrent", type=int, default=None)
-    ap.add_argument("--retry-after", type=_optional_float, default=1.0, help="Retry-After seconds on 429 ('none' omits)")
+    ap.add_argument("--tpm", type=_optional_float, default=None, help="max tokens per minute (prompt + max_tokens or reply)")
+    ap.add_argument("--token-window", type=float, default=60.0,
+                    help="seconds of the sliding token window (admits tpm * window / 60 tokens; default 60)")
+    ap.add_argument("--ratelimit-headers", choices=RATELIMIT_DIALECTS, default="openai",
+                    help="rate-limit header dialect (default openai)")
+    ap.add_argument("--retry-after", type=_retry_after, default=1.0,
+                    help="Retry-After seconds on 429 ('none' omits, 'auto' = the actual wait)")
     ap.add_argument("--models", default="", help="comma-separated ids for GET /v1/models")
     ap.add_argument("--fault", default=None, choices=sorted(FAULTS) + ["ok"], help="fault applied to every chat request")
     args = ap.parse_args(argv)
@@ -42,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         rps=args.rps,
         max_concurrent=args.max_concurrent,
         retry_after=args.retry_after,
+        tpm=args.tpm,
+        token_window_s=args.token_window,
+        ratelimit_headers=args.ratelimit_headers,
         models=[m.strip() for m in args.models.split(",") if m.strip()],
     )
     if args.fault:

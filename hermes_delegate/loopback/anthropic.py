@@ -5,6 +5,8 @@ Same recording, rate limiter, latency and fault names as the OpenAI format (``ch
 JSON), the ``BAD_200_BODIES`` (``html``, ``binary``, ``wrong_shape``), ``empty_choices`` (a message
 with ``content: []``). Streaming is not served (400): LiteLLM's non-streamed path is what tests use.
 The record's ``body`` keeps the request as sent, so a test can read e.g. ``body["thinking"]``.
+Token cost for ``tpm``: prompt tokens of ``messages`` plus ``max_tokens`` (else the reply's
+``output_tokens``); the rate-limit headers follow the provider's ``ratelimit_headers`` dialect.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class AnthropicMixin:
     name: str
     latency_s: float
     slow_s: float
-    retry_after: float | None
+    retry_after: float | str | None
     _lock: Any
     _records: list[RequestRecord]
     _in_flight: int
@@ -56,19 +58,15 @@ class AnthropicMixin:
         messages = body.get("messages") if isinstance(body.get("messages"), list) else []
         model = body.get("model")
         rec = RequestRecord(time.monotonic(), model, False, "pending", messages, has_auth, req.path, headers, body)
-        fault, admitted, rl_headers = self._arrive(rec)  # type: ignore[attr-defined]
-        if not admitted:
-            extra = list(rl_headers)
-            if fault != "429_no_retry_after" and self.retry_after is not None:
-                extra.insert(0, ("Retry-After", R.fmt_number(self.retry_after)))
+        fault, admitted, rl_headers = self._arrive(rec, self._token_cost(rec, anthropic=True))  # type: ignore[attr-defined]
+        if not admitted:  # rl_headers carry the Retry-After (server._refusal)
             rec.status = fault or 429
-            await conn.send_json(429, _error(429, f"rate limited (loopback {self.name})"), extra, keep_alive=keep)
+            await conn.send_json(429, _error(429, f"rate limited (loopback {self.name})"), rl_headers, keep_alive=keep)
             return keep
         try:
             return await self._anthropic_answer(conn, rec, fault, keep, list(rl_headers))
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._depart(rec)  # type: ignore[attr-defined]
 
     async def _anthropic_answer(self, conn: Connection, rec: RequestRecord, fault: str | None, keep: bool,
                                 extra: list) -> bool:

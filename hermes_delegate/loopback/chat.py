@@ -17,13 +17,15 @@ class ChatMixin:
     """``POST /v1/chat/completions``: limiter, latency, faults, normal and streamed replies.
 
     Mixed into :class:`~hermes_delegate.loopback.server.LoopbackProvider`, which
-    provides these attributes and ``_arrive`` (recording + fault + rate limiter).
+    provides these attributes plus ``_token_cost`` / ``_arrive`` (recording + fault + rate
+    limiters, returning the rate-limit headers and, on a refusal, the Retry-After),
+    ``_settle_tokens`` and ``_depart``.
     """
 
     name: str
     latency_s: float
     slow_s: float
-    retry_after: float | None
+    retry_after: float | str | None
     responder: Any
     _lock: threading.Lock
     _records: list[RequestRecord]
@@ -49,19 +51,15 @@ class ChatMixin:
         model = body.get("model")
         stream = bool(body.get("stream"))
         rec = RequestRecord(time.monotonic(), model, stream, "pending", messages, has_auth, req.path, headers, body)
-        fault, admitted, rl_headers = self._arrive(rec)
-        if not admitted:
-            extra = list(rl_headers)
-            if fault != "429_no_retry_after" and self.retry_after is not None:
-                extra.insert(0, ("Retry-After", R.fmt_number(self.retry_after)))
+        fault, admitted, rl_headers = self._arrive(rec, self._token_cost(rec))
+        if not admitted:  # rl_headers carry the Retry-After (server._refusal)
             rec.status = fault or 429
-            await conn.send_json(429, R.rate_limit_body(self.name), extra, keep_alive=keep)
+            await conn.send_json(429, R.rate_limit_body(self.name), rl_headers, keep_alive=keep)
             return keep
         try:
             return await self._answer(conn, body, rec, fault, keep, rl_headers)
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._depart(rec)
 
     async def _answer(self, conn: Connection, body: dict, rec: RequestRecord, fault: str | None, keep: bool, extra: list) -> bool:
         delay = self.latency_s + (self.slow_s if fault == "slow" else 0.0)
@@ -91,6 +89,7 @@ class ChatMixin:
             await conn.send_json(500, R.error_body(500, f"responder raised {type(exc).__name__}: {exc}"), extra, keep_alive=keep)
             return keep
         usage = R.usage_for(rec.messages, message)
+        self._settle_tokens(rec, usage)  # a responder's reply: charge what usage reports
         created = int(time.time())
         rec.status = fault or 200
         if fault == "reset" or (fault == "stream_cut" and not rec.stream):

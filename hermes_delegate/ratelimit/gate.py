@@ -10,24 +10,35 @@ a variable amount and would bunch the next ones into one provider window); the r
 `rpm` is enforced as a smooth rate, not a per-minute burst: at most L requests in any window of
 W = 60·L/rpm seconds (L = rpm/60 rounded down, at least 1), plus a small pad for network jitter.
 Several processes share the request windows through Redis (see redis_windows.py).
+
+A deployment with no configured limit is paced by what it says (learned.py): its first request goes
+alone, its response's rate-limit headers become its limits, and a deployment that sends none gets an
+AIMD concurrency window after its first 429. Configured limits win over learned ones, field by field.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 import time
+import time as _time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
-__all__ = ["Limits", "CapacityGate", "LocalWindows", "WindowStore", "JITTER_PAD_S"]
+from .headers import parse_rate_headers
+from .learned import Adaptive
+
+__all__ = ["Limits", "TokenEstimate", "CapacityGate", "LocalWindows", "WindowStore", "JITTER_PAD_S", "DEFAULT_429_BLOCK_S"]
 
 #: Added to every rate window so requests admitted back to back do not land inside one provider
-#: window because of network jitter.
+#: window because of network jitter, until measured round trips give a better margin (learned.jitter_pad).
 JITTER_PAD_S = 0.06
+#: How long a 429 without Retry-After (or an exhausted limit's reset) holds a deployment.
+DEFAULT_429_BLOCK_S = 1.0
 
 #: How long the head of a queue waits for an earlier call (a lower ticket) that has started but not
 #: reached the gate yet (LiteLLM's own routing work, e.g. Redis round trips, delays some calls more than
@@ -40,6 +51,14 @@ class Limits:
     rpm: float | None = None
     tpm: float | None = None
     max_parallel: int | None = None
+    #: a configured tpm is counted over a minute's window (a minute's burst is allowed); a learned one
+    #: (`token_bucket`) is paced smoothly, tpm/60 tokens a second with a second's worth of burst, since
+    #: the provider's own window is not stated
+    token_window_s: float = 60.0
+    token_bucket: bool = False
+    #: the rpm window is at least this long: an rpm adapted from 429s (say 270) becomes 5 requests per
+    #: 1.11 s, not bursts of 4 per 0.89 s (two of which fit in a provider's 1 s window) nor 4 per 1 s
+    min_window_s: float = 0.0
 
     @classmethod
     def from_deployment(cls, dep: Mapping[str, Any], default_parallel: int | None = None) -> "Limits":
@@ -57,12 +76,15 @@ class Limits:
     def unlimited(self) -> bool:
         return self.rpm is None and self.tpm is None and self.max_parallel is None
 
-    def window(self) -> tuple[int, float] | None:
+    def window(self, pad_s: float = JITTER_PAD_S) -> tuple[int, float] | None:
         """(L requests, per W seconds) for the rpm limit."""
         if self.rpm is None:
             return None
-        per = max(1, int(self.rpm // 60))
-        return per, 60.0 * per / self.rpm + JITTER_PAD_S
+        if self.min_window_s > 0:  # L = ⌈rpm·min/60⌉ requests per 60·L/rpm ≥ min seconds: the rate exactly
+            per = max(1, math.ceil(self.rpm * self.min_window_s / 60.0))
+        else:
+            per = max(1, int(self.rpm // 60))
+        return per, 60.0 * per / self.rpm + pad_s
 
 
 class WindowStore(Protocol):
@@ -111,17 +133,29 @@ class LocalWindows:
 @dataclass
 class _State:
     warm: bool = False  # a deployment's first request pays LiteLLM's client setup: send it alone
-    in_flight: int = 0
+    in_flight: int = 0  # slots taken through the gate
+    sending: int = 0  # requests on the wire, gated or not
     blocked_until: float = 0.0
     tokens: deque[tuple[float, float]] = field(default_factory=deque)
+    first_sent: float = 0.0  # when the first request (the probe) was sent; inf: reserved, not sent yet
+    probe_by: str | None = None  # the call making (or reserved to make) the first request
+    bucket: float = 0.0  # learned tpm: tokens in hand (starts empty: the provider may have counted others)
+    bucket_at: float = 0.0
+    token_ratio: float = 1.0  # prompt tokens responses reported ÷ what we estimated (learned tpm only)
+    completion_avg: float = 0.0  # completion tokens of an uncapped request, as responses reported
 
 
 class CapacityGate:
     """Per-deployment capacity, shared by every task of one RouterHandle (one event loop)."""
 
     def __init__(self, limits: Mapping[str, Limits], *, windows: WindowStore | None = None,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
-        self.limits = {k: v for k, v in limits.items() if not v.unlimited}
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 learn: bool = False):
+        self.configured = dict(limits)
+        self.limits = {k: v for k, v in limits.items() if not v.unlimited}  # in force: configured or learned
+        self.learn = learn
+        self.adaptive: dict[str, Adaptive] = defaultdict(Adaptive)
+        self._reserved: dict[str, set[str]] = defaultdict(set)  # call id -> deployments reserved for its probe
         self.windows = windows or LocalWindows(clock)
         self.clock = clock
         self.rng = rng or random.Random()
@@ -140,10 +174,86 @@ class CapacityGate:
         self.wait_s = 0.0
 
     def limited(self, deployments: Sequence[Mapping[str, Any]]) -> bool:
-        return any(_dep_id(d) in self.limits for d in deployments)
+        return any(self.paced(_dep_id(d)) for d in deployments)
+
+    def paced(self, dep_id: str) -> bool:
+        """Whether requests to this deployment queue here: it has limits, or a 429's pace is pending."""
+        if dep_id in self.limits:
+            return True
+        ad = self.adaptive.get(dep_id)
+        return self.learn and ad is not None and ad.settle_at is not None
+
+    def unknown(self, deployments: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether any of these has not answered yet (its limits are still to learn)."""
+        return self.learn and any(self._unknown(_dep_id(d)) for d in deployments)
+
+    def _unknown(self, dep_id: str) -> bool:
+        ad = self.adaptive.get(dep_id)
+        return self.learn and (ad is None or not ad.answered)
+
+    # -- the first request to a deployment goes alone -------------------------------------------
+    async def admit_unknown(self, call_id: str,
+                            deployments: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]] | None:
+        """The deployments this call may go to now, the Router choosing among them as it would: all but
+        those held by a Retry-After and those whose first request (another call's) is still out, for
+        at most PROBE_WAIT_S after it was sent. The unknown ones offered are reserved for this call
+        until it is sent (`picked`), so two calls never both make a deployment's first request.
+        None once the first answer taught limits: the call then queues for them (`acquire`)."""
+        while True:
+            if self.limited(deployments):
+                return None
+            now = self.clock()
+            ready, soonest = [], float("inf")
+            for dep in deployments:
+                dep_id = _dep_id(dep)
+                st = self._state[dep_id]
+                if st.blocked_until > now:
+                    soonest = min(soonest, st.blocked_until - now)
+                    continue
+                if self._unknown(dep_id) and st.probe_by not in (None, call_id):
+                    left = st.first_sent + PROBE_WAIT_S - now
+                    if left > 0:
+                        soonest = min(soonest, left)
+                        continue
+                ready.append(dep)
+            if ready:
+                for dep in ready:
+                    dep_id = _dep_id(dep)
+                    st = self._state[dep_id]
+                    if self._unknown(dep_id) and st.probe_by is None:
+                        st.probe_by, st.first_sent = call_id, float("inf")
+                        self._reserved[call_id].add(dep_id)
+                return ready
+            await self._sleep(None if soonest == float("inf") else soonest)
+
+    def picked(self, call_id: str, dep_id: str) -> None:
+        """The Router sent this call to `dep_id`: its other reservations are free again."""
+        for other in self._reserved.pop(call_id, set()):
+            st = self._state[other]
+            if other == dep_id:
+                self._reserved[call_id].add(other)
+                if st.first_sent == float("inf"):
+                    st.first_sent = self.clock()  # the probe's wait runs from when it is sent
+            elif st.probe_by == call_id:
+                st.probe_by = None
+        self._wake()
+
+    def unreserve(self, call_id: str) -> None:
+        """The call is over (answered, failed or cancelled): nothing stays reserved for it."""
+        for dep_id in self._reserved.pop(call_id, set()):
+            st = self._state[dep_id]
+            if st.probe_by == call_id:
+                st.probe_by = None
+        self._wake()
+
+    def add(self, dep_id: str, limits: Limits) -> None:
+        """A deployment added after the gate was built (an implicit one)."""
+        self.configured[dep_id] = limits
+        if not limits.unlimited:
+            self.limits[dep_id] = limits
 
     # -- slot bookkeeping -------------------------------------------------------------------
-    def _local_wait(self, dep_id: str, lim: Limits, est_tokens: float, now: float) -> float:
+    def _local_wait(self, dep_id: str, lim: Limits, est_tokens: "float | TokenEstimate", now: float) -> float:
         st = self._state[dep_id]
         if st.blocked_until > now:
             return st.blocked_until - now
@@ -151,37 +261,138 @@ class CapacityGate:
             return float("inf")  # until a release
         if not st.warm and st.in_flight >= 1:
             return float("inf")  # cold: until the first request returns
-        if lim.tpm is not None:
-            while st.tokens and st.tokens[0][0] <= now - 60.0:
+        if lim.tpm is not None and lim.token_bucket:
+            rate = lim.tpm / 60.0 / (1.0 + self._pad(dep_id))  # the jitter margin, as for rpm windows
+            level = min(rate, st.bucket + (now - st.bucket_at) * rate)
+            need = min(self._charge(st, est_tokens), rate)  # a request larger than the bucket waits for a full one
+            if level < need:
+                return max(0.001, (need - level) / rate)
+        elif lim.tpm is not None:
+            span = lim.token_window_s
+            while st.tokens and st.tokens[0][0] <= now - span:
                 st.tokens.popleft()
             used = sum(t for _, t in st.tokens)
-            if st.tokens and used + est_tokens > lim.tpm:
-                return max(0.001, st.tokens[0][0] + 60.0 - now)
+            if st.tokens and used + float(est_tokens) > lim.tpm * span / 60.0:
+                return max(0.001, st.tokens[0][0] + span - now)
         return 0.0
 
-    async def _try(self, dep_id: str, est_tokens: float) -> float:
+    async def _try(self, dep_id: str, est_tokens: "float | TokenEstimate") -> tuple[float, bool]:
+        """(0.0, slot taken?) when the deployment can take this request now; else (seconds to wait, False)."""
         now = self.clock()
         blocked = self._state[dep_id].blocked_until if dep_id in self._state else 0.0
         if blocked > now:  # Retry-After holds for unlimited deployments too
-            return blocked - now
+            return blocked - now, False
+        ad = self.adaptive.get(dep_id)
+        if ad is not None and ad.settle_at is not None:  # a 429's hold is over: set the pace first
+            ad.settle(now)
+            self._apply_learned(dep_id, ad)
         lim = self.limits.get(dep_id)
         if lim is None:
-            return 0.0
+            if not self.paced(dep_id):
+                return 0.0, False
+            lim = _NO_LIMITS
         wait = self._local_wait(dep_id, lim, est_tokens, now)
         if wait > 0:
-            return wait
-        win = lim.window()
+            return wait, False
+        win = lim.window(self._pad(dep_id))
         if win is not None:
             token = uuid.uuid4().hex
             wait = await self.windows.admit(dep_id, win[0], win[1], token)
             if wait > 0:
-                return wait
+                return wait, False
             self._unsent[dep_id].append(token)
         st = self._state[dep_id]
         st.in_flight += 1
-        if lim.tpm is not None:
-            st.tokens.append((self.clock(), est_tokens))
-        return 0.0
+        if lim.tpm is not None and lim.token_bucket:
+            rate = lim.tpm / 60.0 / (1.0 + self._pad(dep_id))
+            st.bucket = min(rate, st.bucket + (now - st.bucket_at) * rate) - self._charge(st, est_tokens)
+            st.bucket_at = now
+        elif lim.tpm is not None:
+            st.tokens.append((self.clock(), float(est_tokens)))
+        return 0.0, True
+
+    def _pad(self, dep_id: str) -> float:
+        ad = self.adaptive.get(dep_id)
+        return JITTER_PAD_S if ad is None else ad.pad_s(JITTER_PAD_S)
+
+    # -- what came back ---------------------------------------------------------------------
+    def observe(self, dep_id: str, headers: Mapping[str, Any] | None, *, status: int | None,
+                latency_s: float | None = None) -> None:
+        """A response (status 200, or an error's status) came back from this deployment: learn its
+        limits from the headers, adapt on a 429, and hold the deployment for what the 429 asks."""
+        rate = parse_rate_headers(headers, _time.time())
+        ad = self.adaptive[dep_id]
+        changed = self.learn and ad.learn(rate)
+        ad.answered = True
+        if dep_id in self._state:
+            self._state[dep_id].probe_by = None
+        now = self.clock()
+        if status == 429:
+            hold = rate.retry_after_s if rate.retry_after_s is not None else DEFAULT_429_BLOCK_S
+            conf = self.configured.get(dep_id)
+            if self.learn and (conf is None or conf.rpm is None):  # no configured rpm: adapt the pace
+                ad.on_429(now, hold, latency_s)
+            else:
+                ad.rate_limited += 1
+            self.block(dep_id, max(hold, rate.wait_s()))
+        elif status is None or status < 400:
+            changed = ad.on_success(now, latency_s) or changed
+        if changed:
+            self._apply_learned(dep_id, ad)
+        self._wake()
+
+    def _apply_learned(self, dep_id: str, ad: Adaptive) -> None:
+        conf = self.configured.get(dep_id) or _NO_LIMITS
+        merged = Limits(conf.rpm or ad.rpm, conf.tpm or ad.tpm, conf.max_parallel, conf.token_window_s,
+                        token_bucket=not conf.tpm, min_window_s=1.0 if ad.adapted and not conf.rpm else 0.0)
+        st = self._state[dep_id]
+        if merged.token_bucket and merged.tpm and not (dep_id in self.limits and self.limits[dep_id].tpm):
+            st.bucket, st.bucket_at = 0.0, self.clock()
+        if merged.unlimited:
+            self.limits.pop(dep_id, None)
+            return
+        new = dep_id not in self.limits
+        self.limits[dep_id] = merged
+        if new:  # the request that taught them was sent and counted by the provider: count it here too
+            st.warm = True
+            self._restamp(dep_id)
+
+    @staticmethod
+    def _charge(st: "_State", est: "float | TokenEstimate") -> float:
+        """What the provider will count for a request: its prompt as responses showed our estimate to
+        run, plus its max_tokens (providers count the cap at admission), else the usual completion."""
+        if not isinstance(est, TokenEstimate):
+            return float(est)
+        return est.prompt * st.token_ratio + (est.max_tokens if est.max_tokens else st.completion_avg)
+
+    def used_tokens(self, dep_id: str, est: "float | TokenEstimate", prompt: float, completion: float) -> None:
+        """A response reported its token counts: estimates for this deployment follow them."""
+        st = self._state[dep_id]
+        if isinstance(est, TokenEstimate) and est.prompt > 0 and prompt > 0:
+            st.token_ratio = min(10.0, max(0.1, 0.7 * st.token_ratio + 0.3 * prompt / est.prompt))
+            if not est.max_tokens:
+                st.completion_avg = 0.7 * st.completion_avg + 0.3 * completion if st.completion_avg else completion
+
+    def describe(self, dep_id: str) -> dict[str, Any]:
+        """The limits in force for a deployment, which of them were learned, and its 429 count."""
+        conf = self.configured.get(dep_id) or _NO_LIMITS
+        ad = self.adaptive.get(dep_id)
+        out: dict[str, Any] = {}
+        learned: list[str] = []
+        for key in ("rpm", "tpm", "max_parallel"):
+            value = getattr(conf, key)
+            if value is None and ad is not None:
+                value = ad.describe().get(key)
+                if value is not None:
+                    learned.append(key)
+            if value is not None:
+                out[key] = value
+        if learned:
+            out["learned"] = learned
+            out["learned_from"] = "429s" if ad is not None and ad.adapted else "headers"
+        if ad is not None and ad.rate_limited:
+            out["rate_limited"] = ad.rate_limited
+        return out
 
     def release(self, dep_id: str) -> None:
         st = self._state.get(dep_id)
@@ -214,6 +425,12 @@ class CapacityGate:
         """A request to this deployment is leaving now. Its window slot was taken at admission, a
         variable while earlier (the Router still had work to do): move the slot to now, so the
         provider's window and ours line up even on a loaded machine."""
+        st = self._state[dep_id]
+        st.sending += 1
+        if self.learn:
+            self.adaptive[dep_id].on_sent(self.clock())
+        if not st.warm and st.first_sent == float("inf"):
+            st.first_sent = self.clock()
         q = self._unsent.get(dep_id)
         if q:
             token = q.popleft()
@@ -221,6 +438,13 @@ class CapacityGate:
                 await self.windows.restamp(dep_id, token)
             except Exception:  # noqa: BLE001 - best effort: the slot was taken at admission
                 pass
+
+    def finished(self, dep_id: str) -> None:
+        """A request `sent` earlier is off the wire (answered, failed or cancelled)."""
+        st = self._state.get(dep_id)
+        if st is not None:
+            st.sending = max(0, st.sending - 1)
+            self._wake()
 
     def blocked_ids(self) -> set[str]:
         now = self.clock()
@@ -234,7 +458,7 @@ class CapacityGate:
     def _restamp(self, dep_id: str) -> None:
         """The warm-up request reached the provider at some unknown moment before now: count it
         again at now, so the next window is measured from a time it surely arrived by."""
-        win = self.limits[dep_id].window() if dep_id in self.limits else None
+        win = self.limits[dep_id].window(self._pad(dep_id)) if dep_id in self.limits else None
         if win is None:
             return
         try:
@@ -255,9 +479,10 @@ class CapacityGate:
 
     # -- the queue --------------------------------------------------------------------------
     async def acquire(self, group: str, deployments: Sequence[Mapping[str, Any]],
-                      est_tokens: float = 0.0, ticket: int | None = None) -> tuple[Mapping[str, Any], float]:
+                      est_tokens: "float | TokenEstimate" = 0.0, ticket: int | None = None) -> tuple[Mapping[str, Any], float, bool]:
         """Wait (FIFO per group, by `ticket`: the order the calls were made) until a deployment has
-        room; take a slot; return it and the wait. Without a ticket, arrival order."""
+        room; take a slot; return it, the wait, and whether a slot was taken (to `release`). Without
+        a ticket, arrival order."""
         t0 = self.clock()
         if ticket is None:
             ticket = next(self._auto)
@@ -277,14 +502,14 @@ class CapacityGate:
                         await self._sleep(grace_end - self.clock())
                         continue
                     self._skipped |= earlier
-                ready, soonest = None, float("inf")
+                ready, soonest, slot = None, float("inf"), False
                 changed = self._event()  # a release while we ask the windows must still wake us
                 order = list(deployments)
                 self.rng.shuffle(order)
                 self._busy.add(group)
                 try:
                     for dep in order:
-                        wait = await self._try(_dep_id(dep), est_tokens)
+                        wait, slot = await self._try(_dep_id(dep), est_tokens)
                         if wait == 0.0:
                             ready = dep
                             break
@@ -297,7 +522,7 @@ class CapacityGate:
                     if waited > 0.001:
                         self.waits += 1
                         self.wait_s += waited
-                    return ready, waited
+                    return ready, waited, slot
                 await self._sleep(None if soonest == float("inf") else soonest, changed)
         finally:
             queue.discard(ticket)
@@ -312,6 +537,24 @@ class CapacityGate:
         self._skipped &= open_now
         queued = set().union(*self._waiting.values())
         return {t for t in open_now if t < ticket} - queued - self._served - self._skipped
+
+
+@dataclass(frozen=True)
+class TokenEstimate:
+    """A request's tokens before it is sent: the prompt, estimated from its text, and its max_tokens."""
+
+    prompt: float
+    max_tokens: float = 0.0
+
+    def __float__(self) -> float:
+        return self.prompt + self.max_tokens
+
+
+_NO_LIMITS = Limits()
+#: How long a deployment's first request (whose answer states its limits) goes alone at most, from
+#: when it is sent: a 429 comes back well within it, a completion often does not, and the batch
+#: should not wait for that.
+PROBE_WAIT_S = 1.0
 
 
 def _forget(task: "asyncio.Task[None]") -> None:

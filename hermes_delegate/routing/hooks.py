@@ -2,8 +2,9 @@
 
 - `async_filter_deployments` (awaited by the Router after its cooldown filter): wait in the
   CapacityGate's queue until a healthy deployment has room, and offer the Router only that one;
-- per-attempt success/failure deployment hooks: release the slot; a 429 blocks the deployment
-  for its Retry-After;
+- per-attempt success/failure deployment hooks: release the slot; hand the gate the response's
+  rate-limit headers (it learns limits nobody configured) and status (a 429 holds the deployment
+  for its Retry-After, and shrinks the window of one that states no limits);
 - the same per-attempt hooks (awaited inline on every try, unlike the deduplicated request-level
   log events): one Attempt row (deployment, status, wait) per try.
 """
@@ -14,30 +15,14 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..core.results import Attempt
+from ..ratelimit.headers import headers_of
 
 if TYPE_CHECKING:
     from .router import RouterHandle
 
-__all__ = ["CallLog", "make_hooks", "install_dispatcher", "register_call", "unregister_call", "META_KEY",
-           "retry_after_s"]
+__all__ = ["CallLog", "make_hooks", "install_dispatcher", "register_call", "unregister_call", "META_KEY"]
 
 META_KEY = "hermes_delegate_call"
-DEFAULT_429_BLOCK_S = 1.0
-
-
-def retry_after_s(exc: BaseException | None) -> float | None:
-    """Retry-After in seconds from a litellm/openai exception's response headers, if any."""
-    if exc is None:
-        return None
-    headers: Any = getattr(exc, "litellm_response_headers", None)
-    if headers is None:
-        resp = getattr(exc, "response", None)
-        headers = getattr(resp, "headers", None)
-    try:
-        value = headers.get("retry-after") if headers is not None else None
-        return float(value) if value is not None else None
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 def _call_id(data: Mapping[str, Any] | None) -> str | None:
@@ -63,6 +48,8 @@ class CallLog:
         self.pending_wait: dict[str, float] = {}
         self.started: dict[str, float] = {}
         self.ticket: dict[str, int] = {}  # the order calls were made in: the gate's FIFO order
+        self.sending: dict[str, str] = {}  # call id -> the deployment its current attempt is on the wire to
+        self.estimated: dict[str, Any] = {}  # call id -> the TokenEstimate the gate counted for it
         self._next = 0
 
     def open(self, call_id: str) -> None:
@@ -76,6 +63,7 @@ class CallLog:
         self.pending_wait.pop(call_id, None)
         self.started.pop(call_id, None)
         self.ticket.pop(call_id, None)
+        self.estimated.pop(call_id, None)
         return self.held.pop(call_id, [])
 
 
@@ -86,10 +74,11 @@ def make_hooks(handle: "RouterHandle") -> Any:
     log, gate = handle.calls, handle.gate
     gate.outstanding = log.ticket.values
 
-    def record(data: Mapping[str, Any], exc: BaseException | None) -> None:
+    def record(data: Mapping[str, Any], exc: BaseException | None) -> float | None:
+        """One Attempt row; returns the attempt's round trip (None when unknown)."""
         call_id = _call_id(data)
         if call_id is None or call_id not in log.attempts:
-            return
+            return None
         lp = data.get("litellm_params") or {}
         dep = handle.deployment_info(_model_id(data), data.get("api_base") or lp.get("api_base"),
                                      data.get("custom_llm_provider") or lp.get("custom_llm_provider"))
@@ -99,17 +88,27 @@ def make_hooks(handle: "RouterHandle") -> Any:
         t0 = log.started.pop(call_id, t1)
         wait = log.pending_wait.pop(call_id, 0.0)
         log.attempts[call_id].append((t0, t1, Attempt(dep, status, round(wait, 4), err)))
+        return t1 - t0 if t0 < t1 else None
 
-    def release(data: Mapping[str, Any], exc: BaseException | None) -> None:
+    def release(data: Mapping[str, Any], exc: BaseException | None, answer: Any, latency_s: float | None) -> None:
         dep_id, call_id = _model_id(data), _call_id(data)
         if dep_id is None:
             return
+        if call_id is not None and log.sending.get(call_id) == dep_id:
+            del log.sending[call_id]
+            gate.finished(dep_id)
+        status = 200 if exc is None else getattr(exc, "status_code", None)
+        # learn first: a first request's release then counts it in the windows of the limits it taught
+        gate.observe(dep_id, headers_of(answer if exc is None else exc),
+                     status=status if isinstance(status, int) else None, latency_s=latency_s)
+        if exc is None and call_id in log.estimated:
+            usage = getattr(answer, "usage", None)
+            gate.used_tokens(dep_id, log.estimated[call_id], float(getattr(usage, "prompt_tokens", 0) or 0),
+                             float(getattr(usage, "completion_tokens", 0) or 0))
         held = log.held.get(call_id or "", [])
         if dep_id in held:
             held.remove(dep_id)
             gate.release(dep_id)
-        if exc is not None and getattr(exc, "status_code", None) == 429:
-            gate.block(dep_id, retry_after_s(exc) or DEFAULT_429_BLOCK_S)
 
     def not_failed(call_id: str | None, deployments: Any) -> Any:
         """A retry goes to a deployment this call has not seen fail, while the group has one: the
@@ -126,13 +125,19 @@ def make_hooks(handle: "RouterHandle") -> Any:
                                            request_kwargs=None, parent_otel_span=None):  # noqa: ANN001
             call_id = _call_id(request_kwargs)
             healthy_deployments = not_failed(call_id, healthy_deployments)
-            if call_id is None or call_id not in log.held or not (
-                    gate.limited(healthy_deployments) or gate.blocked(healthy_deployments)):
+            if call_id is None or call_id not in log.held:
                 return healthy_deployments
-            est = handle.estimate_tokens(messages, request_kwargs)
-            dep, waited = await gate.acquire(model, healthy_deployments, est, ticket=log.ticket.get(call_id))
+            if not gate.limited(healthy_deployments) and gate.unknown(healthy_deployments):
+                # the Router still chooses; a deployment's first request goes alone
+                offered = await gate.admit_unknown(call_id, healthy_deployments)
+                if offered is not None:
+                    return offered
+            if not (gate.limited(healthy_deployments) or gate.blocked(healthy_deployments)):
+                return healthy_deployments
+            est = log.estimated[call_id] = handle.estimate_tokens(messages, request_kwargs)
+            dep, waited, slot = await gate.acquire(model, healthy_deployments, est, ticket=log.ticket.get(call_id))
             dep_id = str((dep.get("model_info") or {}).get("id"))
-            if dep_id in gate.limits:
+            if slot:
                 log.held[call_id].append(dep_id)
             log.pending_wait[call_id] = log.pending_wait.get(call_id, 0.0) + waited
             return [dep]
@@ -142,19 +147,22 @@ def make_hooks(handle: "RouterHandle") -> Any:
             if call_id is not None and call_id in log.attempts:
                 log.started[call_id] = time.time()
                 dep_id = _model_id(kwargs)
-                if dep_id is not None and dep_id in gate.limits:
+                if dep_id is not None:
+                    left = log.sending.pop(call_id, None)
+                    if left is not None:  # an attempt the hooks never heard back from
+                        gate.finished(left)
+                    log.sending[call_id] = dep_id
+                    gate.picked(call_id, dep_id)
                     await gate.sent(dep_id)
             return None
 
         async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
-            record(request_data, None)
-            release(request_data, None)
+            release(request_data, None, response, record(request_data, None))
             return None
 
         async def async_post_call_failure_deployment_hook(self, request_data, exception, call_type,  # noqa: ANN001
                                                           fallback_depth=None):  # noqa: ANN001
-            record(request_data, exception)
-            release(request_data, exception)
+            release(request_data, exception, None, record(request_data, exception))
 
     return Hooks()
 

@@ -20,7 +20,7 @@ from ._litellm import import_litellm, map_litellm_errors, to_provider_error
 from ..core.budget import estimate_tokens
 from .hooks import (META_KEY, CallLog, install_dispatcher, make_hooks, register_call,
                            unregister_call)
-from ..ratelimit.gate import CapacityGate, Limits
+from ..ratelimit.gate import CapacityGate, Limits, TokenEstimate
 from ..core.budget import deployment_price
 from ..core.config import Config
 from ..core.credentials import deployment_provider, unset_refs
@@ -99,6 +99,7 @@ class RouterHandle:
             {str(d["model_info"]["id"]): Limits.from_deployment(d, self._default_parallel)
              for d in router.get_model_list() or []},
             windows=_shared_windows(settings),
+            learn=self.config.delegation.learn_limits,
         )
         self.hooks = make_hooks(self)
         install_dispatcher(litellm)
@@ -115,9 +116,8 @@ class RouterHandle:
             added = self.router.add_deployment(Deployment(model_name=res.model, litellm_params=params,
                                                           model_info={}))
             if added is not None:
-                lim = Limits.from_deployment(added.model_dump(exclude_none=True), self._default_parallel)
-                if not lim.unlimited:
-                    self.gate.limits[str(added.model_info.id)] = lim
+                self.gate.add(str(added.model_info.id),
+                              Limits.from_deployment(added.model_dump(exclude_none=True), self._default_parallel))
             self._implicit.add(res.model)
         return res.model
 
@@ -182,9 +182,11 @@ class RouterHandle:
         return str(err.status_code) if err.status_code is not None else err.kind
 
     @staticmethod
-    def estimate_tokens(messages: Any, request_kwargs: Mapping[str, Any] | None) -> float:
+    def estimate_tokens(messages: Any, request_kwargs: Mapping[str, Any] | None) -> TokenEstimate:
         text = "".join(str(m.get("content") or "") for m in messages or [] if isinstance(m, Mapping))
-        return float(estimate_tokens(text) + int((request_kwargs or {}).get("max_tokens") or 0))
+        kw = request_kwargs or {}
+        cap = kw.get("max_tokens") or kw.get("max_completion_tokens") or 0
+        return TokenEstimate(float(estimate_tokens(text)), float(cap) if isinstance(cap, (int, float)) else 0.0)
 
     async def cooling_down(self) -> set[str]:
         """Deployments the Router has cooled down, plus those a 429's Retry-After holds in our queue
@@ -238,6 +240,10 @@ class RouterHandle:
             raise
         finally:
             unregister_call(call_id)
+            self.gate.unreserve(call_id)
+            left = self.calls.sending.pop(call_id, None)  # an attempt cancelled on the wire
+            if left is not None:
+                self.gate.finished(left)
             for dep_id in self.calls.close(call_id):  # slots a cancelled attempt never gave back
                 self.gate.release(dep_id)
 
@@ -281,6 +287,8 @@ class RouterHandle:
             raise err
         if not attempts or attempts[-1].status != "ok":
             attempts.append(Attempt(dep, "ok", 0.0))
+        if model_id:
+            dep.limits = self.gate.describe(str(model_id)) or None
         usage = getattr(response, "usage", None)
         tokens = {"input": int(getattr(usage, "prompt_tokens", 0) or 0),
                   "output": int(getattr(usage, "completion_tokens", 0) or 0)}

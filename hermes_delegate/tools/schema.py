@@ -20,6 +20,7 @@ from ..core.credentials import deployment_credentials, deployment_provider
 from ..core.results import api_host
 from ..core.env_refs import resolve_env_ref
 from ..core.resolver import TIER_NAMES, Resolution, Resolver
+from ..ratelimit.gate import Limits
 
 if TYPE_CHECKING:
     from ..runtime.delegator import Delegator
@@ -240,7 +241,18 @@ def _deployment(delegator: Delegator, dep: Any, router_id: str | None, cooling: 
         **_prices(deployment_price(lp, info) or catalog.price(model)),
         **deployment_credentials(lp, env, provider=provider).to_dict(),
         "cooling_down": None if cooling is None else bool(rid and rid in cooling),
+        "limits": _limits(delegator, rid, lp, info),
     }
+
+
+def _limits(delegator: Delegator, rid: str | None, lp: Mapping[str, Any], info: Mapping[str, Any]) -> dict | None:
+    """The limits in force: learned ones too once the Router has heard from the deployment."""
+    handle = _router_handle(delegator, build=False)
+    if handle is not None and rid:
+        return handle.gate.describe(str(rid)) or None
+    lim = Limits.from_deployment({"litellm_params": lp, "model_info": info})
+    return {k: v for k, v in (("rpm", lim.rpm), ("tpm", lim.tpm), ("max_parallel", lim.max_parallel))
+            if v is not None} or None
 
 
 def _model_facts(delegator: Delegator, res: Resolution) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["KNOWN_POOLS", "client_sockets", "in_ci", "missing", "new_threads", "opened_since", "require_binary"]
+__all__ = ["KNOWN_POOLS", "client_sockets", "in_ci", "max_in_window", "missing", "new_threads", "opened_since",
+           "require_binary"]
 
 
 def in_ci() -> bool:
@@ -111,3 +112,13 @@ def new_threads(before: set[int], grace_s: float = 2.0) -> list[str]:
         if not extra or time.monotonic() > deadline:
             return extra
         time.sleep(0.05)
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """Most requests (admitted or turned away) that arrived within any `window` seconds."""
+    times, best, lo = sorted(times), 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best

@@ -12,17 +12,9 @@ from typing import Any, Iterator
 import pytest
 
 from conftest import LOOPBACK_KEY
+from helpers import max_in_window
 from hermes_delegate import DelegateTools, Delegator, Task, config_from_dict
 from hermes_delegate.loopback import LoopbackProvider
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    times, best, lo = sorted(times), 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import pytest
 
 from hermes_delegate.loopback import LoopbackProvider
-from helpers import require_binary
+from helpers import max_in_window, require_binary
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"  # checked by require_binary in the fixture
 REDIS_HOW = "apt-get install -y redis-server (.ci/run installs it)"
@@ -154,17 +154,6 @@ def _run_two(provider: LoopbackProvider, redis_port: int | None, tmp_path: Path)
     return outs
 
 
-def _max_in_window(times: list[float], window: float = 1.0) -> int:
-    """Most requests (admitted or not) that arrived within any `window` seconds."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 def test_two_processes_share_one_rate_limit_through_redis(limited_provider: LoopbackProvider, redis_port: int,
                                                           tmp_path: Path):
     outs = _run_two(limited_provider, redis_port, tmp_path)
@@ -179,7 +168,7 @@ def test_two_processes_share_one_rate_limit_through_redis(limited_provider: Loop
     assert stats["429"] <= 1, stats
     assert stats["max_rps_observed"] <= R
     arrivals = [r.time for r in limited_provider.requests]
-    assert _max_in_window(arrivals) <= R + 1, "requests sent (admitted or not) in one second"
+    assert max_in_window(arrivals) <= R + 1, "requests sent (admitted or not) in one second"
     # and both processes did queue for the shared capacity
     assert all(o["gate_waits"] > 0 for o in outs), outs
 
@@ -191,7 +180,7 @@ def test_without_redis_two_processes_overload_the_provider(limited_provider: Loo
     arrivals = [r.time for r in limited_provider.requests]
     # each process alone keeps to R/s, so together they send more than the provider admits
     assert stats["429"] >= 3 or stats["max_rps_observed"] > R, stats
-    assert _max_in_window(arrivals) > R, "requests sent (admitted or not) in one second"
+    assert max_in_window(arrivals) > R, "requests sent (admitted or not) in one second"
     statuses = [s for o in outs for row in o["attempts"] for s in row]
     assert "429" in statuses, "the overload is visible in the attempt logs too"
 

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import pytest
 
 from conftest import LOOPBACK_KEY
+from helpers import max_in_window
 from hermes_delegate import Delegator, Task, config_from_dict
 from hermes_delegate.loopback import LoopbackProvider, start_providers
 
@@ -67,8 +68,8 @@ def dep(group: str, dep_id: str, provider: LoopbackProvider, **params: Any) -> d
                                "api_key": LOOPBACK_KEY, **params}}
 
 
-def delegator(model_list: list[dict[str, Any]], **router_settings: Any) -> Delegator:
-    cfg = config_from_dict({"delegation": {"max_concurrency": 64, "task_timeout_s": 60},
+def delegator(model_list: list[dict[str, Any]], learn_limits: bool = True, **router_settings: Any) -> Delegator:
+    cfg = config_from_dict({"delegation": {"max_concurrency": 64, "task_timeout_s": 60, "learn_limits": learn_limits},
                             "router": {"model_list": model_list,
                                        "router_settings": {"num_retries": 0, **router_settings}}})
     d = Delegator(cfg)
@@ -78,16 +79,6 @@ def delegator(model_list: list[dict[str, Any]], **router_settings: Any) -> Deleg
 
 def log(result: Any) -> list[tuple[str | None, str]]:
     return [(a.deployment.deployment_id if a.deployment else None, a.status) for a in result.attempts]
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """Most requests (admitted or turned away) that arrived within any `window` seconds."""
-    times, best, lo = sorted(times), 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 # -- rpm / max_parallel_requests: sent only when there is capacity ------------------------------
@@ -117,10 +108,11 @@ def test_no_deployment_exceeds_its_rpm(trio: Trio):
 
 
 def test_without_rpm_the_same_batch_overloads_the_providers(trio: Trio):
-    """Control for the test above: the limit is kept by the queue, not by luck."""
+    """Control for the test above: the limit is kept by the queue, not by luck (and with limits not
+    learned from the providers' headers either: tests/test_learned_limits.py)."""
     for p in trio:
         p.rps, p.latency_s, p.retry_after = R, 0.05, 0.2
-    d = delegator([dep("g", f"g-{p.name}", p) for p in trio], cooldown_time=0.3)
+    d = delegator([dep("g", f"g-{p.name}", p) for p in trio], learn_limits=False, cooldown_time=0.3)
     d.run_sync([Task(f"task {i}", model="g") for i in range(12)])
     assert sum(p.stats()["429"] for p in trio) > 0
     assert max(max_in_window([r.time for r in p.requests]) for p in trio) > R

@@ -239,7 +239,9 @@ def test_three_tasks_three_names_two_providers_in_input_order(p1, p2):
         {"tasks": json.dumps([{"goal": "task zero", "model": "small"}, {"goal": "task one", "model": "beta"},
                               {"goal": "task two", "model": "g"}])},
         on_event=lambda e: events.append((e.kind, e.index))))
-    assert set(out) == {"results", "counts", "total_duration_s", "sum_task_duration_s", "cost", "budget"}
+    assert set(out) == {"results", "counts", "total_duration_s", "sum_task_duration_s", "cost", "budget",
+                        "rate_limited"}
+    assert out["rate_limited"] == []  # no 429s, per deployment
     res = out["results"]
     assert [r["index"] for r in res] == [0, 1, 2]
     assert [r["status"] for r in res] == ["completed"] * 3 and out["counts"] == {"completed": 3}
@@ -277,7 +279,9 @@ def test_budget_cap_is_never_exceeded_and_skips_are_reported():
     # Under a $0.031 cap three tasks run at once; once they settle ($0.024 spent) no fourth fits.
     with LoopbackProvider("pb", latency_s=0.25, responder=lambda body, p: "x" * 320).start() as pb:
         cfg = config_from_dict({
-            "delegation": {"budget_usd": 1.0, "max_tokens": 100, "max_concurrency": 16},
+            # learn_limits off: a deployment's first request would go alone, and this test is about
+            # three reservations at once
+            "delegation": {"budget_usd": 1.0, "max_tokens": 100, "max_concurrency": 16, "learn_limits": False},
             "router": {"model_list": [{"model_name": "priced", "litellm_params": {
                 "model": "openai/m-priced", "api_base": pb.base_url, "api_key": CANARY,
                 "input_cost_per_token": 1e-7, "output_cost_per_token": 1e-4}}]}})
@@ -347,14 +351,14 @@ def test_list_models_reports_what_the_agent_may_pick(p1, p2):
         "fast": {"on_allowlist": True, "deployments": [
             {"provider": "openai", "deployment_id": "fast-p1", "model": "openai/m-fast", "api_host": host(p1),
              "context_window": None, "input_per_1m": 1.0, "output_per_1m": 2.0,
-             "credentials": "set", "key_env": None, "cooling_down": False},
+             "credentials": "set", "key_env": None, "cooling_down": False, "limits": None},
             {"provider": "openai", "deployment_id": "openai/m-fast2", "model": "openai/m-fast2", "api_host": host(p2),
              "context_window": 32000, "input_per_1m": 3.0, "output_per_1m": 4.5,
-             "credentials": "set", "key_env": "LB_TEST_KEY", "cooling_down": False}]},
+             "credentials": "set", "key_env": "LB_TEST_KEY", "cooling_down": False, "limits": None}]},
         "slow": {"on_allowlist": False, "deployments": [
             {"provider": "openai", "deployment_id": "openai/m-slow", "model": "openai/m-slow", "api_host": host(p2),
              "context_window": None, "input_per_1m": None, "output_per_1m": None,
-             "credentials": "missing", "key_env": "LB_MISSING_KEY", "cooling_down": False}]},
+             "credentials": "missing", "key_env": "LB_MISSING_KEY", "cooling_down": False, "limits": None}]},
     }
     glm = out["models"]["zai/glm-4.7"]
     assert glm["provider"] == "zai" and glm["on_allowlist"] is False

@@ -554,7 +554,7 @@ _NO_LIMITS = Limits()
 #: How long a deployment's first request (whose answer states its limits) goes alone at most, from
 #: when it is sent: a 429 comes back well within it, a completion often does not, and the batch
 #: should not wait for that.
-PROBE_WAIT_S = 1.0
+PROBE_WAIT_S = 0.5
 
 
 def _forget(task: "asyncio.Task[None]") -> None:

@@ -190,7 +190,13 @@ class Delegator:
                           max_concurrency: int | None = None) -> BatchResult:
         s = self.config.delegation
         if self._worker is None:
-            self.router.router  # noqa: B018 - build the Router (imports litellm) before the clock starts
+            from .warmup import import_for_first_call  # noqa: PLC0415
+
+            # litellm, and what its first completion imports lazily (~1 s), before the clock starts and
+            # off the event loop: a deployment's first request (which goes alone while its limits are
+            # learned) must not wait on them
+            await asyncio.to_thread(import_for_first_call)
+            self.router.router  # noqa: B018 - build the Router before the clock starts
         budget = Budget(cap) if cap is not None else None
         stop = asyncio.Event()
         key = (asyncio.get_running_loop(), stop)

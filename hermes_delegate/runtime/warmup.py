@@ -13,7 +13,7 @@ from typing import Any
 
 from ..routing._litellm import import_litellm
 
-__all__ = ["warm_up", "FIRST_CALL_MODULES"]
+__all__ = ["warm_up", "import_for_first_call", "FIRST_CALL_MODULES"]
 
 #: What litellm 1.106 imports lazily on its first completion (~1 s).
 FIRST_CALL_MODULES = ("openai.resources", "openai.resources.chat", "jiter", "anyio._backends._asyncio",
@@ -27,7 +27,8 @@ _locks: "weakref.WeakKeyDictionary[Any, asyncio.Lock]" = weakref.WeakKeyDictiona
 _called: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
-def _import_for_first_call() -> None:
+def import_for_first_call() -> None:
+    """Import litellm and the modules its first completion would import lazily (instant once done)."""
     import_litellm()
     for name in FIRST_CALL_MODULES:
         with contextlib.suppress(Exception):  # best effort: a module another litellm version lacks
@@ -39,7 +40,7 @@ async def warm_up(handle: Any, *, calls: bool = False) -> None:
     group (at most MAX_WARM_GROUPS). Raises what building the Router raises (a bad config)."""
     lock = _locks.setdefault(handle, asyncio.Lock())
     async with lock:
-        await asyncio.to_thread(_import_for_first_call)  # instant once imported
+        await asyncio.to_thread(import_for_first_call)  # instant once imported
         router = handle.router  # builds the Router once, on this loop
         if not calls or handle in _called:
             return

@@ -46,10 +46,14 @@ def run_sync(make: Callable[[], Awaitable[T]], *, on_signal: Callable[[], None] 
         try:
             return await make()
         finally:
-            for sig, previous in installed:  # give back what was there (asyncio would set the default)
-                loop.remove_signal_handler(sig)
-                if previous is not None:
-                    signal.signal(sig, previous)
+            # Give back what was there. asyncio's remove_signal_handler sets the default, deadly handler
+            # first: with the signals blocked meanwhile, one arriving now waits for the handler given
+            # back instead of killing the process before its results print.
+            with _blocked([sig for sig, _ in installed]):
+                for sig, previous in installed:
+                    loop.remove_signal_handler(sig)
+                    if previous is not None:
+                        signal.signal(sig, previous)
             await close_loop_clients()  # this loop ends here: its pooled connections must not outlive it
 
     try:
@@ -58,6 +62,20 @@ def run_sync(make: Callable[[], Awaitable[T]], *, on_signal: Callable[[], None] 
         return asyncio.run(main())
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="delegate-sync") as pool:
         return pool.submit(lambda: asyncio.run(main())).result()
+
+
+@contextlib.contextmanager
+def _blocked(signals: list[int]) -> Iterator[None]:
+    """Hold these signals pending (POSIX; elsewhere a no-op) until the block ends."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if not signals or block is None:
+        yield
+        return
+    old = block(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, old)
 
 
 def _quiet_redis_ping(loop: asyncio.AbstractEventLoop, context: dict) -> None:

@@ -12,8 +12,8 @@ W = 60·L/rpm seconds (L = rpm/60 rounded down, at least 1), plus a small pad fo
 Several processes share the request windows through Redis (see redis_windows.py).
 
 A deployment with no configured limit is paced by what it says (learned.py): its first request goes
-alone, its response's rate-limit headers become its limits, and a deployment that sends none gets an
-AIMD concurrency window after its first 429. Configured limits win over learned ones, field by field.
+alone, its response's rate-limit headers become its limits, and a deployment that sends none is paced
+at a rate adapted on its 429s. Configured limits win over learned ones, field by field.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import itertools
 import math
 import random
 import time
-import time as _time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -262,8 +261,7 @@ class CapacityGate:
         if not st.warm and st.in_flight >= 1:
             return float("inf")  # cold: until the first request returns
         if lim.tpm is not None and lim.token_bucket:
-            rate = lim.tpm / 60.0 / (1.0 + self._pad(dep_id))  # the jitter margin, as for rpm windows
-            level = min(rate, st.bucket + (now - st.bucket_at) * rate)
+            rate, level = self._bucket(dep_id, lim.tpm, now)
             need = min(self._charge(st, est_tokens), rate)  # a request larger than the bucket waits for a full one
             if level < need:
                 return max(0.001, (need - level) / rate)
@@ -304,12 +302,18 @@ class CapacityGate:
         st = self._state[dep_id]
         st.in_flight += 1
         if lim.tpm is not None and lim.token_bucket:
-            rate = lim.tpm / 60.0 / (1.0 + self._pad(dep_id))
-            st.bucket = min(rate, st.bucket + (now - st.bucket_at) * rate) - self._charge(st, est_tokens)
+            st.bucket = self._bucket(dep_id, lim.tpm, now)[1] - self._charge(st, est_tokens)
             st.bucket_at = now
         elif lim.tpm is not None:
             st.tokens.append((self.clock(), float(est_tokens)))
         return 0.0, True
+
+    def _bucket(self, dep_id: str, tpm: float, now: float) -> tuple[float, float]:
+        """(refill rate in tokens/s, with the jitter margin as for rpm windows; tokens in hand now) of a
+        learned tpm's bucket, which holds at most one second's worth."""
+        st = self._state[dep_id]
+        rate = tpm / 60.0 / (1.0 + self._pad(dep_id))
+        return rate, min(rate, st.bucket + (now - st.bucket_at) * rate)
 
     def _pad(self, dep_id: str) -> float:
         ad = self.adaptive.get(dep_id)
@@ -320,7 +324,7 @@ class CapacityGate:
                 latency_s: float | None = None) -> None:
         """A response (status 200, or an error's status) came back from this deployment: learn its
         limits from the headers, adapt on a 429, and hold the deployment for what the 429 asks."""
-        rate = parse_rate_headers(headers, _time.time())
+        rate = parse_rate_headers(headers, time.time())
         ad = self.adaptive[dep_id]
         changed = self.learn and ad.learn(rate)
         ad.answered = True
@@ -429,8 +433,6 @@ class CapacityGate:
         st.sending += 1
         if self.learn:
             self.adaptive[dep_id].on_sent(self.clock())
-        if not st.warm and st.first_sent == float("inf"):
-            st.first_sent = self.clock()
         q = self._unsent.get(dep_id)
         if q:
             token = q.popleft()

@@ -32,7 +32,8 @@ __all__ = ["Adaptive", "BETA", "MIN_PAD_S", "MAX_PAD_S", "jitter_pad"]
 
 BETA = 0.9
 GROWTH_FAR, GROWTH_NEAR, GROWTH_BEYOND = 0.02, 0.0005, 0.01
-#: The accepted rate is measured over the successful requests sent in this many seconds before a 429.
+#: The accepted rate is measured over the requests sent (less those refused) in at most this many
+#: seconds before a 429.
 RATE_SPAN_S = 2.0
 #: A rate is never measured over less than this (a burst's few seconds would overstate it).
 MIN_SPAN_S = 1.0

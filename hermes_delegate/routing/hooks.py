@@ -2,9 +2,11 @@
 
 - `async_filter_deployments` (awaited by the Router after its cooldown filter): wait in the
   CapacityGate's queue until a healthy deployment has room, and offer the Router only that one;
+  while a deployment has not answered yet, offer every one the Router may choose except those
+  whose first request is still out (`admit_unknown`);
 - per-attempt success/failure deployment hooks: release the slot; hand the gate the response's
   rate-limit headers (it learns limits nobody configured) and status (a 429 holds the deployment
-  for its Retry-After, and shrinks the window of one that states no limits);
+  for its Retry-After, and adapts the pace of one that states no limits);
 - the same per-attempt hooks (awaited inline on every try, unlike the deduplicated request-level
   log events): one Attempt row (deployment, status, wait) per try.
 """

@@ -20,6 +20,10 @@ Loopback providers
         max_concurrent limit, default ``retry_after``/``slow_s``, no responder, stats and request
         records cleared. So a test may freely mutate them (``providers.alpha.latency_s = 2``).
 
+Redis
+    ``redis_port`` (session scope): the port of a real ``redis-server`` on 127.0.0.1 (missing binary:
+        skipped locally, FAILS under CI=true). Tests share it: use keys (deployment ids) unique to the test.
+
 Configs
     ``loopback_config(providers, *, router_settings=None, model_list_extra=(), **delegation) -> Config``
         Plain function (``from conftest import loopback_config``) building an in-memory Config whose
@@ -241,3 +245,17 @@ class _ConfigMaker:
 @pytest.fixture
 def make_config(tmp_path: Path) -> _ConfigMaker:
     return _ConfigMaker(tmp_path / "configs")
+
+
+@pytest.fixture(scope="session")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real redis-server for the session (tests use keys unique to them). Missing binary: skipped
+    locally, FAILS under CI=true."""
+    from helpers import free_port, start_redis, stop_process  # noqa: PLC0415
+
+    port = free_port()
+    proc = start_redis(port, tmp_path_factory.mktemp("redis"))
+    try:
+        yield port
+    finally:
+        stop_process(proc)

@@ -9,12 +9,20 @@ each other: ``from helpers import ...`` (tests/ is on sys.path, as for ``conftes
         This process's client sockets to `ports` (Linux /proc), for "nothing left behind" checks.
     new_threads(before, grace_s=2.0)
         Threads started since `before` still alive after a grace period, minus litellm's bounded pools.
+    free_port() / start_redis(port, workdir) / stop_process(proc)
+        A real redis-server on loopback (the `redis_port` fixture in conftest starts one per session).
+    run_together(script, args_list, cwd, timeout_s=120) -> list[str]
+        Start one Python process per args, wait for each to print READY, start them all at once
+        (a line on stdin), and return the last stdout line of each (a process that fails fails the test).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +31,7 @@ from typing import NoReturn
 import pytest
 
 __all__ = ["KNOWN_POOLS", "client_sockets", "in_ci", "max_in_window", "missing", "new_threads", "opened_since",
-           "require_binary"]
+           "require_binary", "free_port", "start_redis", "stop_process", "REDIS_SERVER", "run_together"]
 
 
 def in_ci() -> bool:
@@ -122,3 +130,73 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_HOW = "apt-get install -y redis-server (.ci/run installs it)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(port: int, workdir: Path) -> "subprocess.Popen[bytes]":
+    """A real redis-server on 127.0.0.1:`port`, answering PING (fails the test if it does not start;
+    a missing binary skips locally and FAILS under CI=true)."""
+    redis_server = require_binary(REDIS_SERVER, REDIS_HOW)
+    proc = subprocess.Popen([redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+
+
+def stop_process(proc: "subprocess.Popen[bytes]") -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_together(script: Path, args_list: "list[list[str]]", cwd: Path, timeout_s: float = 120) -> list[str]:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen([sys.executable, str(script), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env, cwd=cwd)
+             for args in args_list]
+    for p in procs:  # each has imported litellm and built its Router
+        line = p.stdout.readline() if p.stdout else b""
+        if line.strip() != b"READY":
+            for q in procs:
+                q.kill()
+            err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+            pytest.fail(f"a worker process did not start: {line!r} {err[-2000:]}")
+    for p in procs:  # go (all before waiting on any)
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"a worker process did not finish within {timeout_s:g} s")
+        assert p.returncode == 0, err.decode(errors="replace")[-2000:]
+        outs.append(out.decode().strip().splitlines()[-1])
+    return outs

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,10 +24,8 @@ from typing import Any, Iterator
 import pytest
 
 from hermes_delegate.loopback import LoopbackProvider
-from helpers import max_in_window, require_binary
+from helpers import free_port, max_in_window, run_together, start_redis, stop_process
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"  # checked by require_binary in the fixture
-REDIS_HOW = "apt-get install -y redis-server (.ci/run installs it)"
 R = 5  # provider limit: requests per sliding second
 N_PER_PROCESS = 15
 
@@ -53,45 +49,6 @@ WORKER = textwrap.dedent('''
         "shared": type(d.router.gate.windows).__name__,
     }))
 ''')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    redis_server = require_binary(REDIS_SERVER, REDIS_HOW)  # skip locally, FAIL under CI=true
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                pytest.fail(f"redis-server did not start on port {port}: {out[-800:]}")
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -124,34 +81,9 @@ def _run_two(provider: LoopbackProvider, redis_port: int | None, tmp_path: Path)
     script.write_text(WORKER, encoding="utf-8")
     prefix = f"t{os.getpid()}-{time.time_ns()}"
     cfg = _config(provider, redis_port, prefix)
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen([sys.executable, str(script),
-                               json.dumps({"config": cfg, "n": N_PER_PROCESS, "name": name})],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                              cwd=tmp_path)
-             for name in ("p1", "p2")]
-    for p in procs:  # wait until both have imported litellm and built their Router
-        line = p.stdout.readline() if p.stdout else b""
-        if line.strip() != b"READY":
-            for q in procs:
-                q.kill()
-            err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-            pytest.fail(f"a delegator process did not start: {line!r} {err[-2000:]}")
-    for p in procs:  # go (both before waiting on either)
-        assert p.stdin is not None
-        p.stdin.write(b"go\n")
-        p.stdin.flush()
-    outs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail("a delegator process did not finish within 90 s")
-        assert p.returncode == 0, err.decode(errors="replace")[-2000:]
-        outs.append(json.loads(out.decode().strip().splitlines()[-1]))
-    return outs
+    outs = run_together(script, [[json.dumps({"config": cfg, "n": N_PER_PROCESS, "name": name})]
+                                 for name in ("p1", "p2")], tmp_path, timeout_s=90)
+    return [json.loads(o) for o in outs]
 
 
 def test_two_processes_share_one_rate_limit_through_redis(limited_provider: LoopbackProvider, redis_port: int,
@@ -187,35 +119,6 @@ def test_without_redis_two_processes_overload_the_provider(limited_provider: Loo
 
 # -- Redis going away, Redis down, queue order ---------------------------------------------------
 
-def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    redis_server = require_binary(REDIS_SERVER, REDIS_HOW)
-    proc = subprocess.Popen([redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return proc
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"redis-server did not start on port {port}")
-        time.sleep(0.05)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _delegator(provider: LoopbackProvider, port: int, rps: int) -> Any:
     from hermes_delegate import Delegator, config_from_dict
 
@@ -231,8 +134,8 @@ def test_redis_going_away_mid_batch_is_a_typed_error_and_nothing_is_sent(tmp_pat
 
     from hermes_delegate import Task
 
-    port = _free_port()
-    server = _start_redis(port, tmp_path)
+    port = free_port()
+    server = start_redis(port, tmp_path)
     try:
         with LoopbackProvider("limited", rps=R, latency_s=0.05, retry_after=1).start() as provider:
             d = _delegator(provider, port, rps=2)
@@ -241,7 +144,7 @@ def test_redis_going_away_mid_batch_is_a_typed_error_and_nothing_is_sent(tmp_pat
             def stop_after_three() -> None:
                 while len(provider.requests) < 3:
                     time.sleep(0.02)
-                _stop(server)
+                stop_process(server)
             stopper = threading.Thread(target=stop_after_three, daemon=True)
             stopper.start()
             batch = d.run_sync([Task(f"task {i}", model="limited") for i in range(12)])
@@ -257,21 +160,21 @@ def test_redis_going_away_mid_batch_is_a_typed_error_and_nothing_is_sent(tmp_pat
             assert len(provider.requests) == statuses.count("completed")
 
             # Redis back on the same port: the same delegator shares its windows again
-            server = _start_redis(port, tmp_path)
+            server = start_redis(port, tmp_path)
             from hermes_delegate.ratelimit.redis_windows import DOWN_S
             time.sleep(DOWN_S + 0.2)  # let the limiter's fail-fast period pass (not an assertion)
             again = d.run_sync([Task(f"again {i}", model="limited") for i in range(3)])
             assert again.counts() == {"completed": 3}, [r.error for r in again.results]
             assert type(d.router.gate.windows).__name__ == "RedisWindows"
     finally:
-        _stop(server)
+        stop_process(server)
     out, err = capfd.readouterr()
     logged = caplog.text + out + err
     assert "never retrieved" not in logged and "Traceback" not in logged, logged[-2000:]
 
 
 def test_redis_down_from_the_start_fails_every_task_typed_without_tracebacks(tmp_path: Path):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with LoopbackProvider("limited", rps=R, latency_s=0.05).start() as provider:
         cfg = _config(provider, port, f"t{os.getpid()}-{time.time_ns()}")
         (tmp_path / "c.yaml").write_text(json.dumps(cfg), encoding="utf-8")

@@ -94,13 +94,45 @@ def models_inventory(cfg: Config, env: Any = None) -> dict[str, Any]:
     for name, deps in resolver.groups.items():
         groups[name] = [{"model": d.litellm_params.get("model"), **deployment_credentials(d.litellm_params, resolver.env).to_dict()}
                         for d in deps]
-    return {
+    inv = {
         "default": cfg.delegation.model,
         "aliases": {a: _try(resolver, a) for a in cfg.delegation.aliases},
         "groups": groups,
         "families": {f: resolver.catalog.family(f) for f in FAMILIES},
         "allow": cfg.delegation.allow,
     }
+    inv.update(learned_limits(cfg, resolver))
+    return inv
+
+
+def learned_limits(cfg: Config, resolver: Resolver) -> dict[str, Any]:
+    """Limits processes learned from this config's deployments, when they share them through the Redis
+    the router_settings name: {"learned_limits": {deployment id: {...}}}, or the reason they cannot be
+    read ({"learned_limits_error": ...}); {} without Redis (a process keeps what it learns to itself)."""
+    settings = cfg.router.router_settings
+    if not (settings.get("redis_host") or settings.get("redis_url")):
+        return {}
+    from ..core.env_refs import resolve_env_ref  # noqa: PLC0415
+    from ..ratelimit.redis_windows import read_learned  # noqa: PLC0415
+
+    env = cfg.env_lookup(os.environ)
+    conn = {k: resolve_env_ref(v, env) if isinstance(v, str) else v for k, v in settings.items()
+            if k in ("redis_host", "redis_port", "redis_url", "redis_password")}
+    ours = {(d.model_name, d.litellm_params.get("model")) for d in resolver.model_list}
+    ids = {str(d.model_info["id"]) for d in resolver.model_list if d.model_info.get("id")}
+    try:
+        found = read_learned(conn)
+    except DelegateError as exc:
+        return {"learned_limits_error": redact(exc.message)}
+    return {"learned_limits": {k: v for k, v in sorted(found.items())
+                               if k in ids or (v.get("group"), v.get("model")) in ours}}
+
+
+def _learned_line(row: dict[str, Any], now: float) -> str:
+    parts = [f"{key} {row[key]:g}" for key in ("rpm", "tpm") if isinstance(row.get(key), (int, float))]
+    age = max(0.0, now - float(row.get("at") or now))
+    ago = f"{age:.0f} s ago" if age < 120 else f"{age / 60:.0f} min ago"
+    return f"  {row.get('group')} ({row.get('model')}): {', '.join(parts)} (learned from {row.get('learned_from')}, {ago})"
 
 
 def cmd_models(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
@@ -123,7 +155,19 @@ def cmd_models(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     print("also: any LiteLLM id (provider/model), a bare catalog id (glm-4.7), or NAME --provider SLUG", file=out)
     if inv["allow"] is not None:
         print(f"allowed: {', '.join(inv['allow'])}", file=out)
+    _print_learned(inv, out)
     return EXIT_OK
+
+
+def _print_learned(report: dict[str, Any], out: TextIO) -> None:
+    import time  # noqa: PLC0415
+
+    if "learned_limits_error" in report:
+        print(f"learned limits: not readable ({report['learned_limits_error']})", file=out)
+    elif report.get("learned_limits"):
+        print("learned limits (shared through Redis):", file=out)
+        for row in report["learned_limits"].values():
+            print(_learned_line(row, time.time()), file=out)
 
 
 def cmd_doctor(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
@@ -152,6 +196,9 @@ def cmd_doctor(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
                 problems.append(f"{dep.model_name} ({row['model']}): os.environ/{ref} is not set")
     ignored = [f"{k} (proxy-server settings: not used by hermes-delegate)" for k in cfg.router.ignored_sections]
     report["ignored"] = ignored
+    report.update(learned_limits(cfg, resolver))
+    if "learned_limits_error" in report:  # every run would fail typed (limiter_unavailable)
+        problems.append(f"router_settings: {report['learned_limits_error']}")
     if args.json:
         _print_json(report, out)
     else:
@@ -161,6 +208,8 @@ def cmd_doctor(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
         for row in report["deployments"]:
             env_txt = f" ({row['key_env']})" if row["key_env"] else ""
             print(f"  {row['group']:<20} {row['model']:<40} credentials {row['credentials']}{env_txt}", file=out)
+        if report.get("learned_limits"):
+            _print_learned(report, out)
         print("ok: no problems found" if not problems else f"{len(problems)} problem(s):", file=out)
         for p in problems:
             print(f"  - {p}", file=out)

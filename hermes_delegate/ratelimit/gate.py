@@ -9,7 +9,8 @@ A deployment's first request is sent alone (LiteLLM sets its client up on it, wh
 a variable amount and would bunch the next ones into one provider window); the rest follow.
 `rpm` is enforced as a smooth rate, not a per-minute burst: at most L requests in any window of
 W = 60·L/rpm seconds (L = rpm/60 rounded down, at least 1), plus a small pad for network jitter.
-Several processes share the request windows through Redis (see redis_windows.py).
+Several processes share all of it through Redis (redis_windows.py): the rpm windows, the parallel
+slots, the token counts and the limits one of them learned.
 
 A deployment with no configured limit is paced by what it says (learned.py): its first request goes
 alone, its response's rate-limit headers become its limits, and a deployment that sends none is paced
@@ -20,22 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import random
 import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Collection, Mapping, Sequence
 
 from .headers import parse_rate_headers
 from .learned import Adaptive
+from .windows import JITTER_PAD_S, Ask, Limits, LocalWindows, TokenEstimate, WindowStore
 
-__all__ = ["Limits", "TokenEstimate", "CapacityGate", "LocalWindows", "WindowStore", "JITTER_PAD_S", "DEFAULT_429_BLOCK_S"]
+__all__ = ["Limits", "TokenEstimate", "CapacityGate", "JITTER_PAD_S", "DEFAULT_429_BLOCK_S"]
 
-#: Added to every rate window so requests admitted back to back do not land inside one provider
-#: window because of network jitter, until measured round trips give a better margin (learned.jitter_pad).
-JITTER_PAD_S = 0.06
 #: How long a 429 without Retry-After (or an exhausted limit's reset) holds a deployment.
 DEFAULT_429_BLOCK_S = 1.0
 
@@ -43,90 +41,6 @@ DEFAULT_429_BLOCK_S = 1.0
 #: reached the gate yet (LiteLLM's own routing work, e.g. Redis round trips, delays some calls more than
 #: others): queue order follows the order calls were made, not the order they got here.
 ARRIVAL_GRACE_S = 0.25
-
-
-@dataclass(frozen=True)
-class Limits:
-    rpm: float | None = None
-    tpm: float | None = None
-    max_parallel: int | None = None
-    #: a configured tpm is counted over a minute's window (a minute's burst is allowed); a learned one
-    #: (`token_bucket`) is paced smoothly, tpm/60 tokens a second with a second's worth of burst, since
-    #: the provider's own window is not stated
-    token_window_s: float = 60.0
-    token_bucket: bool = False
-    #: the rpm window is at least this long: an rpm adapted from 429s (say 270) becomes 5 requests per
-    #: 1.11 s, not bursts of 4 per 0.89 s (two of which fit in a provider's 1 s window) nor 4 per 1 s
-    min_window_s: float = 0.0
-
-    @classmethod
-    def from_deployment(cls, dep: Mapping[str, Any], default_parallel: int | None = None) -> "Limits":
-        lp = dep.get("litellm_params") or {}
-        info = dep.get("model_info") or {}
-
-        def num(key: str) -> float | None:
-            v = lp.get(key, info.get(key))
-            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
-
-        par = num("max_parallel_requests") or (float(default_parallel) if default_parallel else None)
-        return cls(num("rpm"), num("tpm"), int(par) if par else None)
-
-    @property
-    def unlimited(self) -> bool:
-        return self.rpm is None and self.tpm is None and self.max_parallel is None
-
-    def window(self, pad_s: float = JITTER_PAD_S) -> tuple[int, float] | None:
-        """(L requests, per W seconds) for the rpm limit."""
-        if self.rpm is None:
-            return None
-        if self.min_window_s > 0:  # L = ⌈rpm·min/60⌉ requests per 60·L/rpm ≥ min seconds: the rate exactly
-            per = max(1, math.ceil(self.rpm * self.min_window_s / 60.0))
-        else:
-            per = max(1, int(self.rpm // 60))
-        return per, 60.0 * per / self.rpm + pad_s
-
-
-class WindowStore(Protocol):
-    """Where request windows live: this process (LocalWindows) or Redis (RedisWindows)."""
-
-    async def admit(self, key: str, limit: int, window_s: float, token: str) -> float:
-        """Take a slot (named `token`) if one is free now and return 0.0; else the seconds until one frees."""
-        ...
-
-    async def restamp(self, key: str, token: str) -> None:
-        """The request behind `token` is being sent now: move its slot to now."""
-        ...
-
-    async def record(self, key: str, window_s: float) -> None:
-        """Count one request now, unconditionally."""
-        ...
-
-
-class LocalWindows:
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self._w: dict[str, deque[tuple[float, str]]] = defaultdict(deque)
-
-    async def admit(self, key: str, limit: int, window_s: float, token: str = "") -> float:
-        now = self.clock()
-        q = self._w[key]
-        while q and q[0][0] <= now - window_s:
-            q.popleft()
-        if len(q) < limit:
-            q.append((now, token))
-            return 0.0
-        return max(0.001, q[0][0] + window_s - now)
-
-    async def restamp(self, key: str, token: str) -> None:
-        q = self._w[key]
-        for i, (_, tok) in enumerate(q):
-            if tok == token:
-                del q[i]
-                q.append((self.clock(), token))
-                return
-
-    async def record(self, key: str, window_s: float) -> None:
-        self._w[key].append((self.clock(), ""))
 
 
 @dataclass
@@ -142,6 +56,8 @@ class _State:
     bucket_at: float = 0.0
     token_ratio: float = 1.0  # prompt tokens responses reported ÷ what we estimated (learned tpm only)
     completion_avg: float = 0.0  # completion tokens of an uncapped request, as responses reported
+    leases: deque[str] = field(default_factory=deque)  # parallel slots held in a shared store
+    published_at: float = float("-inf")  # when learned limits were last written to a shared store
 
 
 class CapacityGate:
@@ -149,8 +65,11 @@ class CapacityGate:
 
     def __init__(self, limits: Mapping[str, Limits], *, windows: WindowStore | None = None,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
-                 learn: bool = False):
+                 learn: bool = False, labels: Mapping[str, Mapping[str, Any]] | None = None):
         self.configured = dict(limits)
+        #: what a deployment is (group, model) for the limits published to a shared store; never credentials
+        self.labels = dict(labels or {})
+        self._recalled: set[str] = set()
         self.limits = {k: v for k, v in limits.items() if not v.unlimited}  # in force: configured or learned
         self.learn = learn
         self.adaptive: dict[str, Adaptive] = defaultdict(Adaptive)
@@ -245,9 +164,11 @@ class CapacityGate:
                 st.probe_by = None
         self._wake()
 
-    def add(self, dep_id: str, limits: Limits) -> None:
+    def add(self, dep_id: str, limits: Limits, label: Mapping[str, Any] | None = None) -> None:
         """A deployment added after the gate was built (an implicit one)."""
         self.configured[dep_id] = limits
+        if label:
+            self.labels[dep_id] = dict(label)
         if not limits.unlimited:
             self.limits[dep_id] = limits
 
@@ -261,8 +182,8 @@ class CapacityGate:
         if not st.warm and st.in_flight >= 1:
             return float("inf")  # cold: until the first request returns
         if lim.tpm is not None and lim.token_bucket:
-            rate, level = self._bucket(dep_id, lim.tpm, now)
-            need = min(self._charge(st, est_tokens), rate)  # a request larger than the bucket waits for a full one
+            need = self._charge(st, est_tokens)
+            rate, level = self._bucket(dep_id, lim.tpm, now, need)
             if level < need:
                 return max(0.001, (need - level) / rate)
         elif lim.tpm is not None:
@@ -292,28 +213,54 @@ class CapacityGate:
         wait = self._local_wait(dep_id, lim, est_tokens, now)
         if wait > 0:
             return wait, False
-        win = lim.window(self._pad(dep_id))
-        if win is not None:
-            token = uuid.uuid4().hex
-            wait = await self.windows.admit(dep_id, win[0], win[1], token)
+        st = self._state[dep_id]
+        ask = self._ask(dep_id, lim, st, est_tokens, now)
+        if ask.rpm or ask.parallel or ask.tpm_window or ask.tpm_bucket:
+            wait = await self.windows.admit(dep_id, ask)
             if wait > 0:
                 return wait, False
-            self._unsent[dep_id].append(token)
-        st = self._state[dep_id]
+            if ask.rpm:
+                self._unsent[dep_id].append(ask.token)
+            if ask.parallel:
+                st.leases.append(ask.token)
         st.in_flight += 1
         if lim.tpm is not None and lim.token_bucket:
-            st.bucket = self._bucket(dep_id, lim.tpm, now)[1] - self._charge(st, est_tokens)
+            need = self._charge(st, est_tokens)
+            st.bucket = self._bucket(dep_id, lim.tpm, now, need)[1] - need
             st.bucket_at = now
         elif lim.tpm is not None:
             st.tokens.append((self.clock(), float(est_tokens)))
         return 0.0, True
 
-    def _bucket(self, dep_id: str, tpm: float, now: float) -> tuple[float, float]:
-        """(refill rate in tokens/s, with the jitter margin as for rpm windows; tokens in hand now) of a
-        learned tpm's bucket, which holds at most one second's worth."""
+    def _ask(self, dep_id: str, lim: Limits, st: "_State", est: "float | TokenEstimate", now: float) -> Ask:
+        """What the store is asked for: the rpm window; in a shared store, everyone's slots and tokens too
+        (this process's own the gate has just checked)."""
+        win = lim.window(self._pad(dep_id))
+        if not self.windows.shared:
+            return Ask(uuid.uuid4().hex, rpm=win)
+        window = bucket = None
+        if lim.tpm is not None and lim.token_bucket:
+            amount = self._charge(st, est)
+            bucket = (self._bucket(dep_id, lim.tpm, now, amount)[0], amount)
+        elif lim.tpm is not None:
+            window, amount = (lim.tpm * lim.token_window_s / 60.0, lim.token_window_s), float(est)
+        else:
+            amount = 0.0
+        return Ask(uuid.uuid4().hex, rpm=win, parallel=lim.max_parallel, tokens=amount,
+                   tpm_window=window, tpm_bucket=bucket)
+
+    def _bucket(self, dep_id: str, tpm: float, now: float, need: float) -> tuple[float, float]:
+        """(refill rate in tokens/s; tokens in hand now) of a learned tpm's bucket for a request of
+        `need` tokens. The provider counts tokens over a window W (learned from its token resets): a
+        pace r lets r·W + one request into any window, so r = tpm/60 − need/W keeps it at the limit,
+        and the bucket holds one request's worth (a second's worth would let two seconds' worth in
+        after an idle spell). The jitter margin slows it as it does rpm windows."""
         st = self._state[dep_id]
-        rate = tpm / 60.0 / (1.0 + self._pad(dep_id))
-        return rate, min(rate, st.bucket + (now - st.bucket_at) * rate)
+        ad = self.adaptive.get(dep_id)
+        per_s = tpm / 60.0
+        window_s = ad.token_window_s if ad is not None else 1.0
+        rate = max(per_s / 2.0, per_s - need / window_s) / (1.0 + self._pad(dep_id))
+        return rate, min(need, st.bucket + (now - st.bucket_at) * rate)
 
     def _pad(self, dep_id: str) -> float:
         ad = self.adaptive.get(dep_id)
@@ -345,7 +292,9 @@ class CapacityGate:
             self._apply_learned(dep_id, ad)
         self._wake()
 
-    def _apply_learned(self, dep_id: str, ad: Adaptive) -> None:
+    def _apply_learned(self, dep_id: str, ad: Adaptive, *, publish: bool = True) -> None:
+        if publish:
+            self._publish(dep_id, ad)
         conf = self.configured.get(dep_id) or _NO_LIMITS
         merged = Limits(conf.rpm or ad.rpm, conf.tpm or ad.tpm, conf.max_parallel, conf.token_window_s,
                         token_bucket=not conf.tpm, min_window_s=1.0 if ad.adapted and not conf.rpm else 0.0)
@@ -357,9 +306,46 @@ class CapacityGate:
             return
         new = dep_id not in self.limits
         self.limits[dep_id] = merged
-        if new:  # the request that taught them was sent and counted by the provider: count it here too
+        if new and publish:  # the request that taught them was sent and counted by the provider: count it here too
             st.warm = True
             self._restamp(dep_id)
+
+    # -- limits learned by one process, known to all (a shared store) -----------------------
+    def _publish(self, dep_id: str, ad: Adaptive) -> None:
+        """Put what this deployment taught us where the other processes look first: on a change of
+        stated limits at once, an adapted pace at most once a second."""
+        st = self._state[dep_id]
+        now = self.clock()
+        if not self.windows.shared or (ad.rpm is None and ad.tpm is None) or \
+                (ad.adapted and now - st.published_at < PUBLISH_EVERY_S):
+            return
+        st.published_at = now
+        learned = {**ad.describe(), "learned_from": "429s" if ad.adapted else "headers",
+                   "measured_rpm": ad.measured_rpm, "at": time.time(), **self.labels.get(dep_id, {})}
+        self._background(self.windows.publish(dep_id, learned))
+
+    async def recall(self, deployments: Sequence[Mapping[str, Any]]) -> None:
+        """Limits another process learned for these deployments (a shared store): taken as if this
+        process had learned them, so their first request here need not go alone. Once per deployment."""
+        if not (self.learn and self.windows.shared):
+            return
+        for dep in deployments:
+            dep_id = _dep_id(dep)
+            if dep_id in self._recalled or not self._unknown(dep_id):
+                continue
+            self._recalled.add(dep_id)
+            try:
+                learned = await self.windows.recall(dep_id)
+            except Exception:  # noqa: BLE001 - best effort: without it the first request teaches them
+                continue
+            if learned and (learned.get("rpm") or learned.get("tpm")) and self._unknown(dep_id):
+                ad = self.adaptive[dep_id]
+                ad.answered, ad.rpm, ad.tpm = True, _pos(learned.get("rpm")), _pos(learned.get("tpm"))
+                ad.adapted = learned.get("learned_from") == "429s"
+                ad.sends_headers = not ad.adapted
+                ad.measured_rpm = _pos(learned.get("measured_rpm")) or ad.rpm
+                ad.paced_since = self.clock()
+                self._apply_learned(dep_id, ad, publish=False)
 
     @staticmethod
     def _charge(st: "_State", est: "float | TokenEstimate") -> float:
@@ -405,6 +391,8 @@ class CapacityGate:
                 st.warm = True
                 self._restamp(dep_id)
             st.in_flight = max(0, st.in_flight - 1)
+            if st.leases:  # any of this process's slots there: they are alike
+                self._background(self.windows.release(dep_id, st.leases.popleft()))
         self._wake()
 
     def _wake(self) -> None:
@@ -463,9 +451,14 @@ class CapacityGate:
         win = self.limits[dep_id].window(self._pad(dep_id)) if dep_id in self.limits else None
         if win is None:
             return
+        self._background(self.windows.record(dep_id, win[1]))
+
+    def _background(self, update: Awaitable[None]) -> None:
+        """A store update the caller need not wait for (a failure shows at the next admission)."""
         try:
-            task = asyncio.get_running_loop().create_task(self.windows.record(dep_id, win[1]))
+            task = asyncio.get_running_loop().create_task(update)  # type: ignore[arg-type]
         except RuntimeError:
+            update.close()  # type: ignore[attr-defined]
             return
         self._tasks.add(task)
         task.add_done_callback(_forget)
@@ -541,18 +534,9 @@ class CapacityGate:
         return {t for t in open_now if t < ticket} - queued - self._served - self._skipped
 
 
-@dataclass(frozen=True)
-class TokenEstimate:
-    """A request's tokens before it is sent: the prompt, estimated from its text, and its max_tokens."""
-
-    prompt: float
-    max_tokens: float = 0.0
-
-    def __float__(self) -> float:
-        return self.prompt + self.max_tokens
-
-
 _NO_LIMITS = Limits()
+#: An adapted pace changes on every success: a shared store hears of it at most this often.
+PUBLISH_EVERY_S = 1.0
 #: How long a deployment's first request (whose answer states its limits) goes alone at most, from
 #: when it is sent: a 429 comes back well within it, a completion often does not, and the batch
 #: should not wait for that.
@@ -563,6 +547,10 @@ def _forget(task: "asyncio.Task[None]") -> None:
     """A background window update failed (Redis went away): the next admission reports it."""
     if not task.cancelled():
         task.exception()
+
+
+def _pos(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
 
 def _dep_id(dep: Mapping[str, Any]) -> str:

@@ -61,6 +61,9 @@ class Adaptive:
     beyond: int = 0  # successes since the pace passed measured_rpm
     hold_decrease_until: float = 0.0
     rate_limited: int = 0  # 429s this deployment answered
+    #: the window the provider counts tokens over: the longest token reset it stated (a reset is when
+    #: the tokens used so far are back, so one after a full window's use is the window), 1–60 s
+    token_window_s: float = 1.0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     sends: deque[float] = field(default_factory=lambda: deque(maxlen=1024))  # when requests were sent
     refusals: deque[float] = field(default_factory=lambda: deque(maxlen=1024))  # when the 429'd ones were
@@ -72,6 +75,8 @@ class Adaptive:
             return False
         self.sends_headers = True
         self.adapted = False
+        if rate.tokens_reset_s:
+            self.token_window_s = min(60.0, max(self.token_window_s, rate.tokens_reset_s))
         changed = (rate.requests_limit, rate.tokens_limit) != (self.rpm, self.tpm)
         self.rpm = rate.requests_limit if rate.requests_limit else None
         self.tpm = rate.tokens_limit if rate.tokens_limit else None

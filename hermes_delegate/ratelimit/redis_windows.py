@@ -1,22 +1,27 @@
-"""Request windows shared by several processes through Redis, so several delegators (hermes
-sessions, CI workers) together stay under one provider's rate limit.
+"""Rate limits shared by several processes through Redis, so several delegators (hermes sessions,
+CI workers) together stay under one provider's limits: the rpm windows, the parallel slots (leases a
+dead process gives up within LEASE_S), the token windows and buckets, and the limits learned from a
+provider's headers or 429s (which a process that has not yet heard from the provider starts with).
 
 It connects with the Router's own Redis settings (`redis_host`/`redis_port`/`redis_password` or
 `redis_url` in `router_settings`), which also share the Router's cooldowns and usage. Admission is
 one Lua script, atomic on the server and timed by the server's clock, so processes need not agree
-on time.
+on time. Processes served by one deployment take turns as its windows free: each asks again when
+the script says a slot frees, so none is favoured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any, Awaitable, Callable, Mapping
 
 from ..core.errors import ProviderError
+from .windows import Ask
 
-__all__ = ["RedisWindows", "limiter_unavailable", "CONNECT_TIMEOUT_S", "DOWN_S"]
+__all__ = ["RedisWindows", "limiter_unavailable", "read_learned", "CONNECT_TIMEOUT_S", "DOWN_S", "LEASE_S"]
 
 #: How long one Redis command may take (connect, then answer) before the limiter counts as unavailable.
 CONNECT_TIMEOUT_S = 1.0
@@ -24,29 +29,85 @@ CONNECT_TIMEOUT_S = 1.0
 DOWN_S = 2.0
 
 
-def limiter_unavailable(detail: str) -> ProviderError:
+def limiter_unavailable(detail: str, *, calling: bool = True) -> ProviderError:
     """The typed error for 'the shared rate windows cannot be reached': not a provider outage, and
     not retried by the Router (LiteLLM reads `num_retries` off an exception)."""
     exc = ProviderError(
         "limiter_unavailable",
-        f"The shared rate limiter (Redis) is unavailable: {detail}. Nothing was sent to the provider.",
+        f"The shared rate limiter (Redis) is unavailable: {detail}."
+        + (" Nothing was sent to the provider." if calling else " Runs would fail until it is back."),
         hint="Start the Redis server named by router_settings (redis_host/redis_port or redis_url), or remove "
              "those settings to keep the request windows in this process.")
     exc.num_retries = 0  # type: ignore[attr-defined]
     return exc
 
+#: KEYS: rpm window, parallel slots, token window, token bucket of one deployment. ARGV: the request's
+#: token; rpm L, W (ms); parallel limit, lease (ms); tokens; tpm budget, its window (ms); bucket rate
+#: (tokens/ms), capacity; a 0 limit is no limit. All of it is taken, or nothing: returns 0, or the ms
+#: until it could be (-1: until a parallel slot frees).
 _ADMIT = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window * 2 + 1000)
-  return 0
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local tok = ARGV[1]
+local L, W = tonumber(ARGV[2]), tonumber(ARGV[3])
+local P, lease = tonumber(ARGV[4]), tonumber(ARGV[5])
+local amount = tonumber(ARGV[6])
+local B, TW = tonumber(ARGV[7]), tonumber(ARGV[8])
+local rate, cap = tonumber(ARGV[9]), tonumber(ARGV[10])
+local wait = 0
+if P > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= P then return -1 end
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now)
+if L > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - W)
+  if redis.call('ZCARD', KEYS[1]) >= L then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    wait = math.max(wait, tonumber(oldest[2]) + W - now)
+  end
+end
+if B > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - TW)
+  local used, n = 0, 0
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    used = used + tonumber(string.match(m, ':([^:]+)$'))
+    n = n + 1
+  end
+  if n > 0 and used + amount > B then
+    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    wait = math.max(wait, tonumber(oldest[2]) + TW - now)
+  end
+end
+local level = 0
+if rate > 0 then
+  local b = redis.call('HMGET', KEYS[4], 'level', 'at')
+  if b[1] then
+    level = math.min(cap, tonumber(b[1]) + (now - tonumber(b[2])) * rate)
+  else  -- a new bucket starts empty (the provider may have counted others' tokens) and fills from now
+    redis.call('HSET', KEYS[4], 'level', '0', 'at', tostring(now))
+    redis.call('PEXPIRE', KEYS[4], math.ceil(cap / rate) * 2 + 1000)
+  end
+  local need = math.min(amount, cap)
+  if level < need then wait = math.max(wait, (need - level) / rate) end
+end
+if wait > 0 then return math.max(1, math.ceil(wait)) end
+if P > 0 then
+  redis.call('ZADD', KEYS[2], now + lease, tok)
+  redis.call('PEXPIRE', KEYS[2], lease * 2)
+end
+if L > 0 then
+  redis.call('ZADD', KEYS[1], now, tok)
+  redis.call('PEXPIRE', KEYS[1], W * 2 + 1000)
+end
+if B > 0 then
+  redis.call('ZADD', KEYS[3], now, tok .. ':' .. amount)
+  redis.call('PEXPIRE', KEYS[3], TW * 2 + 1000)
+end
+if rate > 0 then
+  redis.call('HSET', KEYS[4], 'level', tostring(level - math.min(amount, cap)), 'at', tostring(now))
+  redis.call('PEXPIRE', KEYS[4], math.ceil(cap / rate) * 2 + 1000)
+end
+return 0
 """
 
 _RESTAMP = """
@@ -55,19 +116,42 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
 """
 
+#: Move the leases of the parallel slots still held (ARGV[2..]) to now + ARGV[1] ms.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
+return 0
+"""
+
+#: A parallel slot is held for this long unless renewed: a process that dies holding one frees it by then.
+LEASE_S = 30.0
+#: Leases still held are renewed this often.
+RENEW_EVERY_S = 10.0
+#: A full parallel limit frees when another process's request ends, which nothing here announces: look again after this.
+PARALLEL_POLL_S = 0.05
+#: Learned limits stay this long after they were last heard (every response states them again).
+LEARNED_TTL_S = 3600
+
 
 class RedisWindows:
-    """A WindowStore (see gate.py) in Redis. Keys: `hermes_delegate:rpm:<deployment id>`."""
+    """A WindowStore (see windows.py) in Redis. Keys: `hermes_delegate:{rpm,par,tpm,bucket,learned}:<deployment id>`."""
+
+    shared = True
 
     def __init__(self, *, url: str | None = None, host: str | None = None, port: int | None = None,
-                 password: str | None = None, prefix: str = "hermes_delegate:rpm:"):
+                 password: str | None = None, prefix: str = "hermes_delegate:"):
         self._kw: dict[str, Any] = {"url": url, "host": host, "port": port, "password": password}
         self.prefix = prefix
         self._client: Any = None
         self._script: Any = None
         self._restamp_script: Any = None
+        self._renew_script: Any = None
         self._down_until = 0.0
         self._down_reason = ""
+        self._held: dict[str, set[str]] = {}  # deployment -> tokens of the parallel slots held
+        self._renewer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_router_settings(cls, settings: Mapping[str, Any]) -> "RedisWindows":
@@ -90,6 +174,7 @@ class RedisWindows:
                                     password=self._kw["password"], **_fail_fast())
         self._script = client.register_script(_ADMIT)
         self._restamp_script = client.register_script(_RESTAMP)
+        self._renew_script = client.register_script(_RENEW)
         return client
 
     async def _run(self, call: Callable[[], Awaitable[Any]]) -> Any:
@@ -108,22 +193,103 @@ class RedisWindows:
             self._down_until = time.monotonic() + DOWN_S
             raise limiter_unavailable(self._down_reason) from None
 
-    async def admit(self, key: str, limit: int, window_s: float, token: str = "") -> float:
-        wait_ms = await self._run(lambda: self._script(
-            keys=[self.prefix + key], args=[limit, int(window_s * 1000), token or uuid.uuid4().hex]))
+    def _keys(self, key: str) -> list[str]:
+        return [f"{self.prefix}{kind}:{key}" for kind in ("rpm", "par", "tpm", "bucket")]
+
+    async def admit(self, key: str, ask: Ask) -> float:
+        limit, window_s = ask.rpm or (0, 0.0)
+        budget, per_s = ask.tpm_window or (0.0, 0.0)
+        rate, cap = ask.tpm_bucket or (0.0, 0.0)
+        wait_ms = await self._run(lambda: self._script(keys=self._keys(key), args=[
+            ask.token or uuid.uuid4().hex, limit, int(window_s * 1000), ask.parallel or 0, int(LEASE_S * 1000),
+            repr(float(ask.tokens)), repr(float(budget)), int(per_s * 1000), repr(rate / 1000.0), repr(float(cap))]))
+        if int(wait_ms) < 0:
+            return PARALLEL_POLL_S
+        if int(wait_ms) == 0 and ask.parallel:
+            self._held.setdefault(key, set()).add(ask.token)
+            self._keep_renewing()
         return float(wait_ms) / 1000.0
 
     async def restamp(self, key: str, token: str) -> None:
-        await self._run(lambda: self._restamp_script(keys=[self.prefix + key], args=[token]))
+        await self._run(lambda: self._restamp_script(keys=[self._keys(key)[0]], args=[token]))
 
     async def record(self, key: str, window_s: float) -> None:
-        await self._run(lambda: self._script(
-            keys=[self.prefix + key], args=[1_000_000, int(window_s * 1000), uuid.uuid4().hex]))
+        await self._run(lambda: self._script(keys=self._keys(key), args=[
+            uuid.uuid4().hex, 1_000_000, int(window_s * 1000), 0, 0, "0", "0", 0, "0", "0"]))
+
+    async def release(self, key: str, token: str) -> None:
+        held = self._held.get(key)
+        if held is not None:
+            held.discard(token)
+        await self._run(lambda: self._client.zrem(self._keys(key)[1], token))
+
+    def _keep_renewing(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        """Renew the leases of the slots this process holds, while it holds any."""
+        while any(self._held.values()):
+            await asyncio.sleep(RENEW_EVERY_S)
+            for key, tokens in list(self._held.items()):
+                if tokens:
+                    try:
+                        await self._run(lambda k=key, t=tuple(tokens): self._renew_script(
+                            keys=[self._keys(k)[1]], args=[int(LEASE_S * 1000), *t]))
+                    except Exception:  # noqa: BLE001 - Redis away: the next admission reports it
+                        pass
+
+    async def publish(self, key: str, learned: Mapping[str, Any]) -> None:
+        body = json.dumps({k: v for k, v in learned.items() if v is not None})
+        await self._run(lambda: self._client.set(f"{self.prefix}learned:{key}", body, ex=LEARNED_TTL_S))
+
+    async def recall(self, key: str) -> dict[str, Any] | None:
+        body = await self._run(lambda: self._client.get(f"{self.prefix}learned:{key}"))
+        return _learned(body)
 
     async def aclose(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def read_learned(settings: Mapping[str, Any], prefix: str = "hermes_delegate:") -> dict[str, dict[str, Any]]:
+    """Every deployment's learned limits in the Redis that router_settings name (for `models`/`doctor`,
+    which call no model): deployment id -> what was learned. Raises the typed limiter_unavailable."""
+    import redis  # noqa: PLC0415
+
+    port = settings.get("redis_port")
+    kw = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": CONNECT_TIMEOUT_S}
+    if settings.get("redis_url"):
+        client = redis.Redis.from_url(settings["redis_url"], password=settings.get("redis_password"), **kw)
+    else:
+        client = redis.Redis(host=settings.get("redis_host") or "127.0.0.1", port=int(port) if port else 6379,
+                             password=settings.get("redis_password"), **kw)
+    try:
+        out: dict[str, dict[str, Any]] = {}
+        keys = list(client.scan_iter(match=f"{prefix}learned:*", count=500))
+        for key, body in zip(keys, client.mget(keys) if keys else []):
+            learned = _learned(body)
+            if learned is not None:
+                out[(key.decode() if isinstance(key, bytes) else key)[len(prefix) + len("learned:"):]] = learned
+        return out
+    except (redis.RedisError, OSError) as exc:
+        raise limiter_unavailable(_reason(exc), calling=False) from None
+    finally:
+        client.close()
+
+
+def _learned(body: Any) -> dict[str, Any] | None:
+    if not body:
+        return None
+    try:
+        value = json.loads(body)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _fail_fast() -> dict[str, Any]:

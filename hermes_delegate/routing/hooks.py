@@ -129,6 +129,8 @@ def make_hooks(handle: "RouterHandle") -> Any:
             healthy_deployments = not_failed(call_id, healthy_deployments)
             if call_id is None or call_id not in log.held:
                 return healthy_deployments
+            if gate.unknown(healthy_deployments):
+                await gate.recall(healthy_deployments)  # what another process learned (shared store)
             if not gate.limited(healthy_deployments) and gate.unknown(healthy_deployments):
                 # the Router still chooses; a deployment's first request goes alone
                 offered = await gate.admit_unknown(call_id, healthy_deployments)

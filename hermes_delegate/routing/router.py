@@ -100,6 +100,9 @@ class RouterHandle:
              for d in router.get_model_list() or []},
             windows=_shared_windows(settings),
             learn=self.config.delegation.learn_limits,
+            labels={str(d["model_info"]["id"]): {"group": d.get("model_name"),
+                                                 "model": (d.get("litellm_params") or {}).get("model")}
+                    for d in router.get_model_list() or []},
         )
         self.hooks = make_hooks(self)
         install_dispatcher(litellm)
@@ -117,7 +120,8 @@ class RouterHandle:
                                                           model_info={}))
             if added is not None:
                 self.gate.add(str(added.model_info.id),
-                              Limits.from_deployment(added.model_dump(exclude_none=True), self._default_parallel))
+                              Limits.from_deployment(added.model_dump(exclude_none=True), self._default_parallel),
+                              label={"group": res.model, "model": params.get("model")})
             self._implicit.add(res.model)
         return res.model
 

@@ -1,0 +1,157 @@
+"""Every limit is shared through a real Redis, not only the rpm windows: parallel slots, token
+counts, and the limits one process learned from the provider.
+
+Each test runs separate delegator processes against ONE loopback provider that enforces the limit
+(answering 429 beyond it) and, with Redis configured, asserts from the provider's own records that
+together they stayed under it; the control case without Redis shows the same processes overloading it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from hermes_delegate.loopback import LoopbackProvider
+from helpers import run_together
+
+WORKER = textwrap.dedent('''
+    import json, os, sys
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    from hermes_delegate import Delegator, Task, config_from_dict
+
+    spec = json.loads(sys.argv[1])
+    d = Delegator(config_from_dict(spec["config"], source="(shared limits test worker)"))
+    d.router.router  # build the Router (imports litellm) before the common start
+    print("READY", flush=True)
+    sys.stdin.readline()  # all processes start their batch together
+    batch = d.run_sync([Task(f"{spec['name']}-{i}: " + "word " * spec.get("words", 1), model="shared")
+                        for i in range(spec["n"])])
+    print(json.dumps({
+        "counts": batch.counts(),
+        "statuses": [s for r in batch.results for s in [a.status for a in r.attempts]],
+        "limits": [r.deployment.limits for r in batch.results if r.deployment is not None],
+    }))
+''')
+
+
+def _config(provider: LoopbackProvider, redis_port: int | None, dep_id: str, **params: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {"num_retries": 3}
+    if redis_port is not None:
+        settings.update(redis_host="127.0.0.1", redis_port=redis_port)
+    return {
+        "delegation": {"max_concurrency": 64, "task_timeout_s": 60},
+        "router": {
+            "model_list": [{
+                "model_name": "shared",
+                "litellm_params": {"model": "openai/shared-model", "api_base": provider.base_url,
+                                   "api_key": "sk-loopback-test-key", **params},
+                "model_info": {"id": dep_id},  # the same in every process: the shared key
+            }],
+            "router_settings": settings,
+        },
+    }
+
+
+def _run(config: dict[str, Any], tmp_path: Path, n_procs: int, **spec: Any) -> list[dict[str, Any]]:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER, encoding="utf-8")
+    outs = run_together(script, [[json.dumps({"config": config, "name": f"p{i}", **spec})] for i in range(n_procs)],
+                        tmp_path)
+    return [json.loads(o) for o in outs]
+
+
+def _unique(name: str) -> str:
+    return f"{name}-{os.getpid()}-{time.time_ns()}"
+
+
+@pytest.fixture
+def provider() -> Iterator[LoopbackProvider]:
+    with LoopbackProvider("shared", latency_s=0.05, retry_after=1).start() as p:
+        yield p
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "no-redis"])
+def test_max_parallel_is_one_limit_across_processes(provider: LoopbackProvider, redis_port: int, shared: bool,
+                                                    tmp_path: Path) -> None:
+    provider.max_concurrent, provider.latency_s = 2, 0.3
+    cfg = _config(provider, redis_port if shared else None, _unique("par"), max_parallel_requests=2)
+    outs = _run(cfg, tmp_path, 2, n=6)
+    stats = provider.stats()
+    if shared:
+        assert [o["counts"] for o in outs] == [{"completed": 6}] * 2, outs
+        assert stats["max_in_flight"] <= 2, stats
+        assert stats["429"] == 0, stats
+        assert all(o["limits"][0]["max_parallel"] == 2 for o in outs)
+    else:  # each process keeps to 2 on its own: 4 at once at the provider, which refuses the extra
+        assert stats["429"] > 0, stats
+        assert "429" in [s for o in outs for s in o["statuses"]]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "no-redis"])
+def test_a_learned_token_limit_is_one_budget_across_processes(provider: LoopbackProvider, redis_port: int,
+                                                              shared: bool, tmp_path: Path) -> None:
+    # the provider states its tpm in headers (none configured): every process learns the same
+    # limit, and only a shared bucket keeps the sum of them under it
+    provider.tpm, provider.token_window_s, provider.latency_s = 24000, 1.0, 0.02  # 400 tokens per second
+    cfg = _config(provider, redis_port if shared else None, _unique("tpm"))
+    cfg["delegation"]["max_tokens"] = 20
+    outs = _run(cfg, tmp_path, 2, n=12, words=40)
+    stats = provider.stats()
+    if shared:
+        assert [o["counts"] for o in outs] == [{"completed": 12}] * 2, outs
+        assert stats["429"] <= 2, stats  # the first request of each process goes before anything is known
+        assert all(o["limits"][-1]["tpm"] == 24000.0 and o["limits"][-1]["learned"] == ["tpm"] for o in outs)
+    else:
+        assert stats["429"] > 2, stats
+
+
+def test_limits_learned_by_one_process_are_known_to_the_next_and_to_the_cli(
+        provider: LoopbackProvider, redis_port: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from hermes_delegate.hosts.cli import main
+
+    provider.rps = 5
+    dep_id = _unique("learned")
+    cfg = _config(provider, redis_port, dep_id)
+    outs = _run(cfg, tmp_path, 1, n=4)
+    assert outs[0]["limits"][-1] == {"rpm": 300.0, "learned": ["rpm"], "learned_from": "headers"}
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    assert main(["models", "--config", str(path), "--json"]) == 0
+    inv = json.loads(capsys.readouterr().out)
+    row = inv["learned_limits"][dep_id]
+    assert (row["rpm"], row["learned_from"], row["group"], row["model"]) == \
+        (300.0, "headers", "shared", "openai/shared-model")
+    assert "sk-loopback-test-key" not in json.dumps(inv)
+    assert main(["models", "--config", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "shared (openai/shared-model): rpm 300 (learned from headers" in text
+
+
+
+def test_a_pace_adapted_on_429s_is_where_the_next_process_starts(provider: LoopbackProvider, redis_port: int,
+                                                                 tmp_path: Path) -> None:
+    # no limit headers: the first process finds the rate by its 429s; the next starts at that pace
+    # instead of bursting into the provider again
+    provider.rps, provider.ratelimit_headers = 5, "none"
+    cfg = _config(provider, redis_port, _unique("adapted"))
+    first = _run(cfg, tmp_path, 1, n=20)
+    assert first[0]["counts"] == {"completed": 20}
+    first_429s = provider.stats()["429"]
+    assert first_429s >= 3, "the first burst meets the limit"
+    assert first[0]["limits"][-1]["learned_from"] == "429s"
+
+    time.sleep(1.1)  # the provider's window forgets the first process
+    provider.reset_stats()
+    again = _run(cfg, tmp_path, 1, n=15)
+    assert again[0]["counts"] == {"completed": 15}
+    assert provider.stats()["429"] <= 1, provider.stats()
+    assert again[0]["limits"][0]["learned_from"] == "429s"

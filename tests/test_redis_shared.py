@@ -155,3 +155,83 @@ def test_a_pace_adapted_on_429s_is_where_the_next_process_starts(provider: Loopb
     assert again[0]["counts"] == {"completed": 15}
     assert provider.stats()["429"] <= 1, provider.stats()
     assert again[0]["limits"][0]["learned_from"] == "429s"
+
+
+# -- the store itself, two "processes" (two clients) on one real Redis ---------------------------
+
+def _stores(redis_port: int, n: int = 2) -> list[Any]:
+    from hermes_delegate.ratelimit.redis_windows import RedisWindows
+
+    return [RedisWindows(port=redis_port) for _ in range(n)]
+
+
+def test_capacity_that_frees_goes_to_the_process_that_waited_longest(redis_port: int) -> None:
+    import asyncio
+
+    from hermes_delegate.ratelimit.windows import Ask
+
+    async def go() -> None:
+        a, b = _stores(redis_port)
+        key = _unique("fair")
+        assert await a.admit(key, Ask("a0", rpm=(1, 0.3), waiter="A")) == 0.0
+        wait_a = await a.admit(key, Ask("a1", rpm=(1, 0.3), waiter="A"))  # refused: A queues
+        assert 0 < wait_a <= 0.3
+        await asyncio.sleep(wait_a + 0.02)
+        # the slot is free, but A has waited for it: B, asking first, is turned away
+        assert await b.admit(key, Ask("b0", rpm=(1, 0.3), waiter="B")) > 0
+        assert await a.admit(key, Ask("a1", rpm=(1, 0.3), waiter="A")) == 0.0
+        await asyncio.sleep(0.32)
+        assert await b.admit(key, Ask("b0", rpm=(1, 0.3), waiter="B")) == 0.0  # and then B
+        for s in (a, b):
+            await s.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_parallel_slot_of_a_process_that_died_frees_when_its_lease_ends(redis_port: int,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from hermes_delegate.ratelimit import redis_windows
+    from hermes_delegate.ratelimit.windows import Ask
+
+    monkeypatch.setattr(redis_windows, "LEASE_S", 0.4)
+    monkeypatch.setattr(redis_windows, "RENEW_EVERY_S", 0.1)
+
+    async def go() -> None:
+        dead, alive = _stores(redis_port)
+        key = _unique("lease")
+        assert await dead.admit(key, Ask("d0", parallel=1)) == 0.0
+        dead._renewer.cancel()  # it dies holding the slot: no release, no renewal
+        assert await alive.admit(key, Ask("l0", parallel=1)) > 0
+        await asyncio.sleep(0.45)
+        assert await alive.admit(key, Ask("l0", parallel=1)) == 0.0
+        # a live holder renews its lease: the slot stays taken past LEASE_S until it releases it
+        await asyncio.sleep(0.6)
+        assert await dead.admit(key, Ask("d1", parallel=1)) > 0
+        await alive.release(key, "l0")
+        assert await dead.admit(key, Ask("d1", parallel=1)) == 0.0
+        for s in (dead, alive):
+            await s.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_configured_token_window_is_one_budget_across_processes(redis_port: int) -> None:
+    import asyncio
+
+    from hermes_delegate.ratelimit.windows import Ask
+
+    async def go() -> None:
+        a, b = _stores(redis_port)
+        key = _unique("tpm-window")
+        ask = {"tokens": 100.0, "tpm_window": (300.0, 2.0)}
+        assert await a.admit(key, Ask("a0", **ask)) == 0.0
+        assert await b.admit(key, Ask("b0", **ask)) == 0.0
+        assert await a.admit(key, Ask("a1", **ask)) == 0.0
+        wait = await b.admit(key, Ask("b1", **ask))  # 400 > 300 in 2 s: until the first leaves the window
+        assert 1.5 < wait <= 2.0
+        for s in (a, b):
+            await s.aclose()
+
+    asyncio.run(go())

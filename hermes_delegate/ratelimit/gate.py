@@ -58,6 +58,7 @@ class _State:
     completion_avg: float = 0.0  # completion tokens of an uncapped request, as responses reported
     leases: deque[str] = field(default_factory=deque)  # parallel slots held in a shared store
     published_at: float = float("-inf")  # when learned limits were last written to a shared store
+    probe_token: str | None = None  # the first request's entry in a shared store's rpm window
 
 
 class CapacityGate:
@@ -70,6 +71,8 @@ class CapacityGate:
         #: what a deployment is (group, model) for the limits published to a shared store; never credentials
         self.labels = dict(labels or {})
         self._recalled: set[str] = set()
+        self._id = uuid.uuid4().hex[:12]  # this gate's queues, as a shared store's waiters
+        self._queued_at: dict[str, set[str]] = defaultdict(set)  # group -> deployments its waiter queues at
         self.limits = {k: v for k, v in limits.items() if not v.unlimited}  # in force: configured or learned
         self.learn = learn
         self.adaptive: dict[str, Adaptive] = defaultdict(Adaptive)
@@ -80,6 +83,7 @@ class CapacityGate:
         self._state: dict[str, _State] = defaultdict(_State)
         self._waiting: dict[str, set[int]] = defaultdict(set)  # tickets queued per group
         self._busy: set[str] = set()  # groups whose head is asking the windows right now
+        self._probing: set[int] = set()  # tickets of the calls in admit_unknown
         self._served: set[int] = set()
         self._skipped: set[int] = set()
         self._auto = itertools.count(10**12)
@@ -87,6 +91,7 @@ class CapacityGate:
         #: Tickets of the calls under way (set by the router hooks); None: serve in arrival order.
         self.outstanding: Callable[[], Collection[int]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._counting: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._unsent: dict[str, deque[str]] = defaultdict(deque)
         self.waits = 0
         self.wait_s = 0.0
@@ -110,17 +115,40 @@ class CapacityGate:
         return self.learn and (ad is None or not ad.answered)
 
     # -- the first request to a deployment goes alone -------------------------------------------
-    async def admit_unknown(self, call_id: str,
-                            deployments: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]] | None:
+    async def admit_unknown(self, call_id: str, deployments: Sequence[Mapping[str, Any]],
+                            ticket: int | None = None) -> list[Mapping[str, Any]] | None:
         """The deployments this call may go to now, the Router choosing among them as it would: all but
         those held by a Retry-After and those whose first request (another call's) is still out, for
         at most PROBE_WAIT_S after it was sent. The unknown ones offered are reserved for this call
         until it is sent (`picked`), so two calls never both make a deployment's first request.
-        None once the first answer taught limits: the call then queues for them (`acquire`)."""
+        None once the first answer taught limits: the call then queues for them (`acquire`).
+        The first request is the earliest call's (by `ticket`): a later one waits for earlier ones
+        still on their way here, for ARRIVAL_GRACE_S at most."""
+        if ticket is not None:
+            self._probing.add(ticket)
+        grace_end: float | None = None
+        try:
+            return await self._admit_unknown(call_id, deployments, ticket, grace_end)
+        finally:
+            self._probing.discard(ticket)  # type: ignore[arg-type]
+            self._wake()
+
+    async def _admit_unknown(self, call_id: str, deployments: Sequence[Mapping[str, Any]], ticket: int | None,
+                             grace_end: float | None) -> list[Mapping[str, Any]] | None:
         while True:
             if self.limited(deployments):
                 return None
             now = self.clock()
+            if ticket is not None and any(t < ticket for t in self._probing):
+                await self._sleep(None)  # an earlier call is here: it goes first
+                continue
+            earlier = self._not_arrived(ticket) if ticket is not None else set()
+            if earlier:
+                grace_end = grace_end if grace_end is not None else now + ARRIVAL_GRACE_S
+                if now < grace_end:
+                    await self._sleep(grace_end - now)
+                    continue
+                self._skipped |= earlier
             ready, soonest = [], float("inf")
             for dep in deployments:
                 dep_id = _dep_id(dep)
@@ -141,6 +169,8 @@ class CapacityGate:
                     if self._unknown(dep_id) and st.probe_by is None:
                         st.probe_by, st.first_sent = call_id, float("inf")
                         self._reserved[call_id].add(dep_id)
+                if ticket is not None:
+                    self._served.add(ticket)  # later calls need not wait for it to arrive
                 return ready
             await self._sleep(None if soonest == float("inf") else soonest)
 
@@ -152,6 +182,9 @@ class CapacityGate:
                 self._reserved[call_id].add(other)
                 if st.first_sent == float("inf"):
                     st.first_sent = self.clock()  # the probe's wait runs from when it is sent
+                    if self.windows.shared:  # other processes count it from now (restamped when answered)
+                        st.probe_token = uuid.uuid4().hex
+                        self._background(self.windows.record(other, PROBE_COUNTED_S, st.probe_token))
             elif st.probe_by == call_id:
                 st.probe_by = None
         self._wake()
@@ -195,7 +228,7 @@ class CapacityGate:
                 return max(0.001, st.tokens[0][0] + span - now)
         return 0.0
 
-    async def _try(self, dep_id: str, est_tokens: "float | TokenEstimate") -> tuple[float, bool]:
+    async def _try(self, dep_id: str, est_tokens: "float | TokenEstimate", group: str = "") -> tuple[float, bool]:
         """(0.0, slot taken?) when the deployment can take this request now; else (seconds to wait, False)."""
         now = self.clock()
         blocked = self._state[dep_id].blocked_until if dep_id in self._state else 0.0
@@ -214,11 +247,16 @@ class CapacityGate:
         if wait > 0:
             return wait, False
         st = self._state[dep_id]
-        ask = self._ask(dep_id, lim, st, est_tokens, now)
+        ask = self._ask(dep_id, lim, st, est_tokens, now, group)
         if ask.rpm or ask.parallel or ask.tpm_window or ask.tpm_bucket:
+            if self._counting.get(dep_id):  # a request counted in the background is counted first
+                await asyncio.wait(list(self._counting[dep_id]))
             wait = await self.windows.admit(dep_id, ask)
             if wait > 0:
+                if ask.waiter:
+                    self._queued_at[group].add(dep_id)
                 return wait, False
+            self._queued_at[group].discard(dep_id)
             if ask.rpm:
                 self._unsent[dep_id].append(ask.token)
             if ask.parallel:
@@ -232,7 +270,8 @@ class CapacityGate:
             st.tokens.append((self.clock(), float(est_tokens)))
         return 0.0, True
 
-    def _ask(self, dep_id: str, lim: Limits, st: "_State", est: "float | TokenEstimate", now: float) -> Ask:
+    def _ask(self, dep_id: str, lim: Limits, st: "_State", est: "float | TokenEstimate", now: float,
+             group: str) -> Ask:
         """What the store is asked for: the rpm window; in a shared store, everyone's slots and tokens too
         (this process's own the gate has just checked)."""
         win = lim.window(self._pad(dep_id))
@@ -247,7 +286,7 @@ class CapacityGate:
         else:
             amount = 0.0
         return Ask(uuid.uuid4().hex, rpm=win, parallel=lim.max_parallel, tokens=amount,
-                   tpm_window=window, tpm_bucket=bucket)
+                   tpm_window=window, tpm_bucket=bucket, waiter=f"{self._id}:{group}")
 
     def _bucket(self, dep_id: str, tpm: float, now: float, need: float) -> tuple[float, float]:
         """(refill rate in tokens/s; tokens in hand now) of a learned tpm's bucket for a request of
@@ -449,17 +488,26 @@ class CapacityGate:
         """The warm-up request reached the provider at some unknown moment before now: count it
         again at now, so the next window is measured from a time it surely arrived by."""
         win = self.limits[dep_id].window(self._pad(dep_id)) if dep_id in self.limits else None
+        st = self._state[dep_id]
+        token, st.probe_token = st.probe_token, None
         if win is None:
             return
-        self._background(self.windows.record(dep_id, win[1]))
+        if token is not None:  # counted in the shared windows when it was sent: move it to now
+            self._background(self.windows.restamp(dep_id, token), counting=dep_id)
+        else:
+            self._background(self.windows.record(dep_id, win[1]), counting=dep_id)
 
-    def _background(self, update: Awaitable[None]) -> None:
-        """A store update the caller need not wait for (a failure shows at the next admission)."""
+    def _background(self, update: Awaitable[None], counting: str | None = None) -> None:
+        """A store update the caller need not wait for (a failure shows at the next admission); one
+        `counting` a request at a deployment is awaited by that deployment's next admission."""
         try:
             task = asyncio.get_running_loop().create_task(update)  # type: ignore[arg-type]
         except RuntimeError:
             update.close()  # type: ignore[attr-defined]
             return
+        if counting is not None:
+            self._counting[counting].add(task)
+            task.add_done_callback(self._counting[counting].discard)
         self._tasks.add(task)
         task.add_done_callback(_forget)
         task.add_done_callback(self._tasks.discard)
@@ -504,14 +552,17 @@ class CapacityGate:
                 self._busy.add(group)
                 try:
                     for dep in order:
-                        wait, slot = await self._try(_dep_id(dep), est_tokens)
+                        wait, slot = await self._try(_dep_id(dep), est_tokens, group)
                         if wait == 0.0:
                             ready = dep
                             break
                         soonest = min(soonest, wait)
                 finally:
                     self._busy.discard(group)
+                    if min(queue) != ticket:  # an earlier call came meanwhile: it is the head now
+                        self._wake()
                 if ready is not None:
+                    self._leave(group)  # queued at the others for nothing now: the next head queues anew
                     self._served.add(ticket)
                     waited = self.clock() - t0
                     if waited > 0.001:
@@ -521,7 +572,14 @@ class CapacityGate:
                 await self._sleep(None if soonest == float("inf") else soonest, changed)
         finally:
             queue.discard(ticket)
+            if not queue:
+                self._leave(group)
             self._wake()
+
+    def _leave(self, group: str) -> None:
+        """This group's waiter no longer waits at the deployments of a shared store it queued at."""
+        for dep_id in self._queued_at.pop(group, set()):
+            self._background(self.windows.leave(dep_id, f"{self._id}:{group}"))
 
     def _not_arrived(self, ticket: int) -> set[int]:
         """Earlier calls under way that are neither queued, served nor given up on."""
@@ -530,13 +588,16 @@ class CapacityGate:
         open_now = set(self.outstanding())
         self._served &= open_now
         self._skipped &= open_now
-        queued = set().union(*self._waiting.values())
+        queued = set().union(*self._waiting.values()) | self._probing
         return {t for t in open_now if t < ticket} - queued - self._served - self._skipped
 
 
 _NO_LIMITS = Limits()
 #: An adapted pace changes on every success: a shared store hears of it at most this often.
 PUBLISH_EVERY_S = 1.0
+#: A first request is counted in a shared store's rpm window while it is out, for the processes
+#: that learn the limits meanwhile; this long at most (its answer moves the entry to then).
+PROBE_COUNTED_S = 60.0
 #: How long a deployment's first request (whose answer states its limits) goes alone at most, from
 #: when it is sent: a 429 comes back well within it, a completion often does not, and the batch
 #: should not wait for that.

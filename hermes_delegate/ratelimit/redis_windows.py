@@ -41,10 +41,17 @@ def limiter_unavailable(detail: str, *, calling: bool = True) -> ProviderError:
     exc.num_retries = 0  # type: ignore[attr-defined]
     return exc
 
-#: KEYS: rpm window, parallel slots, token window, token bucket of one deployment. ARGV: the request's
-#: token; rpm L, W (ms); parallel limit, lease (ms); tokens; tpm budget, its window (ms); bucket rate
-#: (tokens/ms), capacity; a 0 limit is no limit. All of it is taken, or nothing: returns 0, or the ms
-#: until it could be (-1: until a parallel slot frees).
+#: KEYS: rpm window, parallel slots, token window, token bucket, waiters, waiters' deadlines of one
+#: deployment. ARGV: the request's token; rpm L, W (ms); parallel limit, lease (ms); tokens; tpm budget,
+#: its window (ms); bucket rate (tokens/ms), capacity (a 0 limit is no limit); the waiter (a process's
+#: queue head; '' for none). All of it is taken, or nothing: returns 0, or the ms until it could be
+#: (-1: until a parallel slot frees).
+#:
+#: Fair across processes: a waiter refused is queued here by the time it was first refused, and is
+#: told to come back when capacity frees; capacity that frees goes to the waiters queued longest
+#: (a newcomer is admitted only while more slots are free than waiters are ahead of it). A waiter
+#: admitted leaves the queue, and a process's next head queues behind the others: turns, not a race.
+#: A waiter that does not come back by the time it was told (plus FAIR_GRACE_MS) is dropped.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -54,17 +61,32 @@ local P, lease = tonumber(ARGV[4]), tonumber(ARGV[5])
 local amount = tonumber(ARGV[6])
 local B, TW = tonumber(ARGV[7]), tonumber(ARGV[8])
 local rate, cap = tonumber(ARGV[9]), tonumber(ARGV[10])
-local wait = 0
+local me, grace, poll = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
+local wait, par_full, free = 0, false, 1000000000
+local ahead = 0
+if me ~= '' then
+  for _, w in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    if tonumber(redis.call('HGET', KEYS[6], w) or '0') < now then
+      redis.call('ZREM', KEYS[5], w)
+      redis.call('HDEL', KEYS[6], w)
+    end
+  end
+  local mine = redis.call('ZSCORE', KEYS[5], me)
+  if mine then ahead = redis.call('ZCOUNT', KEYS[5], '-inf', '(' .. mine)
+  else ahead = redis.call('ZCARD', KEYS[5]) end
+end
 if P > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) >= P then return -1 end
+  local n = redis.call('ZCARD', KEYS[2])
+  if n >= P then par_full = true else free = math.min(free, P - n) end
 end
 if L > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - W)
-  if redis.call('ZCARD', KEYS[1]) >= L then
+  local n = redis.call('ZCARD', KEYS[1])
+  if n >= L then
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     wait = math.max(wait, tonumber(oldest[2]) + W - now)
-  end
+  else free = math.min(free, L - n) end
 end
 if B > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - TW)
@@ -76,7 +98,7 @@ if B > 0 then
   if n > 0 and used + amount > B then
     local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
     wait = math.max(wait, tonumber(oldest[2]) + TW - now)
-  end
+  else free = math.min(free, 1) end
 end
 local level = 0
 if rate > 0 then
@@ -88,9 +110,24 @@ if rate > 0 then
     redis.call('PEXPIRE', KEYS[4], math.ceil(cap / rate) * 2 + 1000)
   end
   local need = math.min(amount, cap)
-  if level < need then wait = math.max(wait, (need - level) / rate) end
+  if level < need then wait = math.max(wait, (need - level) / rate) else free = math.min(free, 1) end
 end
-if wait > 0 then return math.max(1, math.ceil(wait)) end
+if par_full or wait > 0 or free <= ahead then
+  local back = poll
+  if not par_full and wait > 0 then back = math.max(1, math.ceil(wait)) end
+  if me ~= '' then
+    redis.call('ZADD', KEYS[5], 'NX', now, me)
+    redis.call('HSET', KEYS[6], me, tostring(now + back + grace))
+    redis.call('PEXPIRE', KEYS[5], 60000)
+    redis.call('PEXPIRE', KEYS[6], 60000)
+  end
+  if par_full then return -1 end
+  return back
+end
+if me ~= '' then
+  redis.call('ZREM', KEYS[5], me)
+  redis.call('HDEL', KEYS[6], me)
+end
 if P > 0 then
   redis.call('ZADD', KEYS[2], now + lease, tok)
   redis.call('PEXPIRE', KEYS[2], lease * 2)
@@ -129,8 +166,11 @@ return 0
 LEASE_S = 30.0
 #: Leases still held are renewed this often.
 RENEW_EVERY_S = 10.0
-#: A full parallel limit frees when another process's request ends, which nothing here announces: look again after this.
+#: A full parallel limit frees when another process's request ends, which nothing here announces, and
+#: a waiter behind others is served when they are: look again after this.
 PARALLEL_POLL_S = 0.05
+#: A queued waiter not back this long after it was told to come back has left the queue.
+FAIR_GRACE_MS = 250
 #: Learned limits stay this long after they were last heard (every response states them again).
 LEARNED_TTL_S = 3600
 
@@ -194,7 +234,7 @@ class RedisWindows:
             raise limiter_unavailable(self._down_reason) from None
 
     def _keys(self, key: str) -> list[str]:
-        return [f"{self.prefix}{kind}:{key}" for kind in ("rpm", "par", "tpm", "bucket")]
+        return [f"{self.prefix}{kind}:{key}" for kind in ("rpm", "par", "tpm", "bucket", "wait", "due")]
 
     async def admit(self, key: str, ask: Ask) -> float:
         limit, window_s = ask.rpm or (0, 0.0)
@@ -202,7 +242,8 @@ class RedisWindows:
         rate, cap = ask.tpm_bucket or (0.0, 0.0)
         wait_ms = await self._run(lambda: self._script(keys=self._keys(key), args=[
             ask.token or uuid.uuid4().hex, limit, int(window_s * 1000), ask.parallel or 0, int(LEASE_S * 1000),
-            repr(float(ask.tokens)), repr(float(budget)), int(per_s * 1000), repr(rate / 1000.0), repr(float(cap))]))
+            repr(float(ask.tokens)), repr(float(budget)), int(per_s * 1000), repr(rate / 1000.0), repr(float(cap)),
+            ask.waiter, FAIR_GRACE_MS, int(PARALLEL_POLL_S * 1000)]))
         if int(wait_ms) < 0:
             return PARALLEL_POLL_S
         if int(wait_ms) == 0 and ask.parallel:
@@ -213,9 +254,9 @@ class RedisWindows:
     async def restamp(self, key: str, token: str) -> None:
         await self._run(lambda: self._restamp_script(keys=[self._keys(key)[0]], args=[token]))
 
-    async def record(self, key: str, window_s: float) -> None:
+    async def record(self, key: str, window_s: float, token: str = "") -> None:
         await self._run(lambda: self._script(keys=self._keys(key), args=[
-            uuid.uuid4().hex, 1_000_000, int(window_s * 1000), 0, 0, "0", "0", 0, "0", "0"]))
+            token or uuid.uuid4().hex, 1_000_000, int(window_s * 1000), 0, 0, "0", "0", 0, "0", "0", "", 0, 0]))
 
     async def release(self, key: str, token: str) -> None:
         held = self._held.get(key)
@@ -238,6 +279,9 @@ class RedisWindows:
                             keys=[self._keys(k)[1]], args=[int(LEASE_S * 1000), *t]))
                     except Exception:  # noqa: BLE001 - Redis away: the next admission reports it
                         pass
+
+    async def leave(self, key: str, waiter: str) -> None:
+        await self._run(lambda: self._client.zrem(self._keys(key)[4], waiter))
 
     async def publish(self, key: str, learned: Mapping[str, Any]) -> None:
         body = json.dumps({k: v for k, v in learned.items() if v is not None})

@@ -72,6 +72,7 @@ class Ask:
     tokens: float = 0.0  # what this request counts against a tpm
     tpm_window: tuple[float, float] | None = None  # (tokens, per seconds): a configured tpm
     tpm_bucket: tuple[float, float] | None = None  # (tokens per second, capacity): a learned tpm
+    waiter: str = ""  # the queue (a process's group) asking: a shared store serves queues in turn
 
 
 class WindowStore(Protocol):
@@ -88,12 +89,16 @@ class WindowStore(Protocol):
         """The request behind `token` is being sent now: move its rpm entry to now."""
         ...
 
-    async def record(self, key: str, window_s: float) -> None:
-        """Count one request now, unconditionally."""
+    async def record(self, key: str, window_s: float, token: str = "") -> None:
+        """Count one request now, unconditionally (named `token`, to restamp it later)."""
         ...
 
     async def release(self, key: str, token: str) -> None:
         """The request behind `token` is over: its parallel slot is free."""
+        ...
+
+    async def leave(self, key: str, waiter: str) -> None:
+        """`waiter` was served elsewhere (or gave up): it no longer waits for this deployment."""
         ...
 
     async def publish(self, key: str, learned: Mapping[str, Any]) -> None:
@@ -135,10 +140,13 @@ class LocalWindows:
                 q.append((self.clock(), token))
                 return
 
-    async def record(self, key: str, window_s: float) -> None:
-        self._w[key].append((self.clock(), ""))
+    async def record(self, key: str, window_s: float, token: str = "") -> None:
+        self._w[key].append((self.clock(), token))
 
     async def release(self, key: str, token: str) -> None:
+        return None
+
+    async def leave(self, key: str, waiter: str) -> None:
         return None
 
     async def publish(self, key: str, learned: Mapping[str, Any]) -> None:

@@ -133,7 +133,7 @@ def make_hooks(handle: "RouterHandle") -> Any:
                 await gate.recall(healthy_deployments)  # what another process learned (shared store)
             if not gate.limited(healthy_deployments) and gate.unknown(healthy_deployments):
                 # the Router still chooses; a deployment's first request goes alone
-                offered = await gate.admit_unknown(call_id, healthy_deployments)
+                offered = await gate.admit_unknown(call_id, healthy_deployments, log.ticket.get(call_id))
                 if offered is not None:
                     return offered
             if not (gate.limited(healthy_deployments) or gate.blocked(healthy_deployments)):

@@ -15,7 +15,6 @@ import yaml
 from conftest import LOOPBACK_KEY, LoopbackPair
 from hermes_delegate import ConfigError, Delegator, Task, load_config
 from hermes_delegate.hosts.cli import main as cli_main
-from test_redis import redis_port  # noqa: F401 - the real redis-server fixture
 
 
 def _write(path: Path, data) -> Path:
@@ -125,7 +124,7 @@ def test_cache_local_builds_a_litellm_cache(tmp_path: Path, providers: LoopbackP
 
 
 def test_cache_redis_with_env_refs_uses_the_real_server(tmp_path: Path, providers: LoopbackPair,
-                                                         redis_port: int):  # noqa: F811
+                                                         redis_port: int):
     import redis
 
     cfg = _load(tmp_path, {
@@ -143,7 +142,7 @@ def test_cache_redis_with_env_refs_uses_the_real_server(tmp_path: Path, provider
 
 
 def test_redis_refs_in_router_settings_reach_the_shared_windows(tmp_path: Path, providers: LoopbackPair,
-                                                                 redis_port: int):  # noqa: F811
+                                                                 redis_port: int):
     import redis
 
     dep_id = f"rw-{time.time_ns()}"

@@ -13,7 +13,7 @@ Several processes share all of it through Redis (redis_windows.py): the rpm wind
 slots, the token counts and the limits one of them learned.
 
 A deployment with no configured limit is paced by what it says (learned.py): its first request goes
-alone, its response's rate-limit headers become its limits, and a deployment that sends none is paced
+alone (first_request.py), its response's rate-limit headers become its limits, and a deployment that sends none is paced
 at a rate adapted on its 429s. Configured limits win over learned ones, field by field.
 """
 
@@ -30,18 +30,13 @@ from typing import Any, Awaitable, Callable, Collection, Mapping, Sequence
 
 from .headers import parse_rate_headers
 from .learned import Adaptive
+from .first_request import ARRIVAL_GRACE_S, FirstRequests, dep_id_of as _dep_id
 from .windows import JITTER_PAD_S, Ask, Limits, LocalWindows, TokenEstimate, WindowStore
 
 __all__ = ["Limits", "TokenEstimate", "CapacityGate", "JITTER_PAD_S", "DEFAULT_429_BLOCK_S"]
 
 #: How long a 429 without Retry-After (or an exhausted limit's reset) holds a deployment.
 DEFAULT_429_BLOCK_S = 1.0
-
-#: How long the head of a queue waits for an earlier call (a lower ticket) that has started but not
-#: reached the gate yet (LiteLLM's own routing work, e.g. Redis round trips, delays some calls more than
-#: others): queue order follows the order calls were made, not the order they got here.
-ARRIVAL_GRACE_S = 0.25
-
 
 @dataclass
 class _State:
@@ -61,7 +56,7 @@ class _State:
     probe_token: str | None = None  # the first request's entry in a shared store's rpm window
 
 
-class CapacityGate:
+class CapacityGate(FirstRequests):
     """Per-deployment capacity, shared by every task of one RouterHandle (one event loop)."""
 
     def __init__(self, limits: Mapping[str, Limits], *, windows: WindowStore | None = None,
@@ -105,97 +100,6 @@ class CapacityGate:
             return True
         ad = self.adaptive.get(dep_id)
         return self.learn and ad is not None and ad.settle_at is not None
-
-    def unknown(self, deployments: Sequence[Mapping[str, Any]]) -> bool:
-        """Whether any of these has not answered yet (its limits are still to learn)."""
-        return self.learn and any(self._unknown(_dep_id(d)) for d in deployments)
-
-    def _unknown(self, dep_id: str) -> bool:
-        ad = self.adaptive.get(dep_id)
-        return self.learn and (ad is None or not ad.answered)
-
-    # -- the first request to a deployment goes alone -------------------------------------------
-    async def admit_unknown(self, call_id: str, deployments: Sequence[Mapping[str, Any]],
-                            ticket: int | None = None) -> list[Mapping[str, Any]] | None:
-        """The deployments this call may go to now, the Router choosing among them as it would: all but
-        those held by a Retry-After and those whose first request (another call's) is still out, for
-        at most PROBE_WAIT_S after it was sent. The unknown ones offered are reserved for this call
-        until it is sent (`picked`), so two calls never both make a deployment's first request.
-        None once the first answer taught limits: the call then queues for them (`acquire`).
-        The first request is the earliest call's (by `ticket`): a later one waits for earlier ones
-        still on their way here, for ARRIVAL_GRACE_S at most."""
-        if ticket is not None:
-            self._probing.add(ticket)
-        grace_end: float | None = None
-        try:
-            return await self._admit_unknown(call_id, deployments, ticket, grace_end)
-        finally:
-            self._probing.discard(ticket)  # type: ignore[arg-type]
-            self._wake()
-
-    async def _admit_unknown(self, call_id: str, deployments: Sequence[Mapping[str, Any]], ticket: int | None,
-                             grace_end: float | None) -> list[Mapping[str, Any]] | None:
-        while True:
-            if self.limited(deployments):
-                return None
-            now = self.clock()
-            if ticket is not None and any(t < ticket for t in self._probing):
-                await self._sleep(None)  # an earlier call is here: it goes first
-                continue
-            earlier = self._not_arrived(ticket) if ticket is not None else set()
-            if earlier:
-                grace_end = grace_end if grace_end is not None else now + ARRIVAL_GRACE_S
-                if now < grace_end:
-                    await self._sleep(grace_end - now)
-                    continue
-                self._skipped |= earlier
-            ready, soonest = [], float("inf")
-            for dep in deployments:
-                dep_id = _dep_id(dep)
-                st = self._state[dep_id]
-                if st.blocked_until > now:
-                    soonest = min(soonest, st.blocked_until - now)
-                    continue
-                if self._unknown(dep_id) and st.probe_by not in (None, call_id):
-                    left = st.first_sent + PROBE_WAIT_S - now
-                    if left > 0:
-                        soonest = min(soonest, left)
-                        continue
-                ready.append(dep)
-            if ready:
-                for dep in ready:
-                    dep_id = _dep_id(dep)
-                    st = self._state[dep_id]
-                    if self._unknown(dep_id) and st.probe_by is None:
-                        st.probe_by, st.first_sent = call_id, float("inf")
-                        self._reserved[call_id].add(dep_id)
-                if ticket is not None:
-                    self._served.add(ticket)  # later calls need not wait for it to arrive
-                return ready
-            await self._sleep(None if soonest == float("inf") else soonest)
-
-    def picked(self, call_id: str, dep_id: str) -> None:
-        """The Router sent this call to `dep_id`: its other reservations are free again."""
-        for other in self._reserved.pop(call_id, set()):
-            st = self._state[other]
-            if other == dep_id:
-                self._reserved[call_id].add(other)
-                if st.first_sent == float("inf"):
-                    st.first_sent = self.clock()  # the probe's wait runs from when it is sent
-                    if self.windows.shared:  # other processes count it from now (restamped when answered)
-                        st.probe_token = uuid.uuid4().hex
-                        self._background(self.windows.record(other, PROBE_COUNTED_S, st.probe_token))
-            elif st.probe_by == call_id:
-                st.probe_by = None
-        self._wake()
-
-    def unreserve(self, call_id: str) -> None:
-        """The call is over (answered, failed or cancelled): nothing stays reserved for it."""
-        for dep_id in self._reserved.pop(call_id, set()):
-            st = self._state[dep_id]
-            if st.probe_by == call_id:
-                st.probe_by = None
-        self._wake()
 
     def add(self, dep_id: str, limits: Limits, label: Mapping[str, Any] | None = None) -> None:
         """A deployment added after the gate was built (an implicit one)."""
@@ -348,43 +252,6 @@ class CapacityGate:
         if new and publish:  # the request that taught them was sent and counted by the provider: count it here too
             st.warm = True
             self._restamp(dep_id)
-
-    # -- limits learned by one process, known to all (a shared store) -----------------------
-    def _publish(self, dep_id: str, ad: Adaptive) -> None:
-        """Put what this deployment taught us where the other processes look first: on a change of
-        stated limits at once, an adapted pace at most once a second."""
-        st = self._state[dep_id]
-        now = self.clock()
-        if not self.windows.shared or (ad.rpm is None and ad.tpm is None) or \
-                (ad.adapted and now - st.published_at < PUBLISH_EVERY_S):
-            return
-        st.published_at = now
-        learned = {**ad.describe(), "learned_from": "429s" if ad.adapted else "headers",
-                   "measured_rpm": ad.measured_rpm, "at": time.time(), **self.labels.get(dep_id, {})}
-        self._background(self.windows.publish(dep_id, learned))
-
-    async def recall(self, deployments: Sequence[Mapping[str, Any]]) -> None:
-        """Limits another process learned for these deployments (a shared store): taken as if this
-        process had learned them, so their first request here need not go alone. Once per deployment."""
-        if not (self.learn and self.windows.shared):
-            return
-        for dep in deployments:
-            dep_id = _dep_id(dep)
-            if dep_id in self._recalled or not self._unknown(dep_id):
-                continue
-            self._recalled.add(dep_id)
-            try:
-                learned = await self.windows.recall(dep_id)
-            except Exception:  # noqa: BLE001 - best effort: without it the first request teaches them
-                continue
-            if learned and (learned.get("rpm") or learned.get("tpm")) and self._unknown(dep_id):
-                ad = self.adaptive[dep_id]
-                ad.answered, ad.rpm, ad.tpm = True, _pos(learned.get("rpm")), _pos(learned.get("tpm"))
-                ad.adapted = learned.get("learned_from") == "429s"
-                ad.sends_headers = not ad.adapted
-                ad.measured_rpm = _pos(learned.get("measured_rpm")) or ad.rpm
-                ad.paced_since = self.clock()
-                self._apply_learned(dep_id, ad, publish=False)
 
     @staticmethod
     def _charge(st: "_State", est: "float | TokenEstimate") -> float:
@@ -593,26 +460,7 @@ class CapacityGate:
 
 
 _NO_LIMITS = Limits()
-#: An adapted pace changes on every success: a shared store hears of it at most this often.
-PUBLISH_EVERY_S = 1.0
-#: A first request is counted in a shared store's rpm window while it is out, for the processes
-#: that learn the limits meanwhile; this long at most (its answer moves the entry to then).
-PROBE_COUNTED_S = 60.0
-#: How long a deployment's first request (whose answer states its limits) goes alone at most, from
-#: when it is sent: a 429 comes back well within it, a completion often does not, and the batch
-#: should not wait for that.
-PROBE_WAIT_S = 0.5
-
-
 def _forget(task: "asyncio.Task[None]") -> None:
     """A background window update failed (Redis went away): the next admission reports it."""
     if not task.cancelled():
         task.exception()
-
-
-def _pos(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
-
-
-def _dep_id(dep: Mapping[str, Any]) -> str:
-    return str((dep.get("model_info") or {}).get("id"))

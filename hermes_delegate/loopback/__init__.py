@@ -1,8 +1,10 @@
 """Embedded loopback OpenAI-compatible provider for tests and local runs.
 
-Stdlib-only HTTP/1.1 server (asyncio streams in a daemon thread) speaking the
-OpenAI chat-completions wire format, with rate limiting, latency and fault
-injection. See :mod:`hermes_delegate.loopback.server` for the details.
+An ``aiohttp.web`` server in a daemon thread speaking the OpenAI chat-completions
+(and Anthropic messages) wire format, with rate limits and their headers, latency
+and fault injection. :mod:`.server` is the provider (lifecycle, routing, faults),
+:mod:`.limits` its rate limits, :mod:`.chat` / :mod:`.anthropic` the two formats,
+:mod:`._web` the HTTP layer (including the broken connections faults need).
 """
 
 from .group import ProviderGroup, start_providers

@@ -11,12 +11,15 @@ Token cost for ``tpm``: prompt tokens of ``messages`` plus ``max_tokens`` (else 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
 
+from aiohttp import web
+
+from . import _web as W
 from . import responses as R
-from ._http import Connection, Request
 from .records import SECRET_HEADERS, RequestRecord
 
 __all__ = ["AnthropicMixin", "MESSAGES_PATHS"]
@@ -39,56 +42,51 @@ class AnthropicMixin:
     _in_flight: int
     _ids: Any
 
-    async def _messages(self, conn: Connection, req: Request) -> bool:
-        keep = req.keep_alive
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = json.loads(req.body or b"null")
+            body = json.loads(await request.read() or b"null")
         except ValueError:
             body = None
-        headers = {k: v for k, v in req.headers.items() if k not in SECRET_HEADERS}
-        has_auth = any(req.headers.get(h) for h in ("authorization", "x-api-key"))
+        raw_headers = W.request_headers(request)
+        headers = {k: v for k, v in raw_headers.items() if k not in SECRET_HEADERS}
+        has_auth = any(raw_headers.get(h) for h in ("authorization", "x-api-key"))
         if not isinstance(body, dict) or body.get("stream"):
-            rec = RequestRecord(time.monotonic(), None, False, 400, [], has_auth, req.path, headers,
+            rec = RequestRecord(time.monotonic(), None, False, 400, [], has_auth, request.path, headers,
                                 body if isinstance(body, dict) else {})
             with self._lock:
                 self._records.append(rec)
             why = "streaming is not served by the loopback" if isinstance(body, dict) else "body must be JSON"
-            await conn.send_json(400, _error(400, why), keep_alive=keep)
-            return keep
+            return W.json_reply(400, _error(400, why))
         messages = body.get("messages") if isinstance(body.get("messages"), list) else []
         model = body.get("model")
-        rec = RequestRecord(time.monotonic(), model, False, "pending", messages, has_auth, req.path, headers, body)
+        rec = RequestRecord(time.monotonic(), model, False, "pending", messages, has_auth, request.path, headers, body)
         fault, admitted, rl_headers = self._arrive(rec, self._token_cost(rec, anthropic=True))  # type: ignore[attr-defined]
-        if not admitted:  # rl_headers carry the Retry-After (server._refusal)
+        if not admitted:  # rl_headers carry the Retry-After (limits._refusal)
             rec.status = fault or 429
-            await conn.send_json(429, _error(429, f"rate limited (loopback {self.name})"), rl_headers, keep_alive=keep)
-            return keep
+            return W.json_reply(429, _error(429, f"rate limited (loopback {self.name})"), rl_headers)
         try:
-            return await self._anthropic_answer(conn, rec, fault, keep, list(rl_headers))
+            return await self._anthropic_answer(rec, fault, list(rl_headers))
+        except asyncio.CancelledError:
+            if rec.status == "pending":
+                rec.status = fault or 499  # the client went away while we were "thinking"
+            raise
         finally:
             self._depart(rec)  # type: ignore[attr-defined]
 
-    async def _anthropic_answer(self, conn: Connection, rec: RequestRecord, fault: str | None, keep: bool,
-                                extra: list) -> bool:
+    async def _anthropic_answer(self, rec: RequestRecord, fault: str | None, extra: list) -> web.Response:
         delay = self.latency_s + (self.slow_s if fault == "slow" else 0.0)
-        if delay > 0 and not await conn.sleep(delay):
-            rec.status = fault or 499
-            return False
+        if delay > 0:
+            await asyncio.sleep(delay)  # cancelled by aiohttp when the client disconnects
         mid = f"msg_{self.name}_{next(self._ids)}"
         extra = extra + [("request-id", mid)]
         rec.status = fault or 200
         if fault in ("500", "503"):
-            await conn.send_json(int(fault), _error(int(fault), f"Injected {fault} (loopback {self.name})"),
-                                 extra, keep_alive=keep)
-            return keep
+            return W.json_reply(int(fault), _error(int(fault), f"Injected {fault} (loopback {self.name})"), extra)
         if fault == "malformed":
-            await conn.send(200, [("Content-Type", "application/json")] + extra, b'{"id": "msg_x", "content": [{"ty',
-                            keep_alive=keep)
-            return keep
+            return W.reply(200, b'{"id": "msg_x", "content": [{"ty', "application/json", extra)
         if fault in R.BAD_200_BODIES:
             ctype, raw = R.BAD_200_BODIES[fault]
-            await conn.send(200, [("Content-Type", ctype)] + extra, raw, keep_alive=keep)
-            return keep
+            return W.reply(200, raw, ctype, extra)
         model = rec.model if isinstance(rec.model, str) else ""
         text = R.default_content(self.name, model, rec.messages)
         usage = R.usage_for(rec.messages, {"content": text})
@@ -96,5 +94,4 @@ class AnthropicMixin:
         out = {"id": mid, "type": "message", "role": "assistant", "model": model, "content": content,
                "stop_reason": "end_turn", "stop_sequence": None,
                "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"]}}
-        await conn.send_json(200, out, extra, keep_alive=keep)
-        return keep
+        return W.json_reply(200, out, extra)

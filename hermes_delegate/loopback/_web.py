@@ -1,0 +1,75 @@
+"""The loopback's HTTP layer on ``aiohttp.web``: replies, request headers, and the broken connections faults need.
+
+aiohttp parses the requests (keep-alive, chunked bodies, ``100-continue``) and, with
+``handler_cancellation``, cancels a handler whose client went away: a request "thinking" through
+its latency notices a disconnect as a ``CancelledError``. What aiohttp has no words for are the
+faults: :func:`cut_body` sends half a body and resets the connection, :func:`stream_events` can
+end an event stream with a FIN instead of its last chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from aiohttp import web
+
+SERVER = "hermes-loopback"
+MAX_BODY = 64 * 1024 * 1024
+#: Request line and header limits (aiohttp's defaults are 8 KiB).
+PARSER_LIMITS = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024, "max_headers": 256}
+
+Headers = Iterable[tuple[str, str]]
+
+
+def _with_headers(resp: web.StreamResponse, content_type: str, headers: Headers) -> web.StreamResponse:
+    resp.headers["Server"] = SERVER
+    resp.headers["Content-Type"] = content_type
+    for name, value in headers:
+        resp.headers[name] = value
+    return resp
+
+
+def reply(status: int, body: bytes, content_type: str, headers: Headers = ()) -> web.Response:
+    """A whole reply with exactly this content type (no charset added)."""
+    return _with_headers(web.Response(status=status, body=body), content_type, headers)  # type: ignore[return-value]
+
+
+def json_reply(status: int, doc: Any, headers: Headers = ()) -> web.Response:
+    return reply(status, json.dumps(doc).encode(), "application/json", headers)
+
+
+def request_headers(request: web.Request) -> dict[str, str]:
+    """Header names lower-cased; a repeated header's values joined with ``", "``."""
+    out: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+async def cut_body(request: web.Request, data: bytes, content_type: str, headers: Headers) -> web.StreamResponse:
+    """Announce ``len(data)`` bytes, send half of them, then reset the TCP connection."""
+    resp = _with_headers(web.StreamResponse(status=200), content_type, headers)
+    resp.content_length = len(data)
+    await resp.prepare(request)
+    await resp.write(data[: len(data) // 2])
+    if request.transport is not None:
+        request.transport.abort()
+    return resp
+
+
+async def stream_events(request: web.Request, events: Iterable[bytes], headers: Headers, *, cut: bool) -> web.StreamResponse:
+    """Server-sent events in HTTP chunks; ``cut``: FIN after the last event, with no ``[DONE]`` and no end chunk."""
+    resp = _with_headers(web.StreamResponse(status=200), "text/event-stream; charset=utf-8",
+                         [("Cache-Control", "no-cache"), *headers])
+    await resp.prepare(request)
+    for event in events:
+        await resp.write(b"data: " + event + b"\n\n")
+    if cut:
+        if request.transport is not None:
+            request.transport.close()  # flushes what was written, then FIN
+        return resp
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp

@@ -6,9 +6,10 @@ where the provider sent one, its HTTP status); nothing outlives the task timeout
 duplicated; the healthy deployment keeps serving; nothing is left behind (server-side requests, client
 sockets, threads). docs/reliability.md holds the figures of this matrix.
 
-The standalone worker does not stream, so "stream_cut" runs through a test-side streaming Worker that
-consumes `router.acompletion(stream=True)` for real. Run with HD_FAULT_TABLE=1 and -s to print the
-per-cell figures (the table in docs/reliability.md).
+"stream_cut" is not a cell: no product path streams (the standalone worker and every host make
+non-streamed calls), and a cut non-streamed reply is the "reset" cell. The loopback's own tests cover
+the fault. Run with HD_FAULT_TABLE=1 and -s to print the per-cell figures (the table in
+docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -24,11 +25,8 @@ from typing import Any
 import pytest
 
 from conftest import LOOPBACK_KEY, LoopbackPair, loopback_config
-from hermes_delegate import BatchResult, Delegator, ProviderError, Task
-from hermes_delegate.routing._litellm import map_litellm_errors
+from hermes_delegate import BatchResult, Delegator, Task
 from hermes_delegate.loopback import closed_port_url
-from hermes_delegate.routing.router import RouterHandle
-from hermes_delegate.runtime.worker import Job, WorkerOutput, build_messages
 from helpers import client_sockets, new_threads, opened_since
 
 N_TASKS = 4
@@ -48,7 +46,6 @@ EXPECTED: dict[str, tuple[str, int | None]] = {
     "reset": ("connection", None),
     "malformed": ("bad_response", None),
     "empty_choices": ("bad_response", None),
-    "stream_cut": ("connection", None),
 }
 #: Faults a single-deployment group cannot get out of within the task timeout: LiteLLM's backoff on a
 #: persistent 429 or a hung provider outlast TASK_TIMEOUT_S, so the
@@ -56,30 +53,6 @@ EXPECTED: dict[str, tuple[str, int | None]] = {
 MAY_TIME_OUT = {"429", "429_no_retry_after", "slow"}
 TOPOLOGIES = ("single", "multi")
 TABLE: list[dict[str, Any]] = []
-
-
-class StreamingWorker:
-    """A host-style Worker that streams: real litellm streaming through the Router, consumed to the end.
-    A stream that stops before a finish_reason is an error, never a truncated success."""
-
-    def __init__(self, handle: RouterHandle):
-        self.handle = handle
-
-    async def run(self, job: Job) -> WorkerOutput:
-        name = self.handle.model_name_for(job.resolution)
-        parts: list[str] = []
-        finish = None
-        with map_litellm_errors():  # the engine's one mapping of litellm errors to ProviderError
-            stream = await self.handle.router.acompletion(model=name, messages=build_messages(job), stream=True)
-            async for chunk in stream:
-                for choice in chunk.choices or []:
-                    if choice.delta is not None and choice.delta.content:
-                        parts.append(choice.delta.content)
-                    finish = choice.finish_reason or finish
-        if finish is None:
-            raise ProviderError("bad_response", "The stream ended before a finish_reason.")
-        hidden = getattr(stream, "_hidden_params", None) or {}
-        return WorkerOutput("".join(parts), deployment=self.handle.deployment_info(hidden.get("model_id")))
 
 
 def _groups(providers: LoopbackPair) -> list[dict[str, Any]]:
@@ -126,8 +99,6 @@ def test_fault_matrix(providers: LoopbackPair, fault: str, topology: str):
     cfg = loopback_config(providers, router_settings={"num_retries": NUM_RETRIES, "timeout": ATTEMPT_TIMEOUT_S},
                           model_list_extra=_groups(providers), task_timeout_s=TASK_TIMEOUT_S)
     d = Delegator(cfg)
-    if fault == "stream_cut":
-        d._worker = StreamingWorker(d.router)
     d.router.router  # noqa: B018 - build the Router (imports litellm) before the clock starts
     threads_before = {t.ident for t in threading.enumerate()}
     ports = {providers.alpha.port, providers.beta.port}
@@ -157,8 +128,7 @@ def test_fault_matrix(providers: LoopbackPair, fault: str, topology: str):
             assert r.error["type"] == kind, (fault, r.error)
             assert r.error["status_code"] == code, (fault, r.error)
             assert r.error["retryable"] is True
-            if fault != "stream_cut":  # the streaming worker keeps no attempt log
-                assert tried and set(tried) == {status_in_log}, (fault, tried)
+            assert tried and set(tried) == {status_in_log}, (fault, tried)
         else:  # timeout: allowed only where a retry budget outlasts the task, and the log names the cause
             assert topology == "single" and fault in MAY_TIME_OUT, (fault, topology, r.error)
             assert r.error["type"] == "timeout" and r.error["retryable"] is True
@@ -179,20 +149,14 @@ def test_fault_matrix(providers: LoopbackPair, fault: str, topology: str):
     else:
         healthy = "refused-beta" if fault == "refused" else "both-beta"
         completed = [r for r in results if r.status == "completed"]
-        if fault == "stream_cut":
-            # A stream cut after content was sent cannot be retried transparently (LiteLLM declines a
-            # mid-stream fallback once content was generated): that task fails typed, the rest complete.
-            assert all(r.error["type"] == "connection" for r in failed)
-        else:
-            assert len(completed) == N_TASKS, [(r.index, r.error) for r in failed]
+        assert len(completed) == N_TASKS, [(r.index, r.error) for r in failed]
         for r in completed:
             assert r.deployment.deployment_id == healthy, "served by the faulty deployment?"
-            if fault != "stream_cut":
-                assert r.attempts[-1].status == "ok" and r.attempts[-1].deployment.deployment_id == healthy
-                before = r.attempts[:-1]
-                assert len(before) <= 1, "retried the faulty deployment instead of the healthy one"
-                assert all(a.status == status_in_log and a.deployment.deployment_id.startswith("both-alpha")
-                           for a in before), [(a.deployment.deployment_id, a.status) for a in before]
+            assert r.attempts[-1].status == "ok" and r.attempts[-1].deployment.deployment_id == healthy
+            before = r.attempts[:-1]
+            assert len(before) <= 1, "retried the faulty deployment instead of the healthy one"
+            assert all(a.status == status_in_log and a.deployment.deployment_id.startswith("both-alpha")
+                       for a in before), [(a.deployment.deployment_id, a.status) for a in before]
         assert providers.beta.stats()["ok"] == len(completed), "a task was answered twice"
         assert len(faulty.requests) <= N_TASKS, "the faulty deployment kept being tried"
 

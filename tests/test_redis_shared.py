@@ -235,3 +235,23 @@ def test_a_configured_token_window_is_one_budget_across_processes(redis_port: in
             await s.aclose()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
+def test_a_request_counted_as_sent_earlier_leaves_the_window_earlier(redis_port: int, shared: bool) -> None:
+    """What a pace set on a 429 starts from: the sends the provider still counts, at their own times."""
+    import asyncio  # noqa: PLC0415
+
+    from hermes_delegate.ratelimit.windows import Ask, LocalWindows  # noqa: PLC0415
+
+    async def go() -> None:
+        store = _stores(redis_port, 1)[0] if shared else LocalWindows()
+        key = _unique("ago")
+        await store.record(key, 1.0, ago_s=0.7)
+        await store.record(key, 1.0, ago_s=0.2)
+        wait = await store.admit(key, Ask("x", rpm=(2, 1.0)))  # full: until the earlier one leaves
+        assert 0.2 < wait <= 0.35, wait
+        if shared:
+            await store.aclose()
+
+    asyncio.run(go())

@@ -249,9 +249,25 @@ class CapacityGate(FirstRequests):
             return
         new = dep_id not in self.limits
         self.limits[dep_id] = merged
+        if new and ad.adapted and not conf.rpm:
+            self._seed(dep_id, ad, merged)
         if new and publish:  # the request that taught them was sent and counted by the provider: count it here too
             st.warm = True
             self._restamp(dep_id)
+
+    def _seed(self, dep_id: str, ad: Adaptive, lim: Limits) -> None:
+        """A pace set on a 429, where none was: the provider still counts what went out unpaced in its
+        last window, so the new window starts with those sends (the refused ones left out: the
+        earliest, so what is counted expires last). Without them, the requests held by the 429 all go
+        at once when the hold ends, into a window the provider still has full."""
+        win = lim.window(self._pad(dep_id))
+        if win is None:
+            return
+        now = self.clock()
+        recent = sorted(t for t in ad.sends if t > now - win[1])
+        refused = sum(1 for t in ad.refusals if t > now - win[1])
+        for t in recent[refused:]:
+            self._background(self.windows.record(dep_id, win[1], ago_s=now - t), counting=dep_id)
 
     @staticmethod
     def _charge(st: "_State", est: "float | TokenEstimate") -> float:

@@ -147,6 +147,15 @@ end
 return 0
 """
 
+#: Count one request in an rpm window (KEYS[1]) as sent ARGV[2] ms ago; ARGV[3]: the key's lifetime (ms).
+_RECORD_AGO = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+redis.call('ZADD', KEYS[1], now - tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 0
+"""
+
 _RESTAMP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -187,6 +196,7 @@ class RedisWindows:
         self._client: Any = None
         self._script: Any = None
         self._restamp_script: Any = None
+        self._record_ago: Any = None
         self._renew_script: Any = None
         self._down_until = 0.0
         self._down_reason = ""
@@ -214,6 +224,7 @@ class RedisWindows:
                                     password=self._kw["password"], **_fail_fast())
         self._script = client.register_script(_ADMIT)
         self._restamp_script = client.register_script(_RESTAMP)
+        self._record_ago = client.register_script(_RECORD_AGO)
         self._renew_script = client.register_script(_RENEW)
         return client
 
@@ -254,7 +265,11 @@ class RedisWindows:
     async def restamp(self, key: str, token: str) -> None:
         await self._run(lambda: self._restamp_script(keys=[self._keys(key)[0]], args=[token]))
 
-    async def record(self, key: str, window_s: float, token: str = "") -> None:
+    async def record(self, key: str, window_s: float, token: str = "", ago_s: float = 0.0) -> None:
+        if ago_s > 0:
+            await self._run(lambda: self._record_ago(keys=self._keys(key)[:1], args=[
+                token or uuid.uuid4().hex, int(ago_s * 1000), int(window_s * 2000) + 1000]))
+            return
         await self._run(lambda: self._script(keys=self._keys(key), args=[
             token or uuid.uuid4().hex, 1_000_000, int(window_s * 1000), 0, 0, "0", "0", 0, "0", "0", "", 0, 0]))
 

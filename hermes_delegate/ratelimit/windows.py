@@ -89,8 +89,9 @@ class WindowStore(Protocol):
         """The request behind `token` is being sent now: move its rpm entry to now."""
         ...
 
-    async def record(self, key: str, window_s: float, token: str = "") -> None:
-        """Count one request now, unconditionally (named `token`, to restamp it later)."""
+    async def record(self, key: str, window_s: float, token: str = "", ago_s: float = 0.0) -> None:
+        """Count one request, unconditionally, as sent `ago_s` seconds before now (named `token`, to
+        restamp it later)."""
         ...
 
     async def release(self, key: str, token: str) -> None:
@@ -140,8 +141,13 @@ class LocalWindows:
                 q.append((self.clock(), token))
                 return
 
-    async def record(self, key: str, window_s: float, token: str = "") -> None:
-        self._w[key].append((self.clock(), token))
+    async def record(self, key: str, window_s: float, token: str = "", ago_s: float = 0.0) -> None:
+        q = self._w[key]
+        at = self.clock() - max(0.0, ago_s)
+        i = len(q)
+        while i and q[i - 1][0] > at:  # the window stays in time order
+            i -= 1
+        q.insert(i, (at, token))
 
     async def release(self, key: str, token: str) -> None:
         return None

@@ -192,6 +192,19 @@ class RouterHandle:
         cap = kw.get("max_tokens") or kw.get("max_completion_tokens") or 0
         return TokenEstimate(float(estimate_tokens(text)), float(cap) if isinstance(cap, (int, float)) else 0.0)
 
+    def deployment_ids(self) -> list[str | None]:
+        """The Router's id of each configured deployment, in config order (``None`` if it has none)."""
+        by_group: dict[str, list[str | None]] = {}
+        for m in self.router.model_list or []:
+            by_group.setdefault(m.get("model_name"), []).append((m.get("model_info") or {}).get("id"))
+        ids: list[str | None] = []
+        seen: dict[str, int] = {}
+        for dep in self.config.router.model_list:
+            k = seen[dep.model_name] = seen.get(dep.model_name, -1) + 1
+            row = by_group.get(dep.model_name, [])
+            ids.append(row[k] if k < len(row) else None)
+        return ids
+
     async def cooling_down(self) -> set[str]:
         """Deployments the Router has cooled down, plus those a 429's Retry-After holds in our queue
         (the Router cools nothing in a one-deployment group)."""

@@ -153,6 +153,26 @@ class Delegator:
         """The input window of what a resolution reaches (the smallest known, for a group)."""
         return self.resolver.context_window(resolution)
 
+    async def deployment_states(self) -> tuple[list[str | None], set[str] | None]:
+        """For each configured deployment (config order), the Router's id for it; and the ids
+        cooling down now (``None``: unknown). A Router not built yet has no ids and no cooldowns,
+        unless cooldowns live in Redis: then it is built to ask."""
+        n = len(self.config.router.model_list)
+        shared = any(str(k).startswith("redis") for k in self.config.router.router_settings)
+        if not (shared or (self._router is not None and self._router.built)):
+            return [None] * n, set()
+        try:
+            handle = self.router
+            return handle.deployment_ids(), set(await handle.cooling_down())
+        except Exception:  # noqa: BLE001 - a listing must not fail because the Router could not be asked
+            return [None] * n, None
+
+    def deployment_limits(self, router_id: str) -> dict[str, Any] | None:
+        """The limits in force at a deployment, learned ones included; ``None`` before the Router exists."""
+        if self._router is None or not self._router.built:
+            return None
+        return self._router.gate.describe(router_id) or None
+
     @staticmethod
     def provider_error(exc: BaseException) -> ProviderError:
         """Any exception from a model call as the engine's typed ProviderError (kind, status, hint)."""

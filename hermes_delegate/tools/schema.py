@@ -193,38 +193,6 @@ def _prices(price: ModelPrice | None) -> dict[str, float | None]:
     return {"input_per_1m": pm["input"] if pm else None, "output_per_1m": pm["output"] if pm else None}
 
 
-def _router_handle(delegator: Delegator, build: bool) -> Any:
-    """The RouterHandle if its Router exists; built only when asked to (cooldowns shared via Redis)."""
-    handle = getattr(delegator, "_router", None)
-    if handle is not None and getattr(handle, "_router", None) is not None:
-        return handle
-    return delegator.router if build else None
-
-
-async def _cooldowns(delegator: Delegator) -> tuple[list[str | None], set[str] | None]:
-    """(the Router's id for each configured deployment, ids cooling down now; None = unknown).
-    A Router that was never built has no cooldowns, unless they live in Redis."""
-    cfg = delegator.config
-    n = len(cfg.router.model_list)
-    shared = any(str(k).startswith("redis") for k in cfg.router.router_settings)
-    try:
-        handle = _router_handle(delegator, build=shared)
-        if handle is None:
-            return [None] * n, set()
-        by_group: dict[str, list[str | None]] = {}
-        for m in handle.router.model_list or []:
-            by_group.setdefault(m.get("model_name"), []).append((m.get("model_info") or {}).get("id"))
-        ids: list[str | None] = []
-        seen: dict[str, int] = {}
-        for dep in cfg.router.model_list:
-            k = seen[dep.model_name] = seen.get(dep.model_name, -1) + 1
-            row = by_group.get(dep.model_name, [])
-            ids.append(row[k] if k < len(row) else None)
-        return ids, set(await handle.cooling_down())
-    except Exception:  # noqa: BLE001 - a listing must not fail because the Router could not be asked
-        return [None] * n, None
-
-
 def _deployment(delegator: Delegator, dep: Any, router_id: str | None, cooling: set[str] | None) -> dict[str, Any]:
     lp, info, env = dep.litellm_params, dep.model_info, delegator.env
     model = str(lp["model"])
@@ -247,9 +215,10 @@ def _deployment(delegator: Delegator, dep: Any, router_id: str | None, cooling: 
 
 def _limits(delegator: Delegator, rid: str | None, lp: Mapping[str, Any], info: Mapping[str, Any]) -> dict | None:
     """The limits in force: learned ones too once the Router has heard from the deployment."""
-    handle = _router_handle(delegator, build=False)
-    if handle is not None and rid:
-        return handle.gate.describe(str(rid)) or None
+    if rid:
+        live = delegator.deployment_limits(str(rid))
+        if live is not None:
+            return live
     lim = Limits.from_deployment({"litellm_params": lp, "model_info": info})
     return {k: v for k, v in (("rpm", lim.rpm), ("tpm", lim.tpm), ("max_parallel", lim.max_parallel))
             if v is not None} or None
@@ -292,7 +261,7 @@ async def model_listing(delegator: Delegator) -> dict[str, Any]:
         if res:
             resolved[name] = res
     configured = [res for res in resolved.values() if not res.is_group]
-    ids, cooling = await _cooldowns(delegator)
+    ids, cooling = await delegator.deployment_states()
     groups: dict[str, dict[str, Any]] = {}
     for i, dep in enumerate(cfg.router.model_list):
         name = dep.model_name
@@ -359,7 +328,7 @@ async def check_model(delegator: Delegator, model: Any) -> dict[str, Any]:
         out["not_callable"] = exc.message
     if res.is_group:
         group = res.pattern if res.resolved_via in ("wildcard", "group_alias") else res.model
-        ids, cooling = await _cooldowns(delegator)
+        ids, cooling = await delegator.deployment_states()
         out["on_allowlist"] = delegator.allowlist.allows(res)
         out["deployments"] = [_deployment(delegator, d, ids[i], cooling)
                               for i, d in enumerate(delegator.config.router.model_list) if d.model_name == group]

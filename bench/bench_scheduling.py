@@ -19,7 +19,8 @@ provider counters, so the timed part is the batch alone.
 Throughput = tasks completed / (time from the first request's arrival at a provider to the last
 completion). 429s are counted by the providers.
 
-Goals: three ÷ one ≥ 2.8× throughput; three ≥ 0.9 × the sum of the limits (3R req/s); 0 lost;
+Goals (issue 14, raised from issue 6's 2.8× and 90 %, and to be met in 3 consecutive runs): three ÷
+one ≥ 2.9× throughput; three ≥ 0.95 × the sum of the limits (3R req/s); 0 lost;
 429s ≤ 1 % of the requests the providers saw.
 
 Writes bench/out/scheduling.json and draws bench/scheduling.png (a --quick or otherwise
@@ -217,8 +218,8 @@ def draw(results: dict[str, dict], path: Path, summary: dict) -> str:
     ax.set_ylabel("tasks completed")
     ax.set_ylim(0, n * 1.05)
     ax.legend(loc="lower right", fontsize=8.5, framealpha=0.9)
-    verdict = (f"3 vs 1 deployment: {summary['speedup']:.2f}× (goal ≥ 2.8×)  ·  "
-               f"{summary['pct_of_limits']:.0f} % of the summed limits (goal ≥ 90 %)\n"
+    verdict = (f"3 vs 1 deployment: {summary['speedup']:.2f}× (goal ≥ 2.9×)  ·  "
+               f"{summary['pct_of_limits']:.0f} % of the summed limits (goal ≥ 95 %)\n"
                f"hermes-delegate: lost {summary['lost']} tasks (goal 0)  ·  429s {summary['pct_429']:.1f} % "
                f"of requests (goal ≤ 1 %)")
     ax.set_title(f"{n} tasks, deployments limited to {rps:g} req/s each, latency "
@@ -263,8 +264,8 @@ def main() -> None:
     n429 = three["provider_429"] + one["provider_429"]
     pct_429 = 100 * n429 / reqs if reqs else 0.0
     summary = {"speedup": speedup, "pct_of_limits": pct_limits, "lost": lost, "pct_429": pct_429,
-               "goals": {"speedup": 2.8, "pct_of_limits": 90, "lost": 0, "pct_429": 1.0}}
-    summary["met"] = {"speedup": speedup >= 2.8, "pct_of_limits": pct_limits >= 90, "lost": lost == 0,
+               "goals": {"speedup": 2.9, "pct_of_limits": 95, "lost": 0, "pct_429": 1.0}}
+    summary["met"] = {"speedup": speedup >= 2.9, "pct_of_limits": pct_limits >= 95, "lost": lost == 0,
                       "pct_429": pct_429 <= 1.0}
     # a --quick or non-default run draws into bench/out/, so it never replaces the committed figure
     default_run = not args.quick and n == 300 and args.rps == 5.0 and args.latency == 0.2
@@ -294,8 +295,8 @@ def main() -> None:
 
     def line(label: str, value: str, goal: str, ok: bool) -> None:
         print(f"{label:<46}{value:>10}{goal:>10}  {'ok' if ok else 'MISSED'}")
-    line("throughput 3 deployments ÷ 1 deployment", f"{speedup:.2f}x", "≥ 2.8x", summary["met"]["speedup"])
-    line("3 deployments, share of the summed limits", f"{pct_limits:.1f}%", "≥ 90%", summary["met"]["pct_of_limits"])
+    line("throughput 3 deployments ÷ 1 deployment", f"{speedup:.2f}x", "≥ 2.9x", summary["met"]["speedup"])
+    line("3 deployments, share of the summed limits", f"{pct_limits:.1f}%", "≥ 95%", summary["met"]["pct_of_limits"])
     line("tasks lost (both hermes-delegate runs)", f"{lost}", "0", summary["met"]["lost"])
     line("429s / provider requests (both runs)", f"{pct_429:.2f}%", "≤ 1%", summary["met"]["pct_429"])
     print(f"Router alone: {router['provider_429']} × 429 of {router['provider_requests']} requests "

@@ -104,6 +104,7 @@ class Delegator:
         self._router: Any = router  # a RouterHandle to share (hosts keep one per process)
         self._stops: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._lock = threading.Lock()
+        self._router_lock = threading.Lock()
 
     @classmethod
     def from_config_file(cls, path: str | os.PathLike[str] | None = None, **kw: Any) -> "Delegator":
@@ -112,11 +113,15 @@ class Delegator:
     # -- lazily built I/O parts -------------------------------------------------------------
     @property
     def router(self) -> Any:
-        """The RouterHandle (imports litellm on first use)."""
+        """The RouterHandle (imports litellm on first use). Created once even when two threads ask at
+        once (a host's background warm-up and its main thread): a second handle would build a second
+        Router, and whichever was assigned last would be the one the warm-up did not warm."""
         if self._router is None:
             from ..routing.router import RouterHandle  # noqa: PLC0415 - keeps `import hermes_delegate` light
 
-            self._router = RouterHandle(self.config, self.resolver)
+            with self._router_lock:
+                if self._router is None:
+                    self._router = RouterHandle(self.config, self.resolver)
         return self._router
 
     @property

@@ -1,0 +1,106 @@
+"""A short batch over three deployments ÷ the same on one (issue 14, "No fixed cost per batch").
+
+    python bench/bench_short_batch.py            # 72 tasks, 3 rounds per side (~1 min)
+
+Each deployment is a loopback provider that holds at most 4 requests at once (429 beyond) with
+latency 0.2 s, and the config says so (`max_parallel_requests: 4`, no rpm/tpm). One side has one
+deployment, the other three in one group. Each side runs in a fresh process as a long-lived host
+would: build the Delegator, `warm_up(calls=True)` (what the MCP server and the hermes plugin do in
+the background at start-up), sit idle 1 s, then run the 72-task batch `rounds` times. The first
+batch pays whatever a batch pays once per process (first request per deployment, client set-up);
+the later ones show the steady state.
+
+Goal: the first batch's wall time on one deployment ÷ on three ≥ 2.8 (the ideal is 3: 18 vs 6
+waves of 0.2 s). Writes bench/out/short_batch.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+GOAL = 2.8
+
+
+def side_main(n_deps: int, n: int, rounds: int, latency: float) -> None:
+    from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
+    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
+
+    providers = [LoopbackProvider(f"d{i + 1}", latency_s=latency, max_concurrent=4).start() for i in range(n_deps)]
+    cfg = config_from_dict({
+        "delegation": {"max_concurrency": 16, "task_timeout_s": 120},
+        "router": {"model_list": [{"model_name": "g", "model_info": {"id": f"d{i + 1}"},
+                                   "litellm_params": {"model": "openai/bench", "api_base": p.base_url,
+                                                      "api_key": "sk-loopback-bench", "max_parallel_requests": 4}}
+                                  for i, p in enumerate(providers)],
+                   "router_settings": {"num_retries": 2}},
+    })
+    d = Delegator(cfg, env={})
+
+    async def host() -> list[dict]:
+        await d.warm_up(calls=True)  # a long-lived host does this in the background at start-up
+        await asyncio.sleep(1.0)
+        out = []
+        for r in range(rounds):
+            t0 = time.perf_counter()
+            batch = await d.run([Task(f"round {r} item {i}", model="g") for i in range(n)])
+            wall = time.perf_counter() - t0
+            out.append({"wall_s": wall, "completed": batch.counts().get("completed", 0)})
+        return out
+
+    rows = asyncio.run(host())
+    stats = [p.stats() for p in providers]
+    for p in providers:
+        p.stop()
+    print(json.dumps({"deployments": n_deps, "rounds": rows, "provider_429": sum(s["429"] for s in stats),
+                      "provider_requests": sum(s["requests"] for s in stats),
+                      "max_in_flight": [s["max_in_flight"] for s in stats]}))
+
+
+def run_side(n_deps: int, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--side", str(n_deps), "--tasks", str(args.tasks), "--rounds", str(args.rounds),
+           "--latency", str(args.latency)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", type=int, default=72)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--side", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.side:
+        side_main(args.side, args.tasks, args.rounds, args.latency)
+        return
+    one, three = run_side(1, args), run_side(3, args)
+    first = one["rounds"][0]["wall_s"] / three["rounds"][0]["wall_s"]
+    later = [a["wall_s"] / b["wall_s"] for a, b in zip(one["rounds"][1:], three["rounds"][1:])]
+    lost = sum(args.tasks - r["completed"] for side in (one, three) for r in side["rounds"])
+    print(f"{args.tasks} tasks, 4 in flight per deployment, latency {args.latency:g} s")
+    for name, side in (("1 deployment", one), ("3 deployments", three)):
+        walls = ", ".join(f"{r['wall_s']:.2f}" for r in side["rounds"])
+        print(f"  {name:14} batch wall s: {walls}   429s {side['provider_429']} of {side['provider_requests']}, "
+              f"max in flight {side['max_in_flight']}")
+    steady = statistics.median(later) if later else float("nan")
+    print(f"first batch, 1 ÷ 3: {first:.2f}×   later batches (median): {steady:.2f}×   lost {lost}   "
+          f"goal ≥ {GOAL}× on the first batch: {'met' if first >= GOAL and lost == 0 else 'MISSED'}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "short_batch.json").write_text(json.dumps({"one": one, "three": three, "first_ratio": first,
+                                                      "later_ratios": later, "lost": lost, "goal": GOAL}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

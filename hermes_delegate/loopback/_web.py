@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 from aiohttp import web
 
+from .records import SECRET_HEADERS
+
 SERVER = "hermes-loopback"
 MAX_BODY = 64 * 1024 * 1024
 #: Request line and header limits (aiohttp's defaults are 8 KiB).
@@ -46,6 +48,18 @@ def request_headers(request: web.Request) -> dict[str, str]:
         key = name.lower()
         out[key] = f"{out[key]}, {value}" if key in out else value
     return out
+
+
+async def read_call(request: web.Request, auth_headers: Iterable[str]) -> tuple[Any, dict[str, str], bool]:
+    """A model call's parts for its record: the JSON body (``None`` when it is not JSON), the request
+    headers minus credentials, and whether any of ``auth_headers`` carried one (its value is not kept)."""
+    try:
+        body = json.loads(await request.read() or b"null")
+    except ValueError:
+        body = None
+    raw = request_headers(request)
+    headers = {k: v for k, v in raw.items() if k not in SECRET_HEADERS}
+    return body, headers, any(raw.get(h) for h in auth_headers)
 
 
 async def cut_body(request: web.Request, data: bytes, content_type: str, headers: Headers) -> web.StreamResponse:

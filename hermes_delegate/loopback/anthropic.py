@@ -12,7 +12,6 @@ Token cost for ``tpm``: prompt tokens of ``messages`` plus ``max_tokens`` (else 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from aiohttp import web
 
 from . import _web as W
 from . import responses as R
-from .records import SECRET_HEADERS, RequestRecord
+from .records import RequestRecord
 
 __all__ = ["AnthropicMixin", "MESSAGES_PATHS"]
 
@@ -43,13 +42,7 @@ class AnthropicMixin:
     _ids: Any
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = json.loads(await request.read() or b"null")
-        except ValueError:
-            body = None
-        raw_headers = W.request_headers(request)
-        headers = {k: v for k, v in raw_headers.items() if k not in SECRET_HEADERS}
-        has_auth = any(raw_headers.get(h) for h in ("authorization", "x-api-key"))
+        body, headers, has_auth = await W.read_call(request, ("authorization", "x-api-key"))
         if not isinstance(body, dict) or body.get("stream"):
             rec = RequestRecord(time.monotonic(), None, False, 400, [], has_auth, request.path, headers,
                                 body if isinstance(body, dict) else {})

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from . import _web as W
 from . import responses as R
-from .records import SECRET_HEADERS, RequestRecord
+from .records import RequestRecord
 
 
 class ChatMixin:
@@ -36,13 +36,7 @@ class ChatMixin:
     _ids: itertools.count
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = json.loads(await request.read() or b"null")
-        except ValueError:
-            body = None
-        raw_headers = W.request_headers(request)
-        headers = {k: v for k, v in raw_headers.items() if k not in SECRET_HEADERS}
-        has_auth = any(raw_headers.get(h) for h in ("authorization", "api-key", "x-api-key"))
+        body, headers, has_auth = await W.read_call(request, ("authorization", "api-key", "x-api-key"))
         if not isinstance(body, dict):
             rec = RequestRecord(time.monotonic(), None, False, 400, [], has_auth, request.path, headers, {})
             with self._lock:

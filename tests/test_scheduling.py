@@ -277,3 +277,43 @@ def test_non_retryable_error_is_not_retried(bad_request_server: tuple[str, list[
     assert hits == ["/v1/chat/completions"], "sent once: neither the Router nor tenacity retried a 400"
     assert log(r) == [("strict-1", "400")]
     assert time.monotonic() - t0 < 5
+
+
+def test_a_task_timeout_is_never_swallowed_by_a_queue_wakeup():
+    """A queued task whose timeout fires in the same loop turn as the wake-up it waited for must still be
+    cancelled (asyncio.wait_for on 3.11 returned the result and dropped the cancellation: the task then
+    ran past its timeout and came back `failed` seconds late)."""
+    import asyncio  # noqa: PLC0415
+
+    from hermes_delegate.ratelimit.gate import CapacityGate  # noqa: PLC0415
+
+    async def race() -> str:
+        gate = CapacityGate({})
+        event = asyncio.Event()
+        sleeper = asyncio.create_task(gate._sleep(30.0, event))
+        await asyncio.sleep(0)  # the sleeper now waits on the event
+        event.set()  # the wake-up and the cancellation land in the same loop turn
+        sleeper.cancel()
+        try:
+            await sleeper
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "swallowed"
+
+    assert asyncio.run(race()) == "cancelled"
+
+
+def test_a_task_timed_out_in_the_queue_says_what_held_it(trio: Trio):
+    """rpm 1 on the only deployment: the second task waits a minute for its window, so its 1 s timeout
+    comes first. Its error says that nothing was sent and which deployment held it, and no request left."""
+    cfg = config_from_dict({"delegation": {"task_timeout_s": 1.5, "learn_limits": False},
+                            "router": {"model_list": [dep("g", "g-s1", trio[0], rpm=1)],
+                                       "router_settings": {"num_retries": 0}}})
+    d = Delegator(cfg)
+    d.router.router  # noqa: B018
+    first, second = d.run_sync([Task("one", model="g"), Task("two", model="g")]).results
+
+    assert first.status == "completed"
+    assert second.status == "timeout" and second.attempts == []
+    assert "Nothing was sent: it was queued (g-s1 is at its rate limit)." in second.error["message"]
+    assert trio[0].stats()["requests"] == 1

@@ -330,8 +330,11 @@ class CapacityGate(FirstRequests):
 
     async def _sleep(self, timeout: float | None, event: asyncio.Event | None = None) -> None:
         """Until something changes (a release, an arrival, a departure) or `timeout` seconds."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when the event is
+        # set in the same loop turn as the task's own cancellation, swallowing a task timeout.
         try:
-            await asyncio.wait_for((event or self._event()).wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await (event or self._event()).wait()
         except TimeoutError:
             pass
 
@@ -366,6 +369,21 @@ class CapacityGate(FirstRequests):
         now = self.clock()
         return any(self._state[_dep_id(d)].blocked_until > now for d in deployments
                    if _dep_id(d) in self._state)
+
+    def holding(self, dep_ids: Collection[str]) -> str | None:
+        """Why a call queued for these deployments is still waiting, in words, or None when nothing
+        here holds them (for a timeout that came before any request was sent)."""
+        now = self.clock()
+        reasons: list[str] = []
+        for dep_id in dep_ids:
+            st = self._state.get(dep_id)
+            if st is not None and st.blocked_until > now:
+                reasons.append(f"{dep_id} is held {st.blocked_until - now:.1f} s more after a 429")
+            elif dep_id in self.limits:
+                reasons.append(f"{dep_id} is at its rate limit")
+            elif st is not None and not st.warm and st.in_flight:
+                reasons.append(f"{dep_id}'s first request has not answered yet")
+        return "; ".join(reasons) or None
 
     def _restamp(self, dep_id: str) -> None:
         """The warm-up request reached the provider at some unknown moment before now: count it

@@ -238,7 +238,8 @@ class RedisWindows:
         from redis.exceptions import RedisError  # noqa: PLC0415
 
         try:
-            return await asyncio.wait_for(call(), 2 * CONNECT_TIMEOUT_S)
+            async with asyncio.timeout(2 * CONNECT_TIMEOUT_S):  # not wait_for: it can swallow a cancellation
+                return await call()
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_reason = _reason(exc)
             self._down_until = time.monotonic() + DOWN_S

@@ -250,6 +250,8 @@ class RouterHandle:
                     kwargs["num_retries"] = left
         except asyncio.CancelledError as exc:  # a task timeout or an interrupt: keep what was tried
             exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
+            if not exc.attempts:  # never sent: say what held it in the queue
+                exc.queued = self._holding(name) or "behind earlier calls"  # type: ignore[attr-defined]
             raise
         except ProviderError as exc:
             exc.attempts = self._attempts(call_id)
@@ -263,6 +265,13 @@ class RouterHandle:
                 self.gate.finished(left)
             for dep_id in self.calls.close(call_id):  # slots a cancelled attempt never gave back
                 self.gate.release(dep_id)
+
+    def _holding(self, name: str) -> str | None:
+        try:
+            deps = self.router.get_model_list(model_name=name) or []
+        except Exception:  # noqa: BLE001 - only words for an error message
+            return None
+        return self.gate.holding([str((d.get("model_info") or {}).get("id")) for d in deps])
 
     def _attempts(self, call_id: str) -> list[Attempt]:
         rows = sorted(self.calls.attempts.get(call_id, []), key=lambda r: r[0])

@@ -1,6 +1,6 @@
 """The MCP server's overhead (issue 12), on loopback traffic only.
 
-    python bench/bench_mcp.py            # 100-task batch, 3 rounds per side, + the first-call latency
+    python bench/bench_mcp.py            # 100-task batch, 7 rounds per side (--rounds N), + the first-call latency
 
 1. A 100-task `delegate_task` through `hermes-delegate mcp` (stdio, the SDK's own client) ÷ the same
    batch through `Delegator.run` in a process of its own. Both sides warmed up (one call) first;

@@ -5,7 +5,7 @@ Importing it does not import litellm (that happens on the first run).
 """
 
 from .core.config import Config, DelegationSettings
-from .sources.config_file import config_from_dict, load_config
+from .sources.config_file import config_from_dict, load_config, load_tasks
 from .runtime.delegator import Delegator, coerce_tasks
 from .core.errors import (
     AmbiguousModelError,
@@ -78,6 +78,7 @@ __all__ = [
     "config_from_dict",
     "internal_error",
     "load_config",
+    "load_tasks",
     "parse_model_string",
     "provider_for_slug",
     "tool_error",

@@ -37,11 +37,28 @@ def test_an_unusable_200_is_retried_on_the_healthy_deployment(providers: Loopbac
             [("both-beta", "ok")], [("both-alpha", "bad_response"), ("both-beta", "ok")])
 
 
+@pytest.mark.parametrize("content", ["", None])
+def test_an_empty_text_with_tool_calls_is_a_reply_not_a_bad_response(providers: LoopbackPair, content):
+    """Only a message with no content, no tool_calls and no function_call is unusable."""
+    providers.alpha.responder = lambda body, prov: {
+        "content": content, "tool_calls": [{"function": {"name": "lookup", "arguments": {"q": "x"}}}]}
+    (r,) = Delegator(loopback_config(providers)).run_sync([Task("x", model="alpha")]).results
+    assert r.error is None, r.error
+    assert [a.status for a in r.attempts] == ["ok"]
+    assert len(providers.alpha.requests) == 1
+
+
 # -- Anthropic's format: a test-side server standing in for /v1/messages (the loopback speaks OpenAI's) --
 ANTHROPIC_BODIES = {
     "html": ("text/html", b"<!doctype html><html><body>502 Bad Gateway</body></html>"),
     "wrong_shape": ("application/json", b'{"id": "msg_1", "type": "message", "role": "assistant"}'),
     "malformed": ("application/json", b'{"id": "msg_1", "type": "message", "content": [{"ty'),
+    "binary": ("application/octet-stream", bytes(range(256)) * 4),
+    # a well-formed message with nothing in it: litellm makes it one choice with an empty message
+    "empty_content": ("application/json", json.dumps({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test", "content": [],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 3, "output_tokens": 0}}).encode()),
 }
 
 

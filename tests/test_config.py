@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hermes_delegate import Config, ConfigError, UsageError, config_from_dict, load_config
+from hermes_delegate import Config, ConfigError, Resolver, UsageError, config_from_dict, load_config
 from hermes_delegate.sources.config_file import default_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def test_valid_examples_load(make_config, name: str):
 
 def test_valid_example_values(make_config):
     cfg = make_config(VALID["router"])
-    groups = cfg.groups()
+    groups = Resolver(cfg).groups
     assert list(groups) == ["team"] and len(groups["team"]) == 2
     assert groups["team"][0].model_info == {"id": "team-1"}
     # LiteLLM's own keys pass through untouched
@@ -197,7 +197,7 @@ def test_litellm_config_relative_to_config_file(make_config, tmp_path: Path, mon
         cfg = make_config("delegation: {model: fast}\nlitellm_config: sub/litellm.yaml\n")
     assert Path(cfg.litellm_config) == make_config.path("sub/litellm.yaml")
     assert Path(cfg.litellm_config).is_absolute()
-    assert list(cfg.groups()) == ["fast"]
+    assert list(Resolver(cfg).groups) == ["fast"]
     assert cfg.router.model_list[0].litellm_params["api_key"] == "os.environ/FAST_KEY"
     assert cfg.router.router_settings == {"num_retries": 1}
     assert cfg.router.litellm_settings == {"drop_params": True}
@@ -214,7 +214,7 @@ def test_litellm_config_without_proxy_sections_logs_nothing(make_config, caplog:
     make_config.write("model_list:\n  - {model_name: a, litellm_params: {model: openai/a}}\n", "lite.yaml")
     with caplog.at_level(logging.WARNING, logger="hermes_delegate.sources.config_file"):
         cfg = make_config("litellm_config: lite.yaml\n")
-    assert list(cfg.groups()) == ["a"]
+    assert list(Resolver(cfg).groups) == ["a"]
     assert not [r for r in caplog.records if r.name == "hermes_delegate.sources.config_file"]
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import LOOPBACK_KEY, LoopbackPair
-from hermes_delegate import ConfigError, Delegator, Task, load_config
+from hermes_delegate import ConfigError, Delegator, Resolver, Task, load_config
 from hermes_delegate.hosts.cli import main as cli_main
 
 
@@ -43,7 +43,7 @@ def test_include_is_merged_relative_to_the_including_file(tmp_path: Path, provid
                                                       "router_settings": {"num_retries": 0}})
     cfg = _load(tmp_path, {"include": ["models/a.yaml"], "model_list": [_dep("both", a.base_url, "main-a")],
                            "router_settings": {"num_retries": 2}})
-    assert list(cfg.groups()) == ["both", "alpha", "beta"]  # model_list concatenated, in include order
+    assert list(Resolver(cfg).groups) == ["both", "alpha", "beta"]  # model_list concatenated, in include order
     assert cfg.router.router_settings == {"num_retries": 0}  # other values: the included one wins
     batch = Delegator(cfg).run_sync([Task("a", model="alpha"), Task("b", model="beta"), Task("c", model="both")])
     assert batch.counts() == {"completed": 3}, [r.error for r in batch.results]

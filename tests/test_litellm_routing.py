@@ -14,7 +14,7 @@ import pytest
 
 from conftest import LOOPBACK_KEY, LoopbackPair
 from hermes_delegate import Delegator, Task, config_from_dict
-from hermes_delegate.core.errors import BatchValidationError, ProviderError, SpecError
+from hermes_delegate.core.errors import BatchValidationError, SpecError
 from hermes_delegate.core.resolver import Resolver
 
 
@@ -157,10 +157,55 @@ def test_an_unset_reference_is_refused_and_nothing_is_sent(providers: LoopbackPa
     params = {"model": "openai/*", "api_key": LOOPBACK_KEY, "api_base": providers.alpha.base_url,
               field: "os.environ/HD_TEST_UNSET_REF"}
     cfg = _config([{"model_name": "openai/*", "litellm_params": params}])
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BatchValidationError) as info:
         _run(cfg, "openai/gpt-4o")
-    assert info.value.kind == "auth" and "HD_TEST_UNSET_REF" in str(info.value)
+    (p,) = info.value.problems
+    assert (p.index, p.model, p.type) == (0, "openai/gpt-4o", "auth")
+    assert "HD_TEST_UNSET_REF" in p.problem and "environment_variables" in p.problem
+    assert "HD_TEST_UNSET_REF" in str(info.value)
     assert providers.alpha.requests == [] and sentinel.requests == []
+
+
+def test_every_bad_task_is_listed_with_an_unset_reference_among_them(providers: LoopbackPair, sentinel):
+    """An unset reference is one task's problem (type auth), listed with the others before anything runs:
+    it no longer hides the rest of the batch behind one bare ProviderError."""
+    good = {"model": "openai/alpha-model", "api_key": LOOPBACK_KEY, "api_base": providers.alpha.base_url}
+    bad = dict(good, api_key="os.environ/HD_TEST_UNSET_REF")
+    cfg = _config([{"model_name": "good", "litellm_params": good}, {"model_name": "bad", "litellm_params": bad}])
+    with pytest.raises(BatchValidationError) as info:
+        _run(cfg, "good", "totally-unknown-model-xyz", "bad")
+    got = [(p.index, p.model, p.type) for p in info.value.problems]
+    assert got == [(1, "totally-unknown-model-xyz", "unknown_model"), (2, "bad", "auth")]
+    assert "HD_TEST_UNSET_REF" in info.value.problems[1].problem
+    text = str(info.value)
+    assert "task 1 [totally-unknown-model-xyz]" in text and "task 2 [bad]" in text
+    assert info.value.to_dict()["tasks"][1]["type"] == "auth"
+    assert providers.alpha.requests == [] and sentinel.requests == []
+
+
+def test_a_provider_flag_key_that_is_unset_is_refused_and_nothing_is_sent(
+        providers: LoopbackPair, sentinel, monkeypatch: pytest.MonkeyPatch):
+    """`--provider nous` names its own key variable (NOUS_API_KEY): unset, planning refuses the task,
+    instead of sending `Authorization: Bearer os.environ/NOUS_API_KEY` to the provider."""
+    from hermes_delegate.core import providers as P
+
+    capture = providers.alpha  # stands in for Nous' endpoint: must receive nothing
+    monkeypatch.setitem(P._HERMES_SLUGS, "nous", P.ProviderInfo("nous", "openai", api_base=capture.base_url,
+                                                                key_env="NOUS_API_KEY"))
+    monkeypatch.delenv("NOUS_API_KEY", raising=False)
+    with pytest.raises(BatchValidationError) as info:
+        _run(_config([]), "hermes-4 --provider nous")
+    (p,) = info.value.problems
+    assert (p.index, p.type) == (0, "auth") and "NOUS_API_KEY" in p.problem, p
+    assert capture.requests == [] and sentinel.requests == []
+    # control: with the variable set (here through environment_variables) the same task runs there
+    cfg = config_from_dict({"router": {"model_list": [], "router_settings": {"num_retries": 0},
+                                       "environment_variables": {"NOUS_API_KEY": LOOPBACK_KEY}}},
+                           source="(routing test)")
+    (r,) = _run(cfg, "hermes-4 --provider nous")
+    assert r.status == "completed", r.error
+    assert [(q.model, q.has_auth) for q in capture.requests] == [("hermes-4", True)]
+    assert sentinel.requests == []
 
 
 def test_environment_variables_count_as_set(providers: LoopbackPair, sentinel):
@@ -187,21 +232,19 @@ def test_a_group_with_one_unset_deployment_only_uses_the_other(providers: Loopba
 def test_list_models_reports_the_route(providers: LoopbackPair):
     import asyncio
 
-    from hermes_delegate.tools.schema import check_model, model_listing
-
     cfg = _config([{"model_name": "openai/*", "litellm_params": {"model": "openai/*", "api_key": LOOPBACK_KEY,
                                                                 "api_base": providers.alpha.base_url}},
                    {"model_name": "main", "litellm_params": {"model": "anthropic/claude-sonnet-4-5",
                                                             "api_key": "os.environ/HD_TEST_UNSET_REF"}}],
                   model_group_alias={"best": "main"})
     d = Delegator(cfg)
-    one = asyncio.run(check_model(d, "openai/gpt-4o"))
+    one = asyncio.run(d.check_model("openai/gpt-4o"))
     assert (one["resolved_via"], one["pattern"], len(one["deployments"])) == ("wildcard", "openai/*", 1)
-    best = asyncio.run(check_model(d, "best:thinking"))
+    best = asyncio.run(d.check_model("best:thinking"))
     assert (best["resolved_via"], best["pattern"]) == ("group_alias", "main")
     assert best["params"]["thinking"]["type"] == "enabled"
     assert "HD_TEST_UNSET_REF" in best["not_callable"]
-    listing = asyncio.run(model_listing(d))
+    listing = asyncio.run(d.model_listing())
     assert listing["group_aliases"] == {"best": "main"} and listing["groups"]["openai/*"]["wildcard"] is True
 
 
@@ -313,10 +356,31 @@ def test_real_proxy_routes_the_same_names_to_the_same_deployments(providers: Loo
 
 @pytest.mark.parametrize(("fault", "kind", "status"), [("500", "server", 500), ("429", "rate_limit", 429),
                                                        ("html", "bad_response", None),
-                                                       ("wrong_shape", "bad_response", None)])
+                                                       ("binary", "bad_response", None),
+                                                       ("wrong_shape", "bad_response", None),
+                                                       ("malformed", "bad_response", None),
+                                                       ("empty_choices", "bad_response", None)])
 def test_anthropic_loopback_faults_match_the_openai_ones(providers: LoopbackPair, fault, kind, status):
+    """`empty_choices` is a message with `content: []`: litellm makes it one choice with an empty
+    message, which is as unusable as OpenAI's `choices: []`."""
     providers.alpha.set_fault(fault)
     (r,) = _run(_config(_claude(providers)), "claude")
     assert r.status == "failed"
     assert (r.error["type"], r.error["status_code"]) == (kind, status), r.error
     assert providers.alpha.requests and providers.alpha.requests[0].path.endswith("/v1/messages")
+    if kind == "bad_response":
+        assert [a.status for a in r.attempts] == ["bad_response"]
+
+
+def test_anthropic_empty_content_is_retried_on_the_healthy_deployment(providers: LoopbackPair):
+    """The retry-with-what-is-left rule applies to Anthropic's `content: []` as to `choices: []`."""
+    both = _claude(providers) + [{"model_name": "claude", "model_info": {"id": "claude-2"},
+                                  "litellm_params": {"model": "anthropic/claude-sonnet-4-5", "api_key": LOOPBACK_KEY,
+                                                     "api_base": _root(providers.beta.base_url)}}]
+    providers.alpha.set_fault("empty_choices")
+    results = _run(_config(both, num_retries=1), *["claude"] * 4)
+    assert [r.status for r in results] == ["completed"] * 4, [r.error for r in results]
+    for r in results:
+        assert r.summary
+        assert [(a.deployment.deployment_id, a.status) for a in r.attempts] in (
+            [("claude-2", "ok")], [("claude-1", "bad_response"), ("claude-2", "ok")])

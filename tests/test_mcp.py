@@ -3,14 +3,18 @@ over stdio and streamable HTTP, against two loopback providers over real HTTP.""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ if importlib.util.find_spec("mcp") is None and not in_ci():  # under CI a missin
     pytest.skip("the mcp SDK is not installed: pip install -e '.[mcp]'", allow_module_level=True)
 from mcp import Client  # noqa: E402
 from mcp.client.stdio import StdioServerParameters  # noqa: E402
+from mcp.shared.exceptions import MCPError  # noqa: E402
 
 from hermes_delegate.loopback import start_providers  # noqa: E402
 
@@ -32,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = str(ROOT / ".venv" / "bin" / "hermes-delegate")
 ALPHA_KEY = "sk-canary-alpha-0123456789ABCDEF"
 BETA_KEY = "sk-canary-beta-0123456789ABCDEF"
-CANARIES = (ALPHA_KEY, BETA_KEY)
+GAMMA_KEY = "sk-canary-gamma-0123456789ABCDEF"  # gamma lives on alpha's provider with a key of its own
+ECHO_KEY = "CANARYmcpq81zz0pl7w"  # shapeless: no pattern can redact it, only knowing the value can
+CANARIES = (ALPHA_KEY, BETA_KEY, GAMMA_KEY, ECHO_KEY)
 ERROR_KEYS = {"error", "hint", "suggestions", "type"}
 
 
@@ -42,15 +49,17 @@ def pair():
         yield ps
 
 
-def write_config(tmp_path: Path, alpha, beta, **delegation: Any) -> Path:
-    def dep(group: str, model: str, p, env: str) -> dict[str, Any]:
-        return {"model_name": group, "litellm_params": {"model": model, "api_base": p.base_url,
-                                                          "api_key": f"os.environ/{env}"}}
+def dep(group: str, model: str, base_url: str, env: str) -> dict[str, Any]:
+    return {"model_name": group, "litellm_params": {"model": model, "api_base": base_url,
+                                                      "api_key": f"os.environ/{env}"}}
 
+
+def write_config(tmp_path: Path, alpha, beta, extra: tuple[dict[str, Any], ...] = (), **delegation: Any) -> Path:
     data = {"delegation": {"aliases": {"small": "alpha", "large": "beta"}, "task_timeout_s": 30, **delegation},
-            "router": {"model_list": [dep("alpha", "openai/alpha-model", alpha, "ALPHA_API_KEY"),
-                                      dep("beta", "openai/beta-model", beta, "BETA_API_KEY"),
-                                      dep("gamma", "openai/gamma-model", alpha, "ALPHA_API_KEY")],
+            "router": {"model_list": [dep("alpha", "openai/alpha-model", alpha.base_url, "ALPHA_API_KEY"),
+                                      dep("beta", "openai/beta-model", beta.base_url, "BETA_API_KEY"),
+                                      dep("gamma", "openai/gamma-model", alpha.base_url, "GAMMA_API_KEY"),
+                                      *extra],
                        "router_settings": {"num_retries": 0}}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
@@ -61,7 +70,13 @@ def server_env(log: Path, **extra: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
             "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"], "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-            "ALPHA_API_KEY": ALPHA_KEY, "BETA_API_KEY": BETA_KEY, "MCP_LOG": str(log), **extra}
+            "ALPHA_API_KEY": ALPHA_KEY, "BETA_API_KEY": BETA_KEY, "GAMMA_API_KEY": GAMMA_KEY,
+            "ECHO_API_KEY": ECHO_KEY, "MCP_LOG": str(log), **extra}
+
+
+def fingerprint(key: str) -> str:
+    """What the loopback records of a credential (RequestRecord.auth_sha), computed here independently."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def stdio_params(cfg: Path, log: Path, *extra_args: str) -> StdioServerParameters:
@@ -74,6 +89,9 @@ def stdio_params(cfg: Path, log: Path, *extra_args: str) -> StdioServerParameter
 THREE = {"tasks": [{"goal": "summarise file A", "model": "small"},
                    {"goal": "review file B", "model": "large"},
                    {"goal": "list the TODOs in C", "model": "gamma"}]}
+THREE_GROUPS = {"summarise file A": "alpha", "review file B": "beta", "list the TODOs in C": "gamma"}
+#: a progress message: "k/n model status: goal"
+PROGRESS = re.compile(r"^(\d+)/(\d+) (\S+) (\w+): (.*)$", re.S)
 
 
 class Recorder:
@@ -98,6 +116,8 @@ def assert_no_canary(rec: Recorder, log: Path) -> None:
     text = "\n".join(rec.seen) + "\n" + (log.read_text() if log.exists() else "")
     for key in CANARIES:
         assert key not in text
+    # the shapeless one, not even in part (8+ characters of it)
+    assert not [ECHO_KEY[i:i + 8] for i in range(len(ECHO_KEY) - 7) if ECHO_KEY[i:i + 8] in text]
 
 
 async def three_tasks(client: Client, rec: Recorder, alpha, beta) -> None:
@@ -119,14 +139,23 @@ async def three_tasks(client: Client, rec: Recorder, alpha, beta) -> None:
     assert len(out.content) == 3
     for block, r in zip(out.content, results):
         assert r["model"] in block.text and "completed" in block.text and r["summary"] in block.text
-    # each provider got its own model ids, with credentials
-    assert sorted(r.model for r in alpha.requests) == ["alpha-model", "gamma-model"]
-    assert [r.model for r in beta.requests] == ["beta-model"]
-    assert all(r.has_auth for r in alpha.requests + beta.requests)
-    # one progress notification per finished task, k/n
+    # each provider got its own model ids, each request the key of its own deployment (by fingerprint:
+    # the loopback keeps no key values)
+    assert len({fingerprint(k) for k in (ALPHA_KEY, BETA_KEY, GAMMA_KEY)}) == 3
+    assert sorted((r.model, r.auth_sha) for r in alpha.requests) == [("alpha-model", fingerprint(ALPHA_KEY)),
+                                                                       ("gamma-model", fingerprint(GAMMA_KEY))]
+    assert [(r.model, r.auth_sha) for r in beta.requests] == [("beta-model", fingerprint(BETA_KEY))]
+    assert all(r.has_auth and r.status == 200 for r in alpha.requests + beta.requests)
+    # one progress notification per finished task: "k/3 model status: goal", together every task
+    assert len(rec.progress) == 3
+    seen = []
+    for progress, total, message in rec.progress:
+        m = PROGRESS.match(message or "")
+        assert m, message
+        assert (int(m[1]), int(m[2])) == (progress, total) and total == 3
+        seen.append((m[5], m[3], m[4]))  # goal, model, status
     assert sorted(p[0] for p in rec.progress) == [1, 2, 3]
-    assert {p[1] for p in rec.progress} == {3}
-    assert all("completed" in (p[2] or "") for p in rec.progress)
+    assert sorted(seen) == sorted((goal, group, "completed") for goal, group in THREE_GROUPS.items())
 
 
 def test_stdio_three_tasks_on_three_models(pair, tmp_path):
@@ -167,6 +196,35 @@ def test_stdio_bad_call_is_a_tool_error_and_nothing_is_spent(pair, tmp_path):
     assert_no_canary(rec, log)
 
 
+def test_initialize_answers_while_the_engine_still_warms_up(pair, tmp_path):
+    """`initialize` does not wait for the warm-up (litellm's import, then the Router): when the client is
+    initialized the server's log does not say "engine warm" yet, and it does say so afterwards. No clock:
+    the warm-up takes seconds of CPU where the handshake takes milliseconds, on any machine."""
+    alpha, beta = pair
+    cfg, log, rec = write_config(tmp_path, alpha, beta), tmp_path / "server.log", Recorder()
+    log.write_text("", encoding="utf-8")
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        started = time.monotonic()
+        async with Client(stdio_params(cfg, log), message_handler=rec.message) as client:
+            seen["log_at_initialize"] = log.read_text()
+            seen["initialize_s"] = time.monotonic() - started
+            with anyio.fail_after(120):
+                while "engine warm" not in log.read_text():
+                    await anyio.sleep(0.05)
+            seen["warm_s"] = time.monotonic() - started
+            out = await client.call_tool("delegate_task", {"goal": "a", "model": "small"})
+            rec.dump(out)
+            assert [r["status"] for r in out.structured_content["results"]] == ["completed"]
+
+    anyio.run(main)
+    print(f"initialize after {seen['initialize_s']:.2f} s, engine warm after {seen['warm_s']:.2f} s")
+    assert "engine warm" not in seen["log_at_initialize"] and "warm-up failed" not in seen["log_at_initialize"]
+    assert "warm-up failed" not in log.read_text()
+    assert_no_canary(rec, log)
+
+
 @pytest.mark.parametrize("transport", ["stdio", "http"])
 def test_cancel_interrupts_the_batch(pair, tmp_path, transport):
     alpha, beta = pair
@@ -200,8 +258,8 @@ def test_cancel_interrupts_the_batch(pair, tmp_path, transport):
             alpha.latency_s = beta.latency_s = 0
             listing = await client.call_tool("list_models", {})
             assert not listing.is_error
-            with anyio.fail_after(60):
-                while alpha.in_flight + beta.in_flight:  # the providers saw the requests hang up
+            with anyio.fail_after(5):  # the server closed the provider connections, not a timeout
+                while alpha.in_flight + beta.in_flight:
                     await anyio.sleep(0.05)
 
     try:
@@ -211,8 +269,10 @@ def test_cancel_interrupts_the_batch(pair, tmp_path, transport):
             server.terminate()
             server.wait(10)
     assert "result" not in outcome
-    statuses = [r.status for r in alpha.requests + beta.requests]
-    assert len(statuses) == 3 and all(s != 200 for s in statuses), statuses
+    # each provider saw its client hang up mid-request: the loopback records 499 for a request whose
+    # connection closed while it was "thinking" (loopback/chat.py)
+    assert sorted((r.model, r.status) for r in alpha.requests + beta.requests) == [
+        ("alpha-model", 499), ("beta-model", 499), ("gamma-model", 499)]
     assert "cancelled by the client; tasks: {'interrupted': 3}" in log.read_text()
     assert_no_canary(rec, log)
 
@@ -374,8 +434,97 @@ def test_output_schema_that_is_not_a_schema_is_refused_before_anything_runs(prov
     assert providers.alpha.requests == []
 
 
+# -- output_schema and a key-echoing provider, through the MCP server ---------------------------------
+class _EchoKey(BaseHTTPRequestHandler):
+    """A provider refusing the key it was sent with a 401 that echoes it, as real providers do."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        auth = self.headers.get("authorization", "")
+        key = auth.split(" ", 1)[-1]
+        self.server.keys.append(key)  # type: ignore[attr-defined]
+        body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}. You passed Authorization: "
+                                                f"{auth}", "type": "invalid_request_error",
+                                     "code": "invalid_api_key"}}).encode()
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def echo401():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _EchoKey)
+    srv.keys = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(10)
+
+
+def test_stdio_output_schema_and_a_key_echoing_provider(pair, echo401, tmp_path):
+    alpha, beta = pair
+    alpha.responder = lambda body, p: '{"title": "Dune", "year": 1965}'
+    beta.responder = lambda body, p: '{"title": "Dune", "year": "sixty-five"}'  # JSON, but not the schema's
+    echo_url = f"http://127.0.0.1:{echo401.server_address[1]}/v1"
+    cfg = write_config(tmp_path, alpha, beta, extra=(dep("echo", "openai/echo-model", echo_url, "ECHO_API_KEY"),))
+    log, rec = tmp_path / "server.log", Recorder()
+    tasks = {"tasks": [{"goal": "extract the book", "model": "small", "output_schema": SCHEMA},
+                       {"goal": "extract the film", "model": "large", "output_schema": SCHEMA},
+                       {"goal": "ask the echoing provider", "model": "echo"}]}
+    mismatch = "at year: 'sixty-five' is not of type 'integer'"
+
+    async def main() -> None:
+        async with Client(stdio_params(cfg, log), message_handler=rec.message) as client:
+            listed = await client.list_tools()
+            rec.dump(listed)
+            (tool,) = [t for t in listed.tools if t.name == "delegate_task"]
+            out = await client.call_tool("delegate_task", tasks, progress_callback=rec.on_progress)
+            rec.dump(out)
+            assert not out.is_error
+            jsonschema.validate(out.structured_content, tool.output_schema)
+            good, bad, echoed = out.structured_content["results"]
+            # valid output: parsed, in structuredContent and as the task's text block
+            assert good["status"] == "completed" and good["output"] == {"title": "Dune", "year": 1965}
+            head, body = out.content[0].text.split("\n", 1)
+            assert "completed" in head and json.loads(body) == good["output"]
+            # valid JSON of the wrong shape twice (the first answer, then the retry): bad_output
+            assert bad["status"] == "failed" and bad["output"] is None
+            assert bad["error"]["type"] == "bad_output"
+            assert "after 2 tries" in bad["error"]["message"] and mismatch in bad["error"]["message"]
+            assert "bad_output" in out.content[1].text and mismatch in out.content[1].text
+            # the key-echoing provider: a failed task whose error says why, without the key
+            assert echoed["status"] == "failed" and echoed["error"]["type"] == "auth", echoed["error"]
+            assert "failed" in out.content[2].text
+
+    anyio.run(main)
+    first, second = beta.requests
+    assert "does not match the schema" in second.messages[-1]["content"] and mismatch in second.messages[-1]["content"]
+    assert [r.status for r in alpha.requests] == [200]
+    # the provider did get (and echo) the key: otherwise the no-leak check proves nothing
+    assert echo401.keys == [ECHO_KEY]
+    statuses = sorted(PROGRESS.match(p[2] or "")[4] for p in rec.progress)
+    assert statuses == ["completed", "failed", "failed"]
+    assert_no_canary(rec, log)
+
+
 # -- through a real LiteLLM proxy's MCP gateway ----------------------------------------------------
 PROXY_KEY = "sk-proxy-master-key-mcp-0123456789"
+
+
+def leaf_errors(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or [exc]."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in leaf_errors(sub)]
+    return [exc]
 
 
 def test_through_a_real_litellm_proxy_mcp_gateway(pair, tmp_path):
@@ -412,11 +561,17 @@ def test_through_a_real_litellm_proxy_mcp_gateway(pair, tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, proxy_log.read_text()[-3000:]
             time.sleep(0.25)
 
-        async def connect(key: str):
+        statuses: list[int] = []  # every HTTP status the proxy answered the client with
+
+        async def connect(key: str | None):
             import httpx2  # noqa: PLC0415
             from mcp.client.streamable_http import streamable_http_client  # noqa: PLC0415
 
-            http = httpx2.AsyncClient(headers={"x-litellm-api-key": f"Bearer {key}"}, timeout=120)
+            async def seen(response: Any) -> None:
+                statuses.append(response.status_code)
+
+            headers = {} if key is None else {"x-litellm-api-key": f"Bearer {key}"}
+            http = httpx2.AsyncClient(headers=headers, timeout=120, event_hooks={"response": [seen]})
             return http, Client(streamable_http_client(f"{url}/mcp/", http_client=http), message_handler=rec.message)
 
         async def main() -> None:
@@ -431,15 +586,31 @@ def test_through_a_real_litellm_proxy_mcp_gateway(pair, tmp_path):
                 assert [r["status"] for r in results] == ["completed"] * 3
                 assert [r["deployment"]["model"] for r in results] == ["openai/alpha-model", "openai/beta-model",
                                                                        "openai/gamma-model"]
-            http, client = await connect("sk-not-the-proxy-key")
-            async with http:
-                with pytest.raises(Exception):  # noqa: B017, PT011 - refused at connect by the proxy
-                    async with client:
-                        await client.list_tools()
+            # a wrong key, then no key at all: refused at initialize, never a tool list
+            for key in ("sk-not-the-proxy-key", None):
+                statuses.clear()
+                http, client = await connect(key)
+                async with http:
+                    with pytest.raises((MCPError, BaseExceptionGroup)) as info:
+                        async with client:
+                            rec.dump(await client.list_tools())
+                errors = leaf_errors(info.value)
+                assert errors and all(isinstance(e, MCPError) for e in errors), errors
+                assert statuses and all(s >= 400 for s in statuses), statuses  # not one request got through
+                refused[key] = statuses[-1]  # the proxy's answer to the initialize it checked the key of
+
+        refused: dict[str | None, int] = {}
 
         anyio.run(main)
-        # refused by the proxy's key check (without a database a wrong key is a 400 "No connected db")
-        assert "user_api_key_auth(): Exception" in proxy_log.read_text(errors="replace")
+        text = proxy_log.read_text(errors="replace")
+        # the wrong key: refused by the proxy's key check with a 4xx (without a database a key that is not
+        # the master key is a 400 "No connected db"; with one, a 401)
+        assert 400 <= refused["sk-not-the-proxy-key"] < 500, refused
+        assert "user_api_key_auth(): Exception occured - No connected db" in text
+        # no key: refused by the same check ("Malformed API Key"); a 4xx, or, with litellm 1.106.2 and no
+        # prisma installed, a 500 from the proxy's auth error handler failing to import prisma
+        assert "user_api_key_auth(): Exception occured - Malformed API Key" in text
+        assert 400 <= refused[None] < 500 or (refused[None] == 500 and "No module named 'prisma'" in text), refused
     finally:
         for p in (proc, server):
             p.terminate()

@@ -97,7 +97,7 @@ def test_litellm_config_in_docs_format_runs_unchanged(providers: LoopbackPair, m
     warnings = [r.getMessage() for r in caplog.records if r.name == "hermes_delegate.sources.config_file"]
     assert warnings == [], warnings  # general_settings: accepted and ignored (doctor lists it), no warning
     assert cfg.router.ignored_sections == ["general_settings"]
-    assert list(cfg.groups()) == ["gpt-4o", "vllm-models"]
+    assert list(Resolver(cfg).groups) == ["gpt-4o", "vllm-models"]
 
     d = Delegator(cfg)
     batch = d.run_sync([*(Task(f"load-balanced {i}") for i in range(6)), Task("priced", model="small")])
@@ -299,6 +299,46 @@ def test_remote_proxy_without_auth_needs_no_key():
         batch = d.run_sync([Task("no key", model="fast")])
         assert batch.ok, batch.results[0].error
         assert d.resolver.model_list[0].litellm_params["api_key"] == "no-key"
+
+
+def test_remote_groups_are_what_list_models_and_the_cli_list(fake_proxy: FakeProxy, monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path):
+    """One listing: list_models and `hermes-delegate models` show the groups the Resolver resolves
+    against, so in remote mode the proxy's groups (the config's own model_list is empty there)."""
+    import io
+
+    from hermes_delegate import DelegateTools
+    from hermes_delegate.hosts.cli import main as cli_main
+
+    fake_proxy.routes.update({"/v1/models": (200, MODELS, 0.0), "/model/info": (200, MODEL_INFO, 0.0)})
+    monkeypatch.setenv("LITELLM_PROXY_API_KEY", PROXY_KEY)
+    cfg = remote_config(fake_proxy.base_url)
+    tools = DelegateTools(Delegator(cfg))
+    listing = json.loads(tools.list_models_sync())
+    assert list(listing["groups"]) == ["fast", "smart"], listing
+    (fast,) = listing["groups"]["fast"]["deployments"]
+    assert (fast["model"], fast["provider"], fast["credentials"], fast["key_env"], fast["deployment_id"]) == (
+        "litellm_proxy/fast", "litellm_proxy", "set", "LITELLM_PROXY_API_KEY", "remote:fast")
+    assert fast["limits"] == {"rpm": 180}  # the group's total capacity, from /model/info
+    assert listing["tiers"] == {"small": "fast"} and listing["warnings"] == []
+    checked = json.loads(tools.list_models_sync({"model": "small"}))
+    assert [d["model"] for d in checked["deployments"]] == ["litellm_proxy/fast"]
+
+    path = tmp_path / "remote.yaml"
+    path.write_text(f"delegation: {{aliases: {{small: fast}}}}\nremote: {{base_url: '{fake_proxy.base_url}'}}\n",
+                    encoding="utf-8")
+    out = io.StringIO()
+    assert cli_main(["models", "--json", "--config", str(path)], out=out) == 0
+    inv = json.loads(out.getvalue())
+    assert inv["groups"] == {"fast": [{"model": "litellm_proxy/fast", "credentials": "set",
+                                       "key_env": "LITELLM_PROXY_API_KEY"}],
+                             "smart": [{"model": "litellm_proxy/smart", "credentials": "set",
+                                        "key_env": "LITELLM_PROXY_API_KEY"}]}
+    assert inv["aliases"]["small"]["model"] == "fast"
+    text = io.StringIO()
+    assert cli_main(["models", "--config", str(path)], out=text) == 0
+    assert "fast           → litellm_proxy/fast [set]" in text.getvalue()
+    assert PROXY_KEY not in json.dumps(listing) + out.getvalue() + text.getvalue()
 
 
 # -- remote mode against a real LiteLLM proxy ----------------------------------------------------

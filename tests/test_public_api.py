@@ -28,3 +28,33 @@ def test_hosts_get_the_tools_from_the_top():
 
 def test_version_comes_from_the_package_metadata():
     assert hermes_delegate.__version__ == importlib.metadata.version("hermes-delegate")
+
+
+def test_hermes_plugin_manifest_version_is_the_package_version():
+    """hermes reads a directory plugin's version from its plugin.yaml (hermes_cli.plugins: the manifest's
+    `version`), so the file keeps one, written by hand: it must name the release the package metadata names."""
+    from pathlib import Path
+
+    import yaml
+
+    manifest = yaml.safe_load((Path(__file__).resolve().parents[1] / "plugins" / "hermes" / "plugin.yaml").read_text())
+    assert str(manifest["version"]) == importlib.metadata.version("hermes-delegate")
+
+
+def test_hosts_get_what_they_need_from_the_delegator(tmp_path):
+    """What the CLI (a host, held to the public API by import-linter) needs: the tasks file reader,
+    the one listing and its checks, the one redactor, a sync run under signal handling."""
+    from hermes_delegate import Delegator, config_from_dict, load_tasks
+
+    path = tmp_path / "tasks.yaml"
+    path.write_text("model: small\ntasks: [a goal, {goal: another}]\n", encoding="utf-8")
+    assert load_tasks(path) == (["a goal", {"goal": "another"}], "small")
+    secret = "literal-key-0123456789"
+    d = Delegator(config_from_dict({"router": {"model_list": [
+        {"model_name": "g", "litellm_params": {"model": "openai/m", "api_key": secret}}]}}), env={})
+    assert d.redact(f"key {secret} and sk-abcdefghijkl") == "key *** and sk-***"
+    assert list(d.model_listing_sync()["groups"]) == ["g"]
+    assert d.doctor()["deployments"] == [{"group": "g", "model": "openai/m", "credentials": "set", "key_env": None}]
+    assert d.learned_limits() == {}
+    for name in ("check_model", "run_planned_sync", "interrupt_on_signals", "log_filter"):
+        assert callable(getattr(d, name)), name

@@ -361,3 +361,38 @@ def test_provider_flag_finds_the_vendor_prefixed_catalog_id():
     assert r.resolve("gpt-5 --provider openrouter").model == "openrouter/openai/gpt-5"
     assert r.resolve("gpt-5:free --provider openrouter").model == "openrouter/openai/gpt-5:free"
     assert r.resolve("openai/gpt-5 --provider openrouter").model == "openrouter/openai/gpt-5"
+
+
+def test_provider_flag_names_the_vendor_with_the_installed_catalog():
+    """litellm 1.106.2's own catalog has no openrouter/* ids, so the vendor comes from the model's maker
+    (the catalog's native provider, else its one first-party provider), in the aggregator's spelling."""
+    from hermes_delegate.core.config import Config
+
+    cat = default_catalog()
+    r = Resolver(Config(), env={})  # default_catalog()
+    assert cat.native_provider("gpt-5") == "openai"
+    assert r.resolve("gpt-5 --provider openrouter").model == "openrouter/openai/gpt-5"
+    assert r.resolve("gpt-5:free --provider openrouter").model == "openrouter/openai/gpt-5:free"
+    assert r.resolve("gpt-5 --provider vercel").model == "vercel_ai_gateway/openai/gpt-5"
+    sonnet = fam("sonnet").split("/", 1)[1]
+    assert cat.native_provider(sonnet) == "anthropic"
+    assert r.resolve(f"{sonnet} --provider openrouter").model == f"openrouter/anthropic/{sonnet}"
+    gemini = fam("gemini").split("/", 1)[1]  # catalog key gemini/…: no native provider, one first-party
+    assert r.resolve(f"{gemini} --provider openrouter").model == f"openrouter/google/{gemini}"
+    assert r.resolve("gemini --provider openrouter").model == f"openrouter/google/{gemini}"
+    assert r.resolve("glm-4.7 --provider openrouter").model == "openrouter/z-ai/glm-4.7"
+    # an id that already names its vendor, and a provider whose ids are not vendor-prefixed: unchanged
+    assert r.resolve("stepfun/step-3.5-flash --provider openrouter").model == "openrouter/stepfun/step-3.5-flash"
+    assert r.resolve("gpt-5 --provider nebius").model == "nebius/gpt-5"
+
+
+@pytest.mark.parametrize("slug", ["openrouter", "vercel"])
+def test_provider_flag_refuses_an_aggregator_id_without_a_vendor(slug: str):
+    from hermes_delegate.core.config import Config
+
+    with pytest.raises(SpecError) as info:
+        Resolver(Config(), env={}).resolve(f"totally-unknown-model-xyz:free --provider {slug}")
+    err = info.value
+    assert err.to_dict()["type"] == "spec"
+    assert f"vendor/totally-unknown-model-xyz:free --provider {slug}" in err.hint
+    assert "openrouter/totally-unknown-model-xyz" not in str(err)

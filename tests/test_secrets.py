@@ -218,6 +218,21 @@ def test_cli_run_success_and_every_error_path_at_debug(config_path, tmp_path, ca
     assert any("litellm" in r.lower() for r in records), "litellm's DEBUG records were not captured"
 
 
+def test_cli_human_readable_output_with_keys_in_the_goals(config_path, tmp_path, capfd):
+    """The progress lines and the summary a person reads (not only --json): a goal that carries a key
+    (pasted by a user) is shown redacted, even where the line cuts the goal short. (The goal itself is
+    sent to the provider, so the openai client's own DEBUG records of the request are not checked here.)"""
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(yaml.safe_dump([{"goal": f"{CANARY_LITERAL} rotate it", "model": "lit"},
+                                     {"goal": f"{CANARY_PLAIN} and {CANARY_SK}", "model": "alpha"},
+                                     {"goal": f"{CANARY_ODD} then fail", "model": "odd401"}]))
+    code, text, err = run_cli(["run", str(tasks), "--config", str(config_path)], capfd)
+    assert code == 1, text + err
+    assert "✓ [1/3]" in text and "✗ [3/3]" in text and "3 tasks: 2 completed, 1 failed" in text, text
+    assert "wall time" in text and "cost " in text
+    assert_clean(text, err)
+
+
 def test_cli_demo_with_a_canary_key_in_its_config(tmp_path, capfd, records, env):
     root = Path(__file__).resolve().parents[1] / "configs"
     data = yaml.safe_load((root / "demo.yaml").read_text())
@@ -300,6 +315,52 @@ def test_litellm_exceptions_raised_directly_are_mapped_clean(echo, env, records)
         raw = err.__cause__
         assert raw is not None and leaks(str(raw)), "the provider did not echo the key: the test proves nothing"
         assert_clean(str(err), json.dumps(err.to_dict()), json.dumps(to_provider_error(raw).to_dict()))
+    assert_clean(*records)
+
+
+def test_tools_redact_secrets_of_any_secret_named_param(monkeypatch, records):
+    """Not only api_key: aws_secret_access_key, vertex_credentials (behind an env var whose name does not
+    look secret) are credentials too, wherever they come back (an error, a summary, structured output)."""
+    from hermes_delegate import WorkerOutput, config_from_dict
+
+    aws, vertex = "CANARYaws2k8s4f6", "CANARYvtx9q3w5e1"
+    monkeypatch.setenv("GCP_SA_JSON", vertex)
+    cfg = config_from_dict({"router": {"model_list": [
+        {"model_name": "aws", "litellm_params": {"model": "bedrock/anthropic.claude-3-haiku",
+                                                 "aws_access_key_id": "AKIAEXAMPLE", "aws_secret_access_key": aws}},
+        {"model_name": "vertex", "litellm_params": {"model": "vertex_ai/gemini-pro",
+                                                    "vertex_credentials": "os.environ/GCP_SA_JSON"}}]}})
+
+    class Echo:  # a host's worker that lets the credential through, as an SDK's error would
+        async def run(self, job):
+            if job.resolution.model == "aws":
+                raise RuntimeError(f"botocore: signature mismatch for secret {aws}")
+            return WorkerOutput(summary=f"the service account is {vertex}", output={"creds": [vertex]})
+
+    tools = DelegateTools(Delegator(cfg, worker=Echo()))
+    run = tools.delegate_task_sync({"tasks": [{"goal": "a", "model": "aws"}, {"goal": "v", "model": "vertex"}]})
+    data = json.loads(run)
+    assert [r["status"] for r in data["results"]] == ["failed", "completed"], run
+    assert "signature mismatch" in data["results"][0]["error"]["message"]
+    listing = tools.list_models_sync() + tools.list_models_sync({"model": "vertex"})
+    direct = Delegator(cfg, worker=Echo()).run_sync([Task("a", model="aws"), Task("v", model="vertex")])
+    for text in (run, listing, json.dumps(direct.to_dict(), default=str), *records):
+        assert aws not in text and vertex not in text, text[:2000]
+
+
+def test_a_host_logger_is_redacted_once_a_delegator_exists(records):
+    """The hermes plugin logs under `hermes_delegate.hermes` (log.exception of a failed tool call): a
+    logger filter sees only its own records, so creating a Delegator puts one on every such logger."""
+    from hermes_delegate import config_from_dict
+
+    log = logging.getLogger("hermes_delegate.hermes")
+    Delegator(config_from_dict({"router": {"model_list": [
+        _dep("x", "openai/x-model", "http://127.0.0.1:9/v1", CANARY_LITERAL)]}}))
+    try:
+        raise RuntimeError(f"Incorrect API key provided: {CANARY_LITERAL}")
+    except RuntimeError:
+        log.exception("delegate_task failed for %s", CANARY_LITERAL)
+    assert any("delegate_task failed" in r for r in records)
     assert_clean(*records)
 
 

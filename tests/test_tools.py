@@ -389,6 +389,27 @@ def test_list_models_shows_a_deployment_cooling_down(p1, p2, monkeypatch):
     assert [(d["deployment_id"], d["cooling_down"]) for d in deps] == [("fast-p1", True), ("openai/m-fast2", False)]
 
 
+def test_list_models_reads_keys_where_the_resolver_does(p1):
+    """A key given under the LiteLLM config's `environment_variables:` is set for check_callable, the
+    Router and list_models alike: every reader goes through the Resolver's env lookup."""
+    key = "sk-from-env-section-0123456"
+    cfg = config_from_dict({"delegation": {"model": "fast"}, "router": {
+        "environment_variables": {"HD_T_SECTION_KEY": key},
+        "model_list": [{"model_name": "fast", "litellm_params": {
+            "model": "openai/m-fast", "api_base": p1.base_url, "api_key": "os.environ/HD_T_SECTION_KEY"}}]}})
+    d = Delegator(cfg, env={})  # neither the process env nor the Delegator's has the key
+    d.resolver.check_callable(d.resolver.resolve("fast"))  # callable: the key is set
+    tools = DelegateTools(d)
+    text = tools.list_models_sync()
+    (dep,) = json.loads(text)["groups"]["fast"]["deployments"]
+    assert (dep["credentials"], dep["key_env"]) == ("set", "HD_T_SECTION_KEY")
+    direct = json.loads(tools.list_models_sync({"model": "openai/m-fast"}))  # borrows the deployment's key
+    assert (direct["credentials"], direct["key_env"]) == ("set", "HD_T_SECTION_KEY")
+    run = tools.delegate_task_sync({"goal": "hi", "model": "fast"})
+    assert json.loads(run)["results"][0]["status"] == "completed"
+    assert key not in text + run
+
+
 # -- schema ----------------------------------------------------------------------------------------------
 def test_schema_teaches_the_model_string_and_lists_the_config(p1, p2):
     tools = tools_for(p1, p2, parent="anthropic/claude-opus-4-6")
@@ -465,7 +486,7 @@ def test_unexpected_exceptions_become_internal_errors_and_are_logged_redacted(p1
     async def broken(*a, **k):
         raise AttributeError("nope")
 
-    monkeypatch.setattr("hermes_delegate.tools.schema.model_listing", broken)
+    monkeypatch.setattr(tools.delegator, "model_listing", broken)  # the one listing is the Delegator's
     assert json.loads(tools.list_models_sync())["error"] == "internal error: AttributeError"
 
 

@@ -116,9 +116,13 @@ class Catalog:
     def vendor_form(self, provider: str, bare: str) -> str | None:
         """An aggregator's vendor-prefixed id for a bare one (`openrouter`, `gpt-5` → `openai/gpt-5`),
         when exactly one of the provider's catalog ids is `<vendor>/<bare>`."""
-        hits = [m for m in self._by_provider.get(provider, ()) if m.endswith("/" + bare)
-                and m.count("/") == 1]
+        hits = self.vendor_forms(provider, bare)
         return hits[0] if len(hits) == 1 else None
+
+    def vendor_forms(self, provider: str, bare: str) -> list[str]:
+        """Every `<vendor>/<bare>` id of the provider's catalog entries."""
+        return sorted(m for m in self._by_provider.get(provider, ()) if m.endswith("/" + bare)
+                      and m.count("/") == 1)
 
     def bare_names(self) -> list[str]:
         return list(self._by_bare)

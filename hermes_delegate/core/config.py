@@ -193,11 +193,3 @@ class Config(_Strict):
         id that is not a group borrows its credentials and api_base."""
         return next((dict(d.litellm_params) for d in self.router.model_list
                      if d.litellm_params.get("model") == model), None)
-
-    def groups(self) -> dict[str, list[Deployment]]:
-        """The configured Router model groups, in file order (a `remote` proxy's come from
-        sources.remote_proxy, through the Resolver's `groups`)."""
-        out: dict[str, list[Deployment]] = {}
-        for dep in self.router.model_list:
-            out.setdefault(dep.model_name, []).append(dep)
-        return out

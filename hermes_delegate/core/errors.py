@@ -93,6 +93,15 @@ class ConfigError(UsageError):
 class TaskPayloadError(UsageError):
     kind = "payload"
 
+    #: One entry per malformed task, when a task list is checked as a whole (tool_error lists them
+    #: as "tasks"); empty for an error about the call itself.
+    problems: list[TaskProblem]
+
+    def __init__(self, message: str, *, hint: str = "", suggestions: list[str] | None = None,
+                 problems: list[TaskProblem] | None = None):
+        super().__init__(message, hint=hint, suggestions=suggestions)
+        self.problems = list(problems or [])
+
 
 class BudgetError(UsageError):
     kind = "budget"
@@ -156,14 +165,18 @@ class ProviderError(DelegateError):
     attempts: list[Any]
     #: True for a 200 the provider sent that carried no usable choices (retried elsewhere once).
     unusable_200: bool
+    #: How often LiteLLM's Router may retry the call that raised it; None: the Router's own setting
+    #: (the Router reads it off an exception, and fills it in from a deployment's `num_retries`).
+    num_retries: int | None
 
     def __init__(self, kind: str, message: str, *, status_code: int | None = None, hint: str = "",
-                 attempts: list[Any] | None = None, unusable_200: bool = False):
+                 attempts: list[Any] | None = None, unusable_200: bool = False, num_retries: int | None = None):
         super().__init__(message, hint=hint)
         self.kind = kind
         self.status_code = status_code
         self.attempts = list(attempts or [])
         self.unusable_200 = unusable_200
+        self.num_retries = num_retries
 
     @property
     def retryable(self) -> bool:

@@ -127,7 +127,11 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
                     hint="Summarise the context, or point the worker at a file instead of pasting it.")
             model, source = pick_model(task.model, call_model, settings.model, parent_model)
             res = resolver.resolve(model)  # type: ignore[arg-type]
-            resolver.check_callable(res)  # an unset os.environ/ key or api_base: auth, nothing is sent
+            try:
+                resolver.check_callable(res)  # an unset os.environ/ key or api_base: auth, nothing is sent
+            except ProviderError as exc:  # this task's problem, listed with the others (type auth)
+                problems.append(_problem(i, model, exc))
+                continue
             allow.check(res)
             reserve = pricing.reservation(res, task) if pricing else None
             planned.append(PlannedTask(i, task, str(model).strip(), source, res, reserve))
@@ -138,7 +142,12 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
                 raise
             problems.append(_problem(i, model, exc))
     if problems:
-        only_budget = all(p.type == "budget" for p in problems)
-        raise BatchValidationError(
-            problems, hint="Raise budget_usd, lower max_tokens, or pick cheaper models." if only_budget else "")
+        if all(p.type == "budget" for p in problems):
+            hint = "Raise budget_usd, lower max_tokens, or pick cheaper models."
+        elif all(p.type == "auth" for p in problems):
+            hint = ("Set each variable named (or correct its os.environ/ reference in the config), or pick "
+                    "a model that can run here, and call again.")
+        else:
+            hint = ""
+        raise BatchValidationError(problems, hint=hint)
     return planned

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from .litellm_providers import LITELLM_PROVIDERS
 from .errors import UnknownProviderError
 
-__all__ = ["FIRST_PARTY", "ProviderInfo", "provider_for_slug", "credential_envs", "all_slugs", "is_litellm_provider"]
+__all__ = ["FIRST_PARTY", "VENDOR_PREFIXED", "ProviderInfo", "provider_for_slug", "credential_envs", "all_slugs",
+           "is_litellm_provider", "aggregator_vendor"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,28 @@ _KEYLESS = frozenset({"ollama", "ollama_chat", "lm_studio", "vllm", "hosted_vllm
 #: a single first-party one wins over resellers and clouds (azure_ai, snowflake, aihubmix, …).
 FIRST_PARTY = frozenset({"anthropic", "openai", "gemini", "xai", "deepseek", "zai", "moonshot", "dashscope",
                          "mistral", "meta_llama", "minimax", "cohere", "ai21", "perplexity"})
+
+
+#: Aggregators whose ids are `<vendor>/<model>`, and what each calls a model maker (by LiteLLM prefix)
+#: where it differs from the prefix: `gpt-5 --provider openrouter` → `openrouter/openai/gpt-5`.
+VENDOR_PREFIXED: dict[str, dict[str, str]] = {
+    "openrouter": {"anthropic": "anthropic", "openai": "openai", "text-completion-openai": "openai",
+                   "gemini": "google", "xai": "x-ai", "deepseek": "deepseek", "zai": "z-ai",
+                   "moonshot": "moonshotai", "dashscope": "qwen", "mistral": "mistralai",
+                   "meta_llama": "meta-llama", "minimax": "minimax", "cohere": "cohere", "cohere_chat": "cohere",
+                   "ai21": "ai21", "perplexity": "perplexity"},
+    "vercel_ai_gateway": {"anthropic": "anthropic", "openai": "openai", "text-completion-openai": "openai",
+                          "gemini": "google", "xai": "xai", "deepseek": "deepseek", "zai": "zai",
+                          "moonshot": "moonshotai", "dashscope": "alibaba", "mistral": "mistral",
+                          "meta_llama": "meta", "cohere": "cohere", "cohere_chat": "cohere",
+                          "perplexity": "perplexity"},
+}
+
+
+def aggregator_vendor(aggregator: str, maker: str | None) -> str | None:
+    """The vendor namespace `aggregator` files `maker`'s models under (`openrouter`, `gemini` →
+    `google`), or None when it is not a vendor-prefixed aggregator or the maker is not known to it."""
+    return VENDOR_PREFIXED.get(aggregator, {}).get(maker or "")
 
 
 def _norm(slug: str) -> str:

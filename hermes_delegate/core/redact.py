@@ -1,18 +1,29 @@
 """Keep secrets out of everything we print, return or log.
 
-A Redactor knows the secret values in force (env vars whose names say KEY/TOKEN/SECRET/PASSWORD,
-and literal `api_key`s from the config) and also scrubs the shapes secrets take: credentials in
-URLs, bearer tokens, `sk-…` keys. Keys are only ever shown as `set`/`missing` or by env var name.
+A Redactor knows the secret values in force (env vars whose names say KEY/TOKEN/SECRET/PASSWORD, and
+every credential a config names: `config_secrets`) and also scrubs the shapes secrets take: credentials
+in URLs, bearer tokens, `sk-…` keys. Keys are only ever shown as `set`/`missing` or by env var name.
+
+The Delegator builds one (`Redactor.for_config`) and applies it where results, progress events, errors
+and logs leave the engine; it also registers its secrets with the process-wide redactor, which the log
+filter on our loggers and litellm's (`install_engine_log_filters`) uses.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-__all__ = ["Redactor", "redact", "install_log_filter", "SECRET_ENV_RE"]
+from .env_refs import resolve_env_ref
+
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = ["Redactor", "redact", "default_redactor", "config_secrets", "install_log_filter",
+           "install_engine_log_filters", "log_filter", "SECRET_ENV_RE", "LITELLM_LOGGERS"]
 
 SECRET_ENV_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
 _PATTERNS = [
@@ -25,9 +36,48 @@ _PATTERNS = [
 _MIN_SECRET_LEN = 6
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_name(name: str) -> bool:
+    return SECRET_ENV_RE.search(name) is not None
+
+#: litellm's loggers (the names it logs under; they exist before litellm is imported).
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
+
+
+def config_secrets(config: "Config", env: Mapping[str, str]) -> list[str]:
+    """Every credential a config names: the value of each secret-named `litellm_params` entry of its
+    model_list (api_key, aws_secret_access_key, vertex_credentials, …; literal, or the value of the
+    `os.environ/NAME` it references, whatever NAME is), and the remote proxy's key. `env` is where
+    references are read (the Resolver's lookup: environment_variables over the process env)."""
+    out: list[str] = []
+    remote = config.remote
+    if remote is not None and remote.api_key_env and env.get(remote.api_key_env):
+        out.append(str(env[remote.api_key_env]))
+
+    def collect(params: Mapping[str, Any]) -> None:
+        for key, value in params.items():
+            if isinstance(value, Mapping):  # e.g. vertex_credentials given as a mapping
+                collect(value)
+            elif isinstance(value, str) and value and SECRET_ENV_RE.search(str(key)):
+                value = resolve_env_ref(value, env)
+                if value:
+                    out.append(str(value))
+
+    for dep in config.router.model_list:
+        collect(dep.litellm_params)
+    return out
+
+
 class Redactor:
-    def __init__(self, secrets: Iterable[str] = ()):
-        self._secrets: set[str] = {s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET_LEN}
+    """Replaces every known secret value with `***`, then the shapes secrets take. With `live_env`,
+    the secret-named variables of that mapping are learned again at each use (a host may load its
+    keys after the redactor was built)."""
+
+    def __init__(self, secrets: Iterable[str] = (), *, live_env: Mapping[str, str] | None = None):
+        self._secrets: set[str] = set()
+        self._sorted: list[str] = []
+        self._live_env = live_env
+        self.add(*secrets)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> "Redactor":
@@ -35,35 +85,73 @@ class Redactor:
         vals = [v for k, v in env.items() if SECRET_ENV_RE.search(k)]
         return cls([*vals, *extra])
 
-    def add(self, *secrets: str) -> None:
-        self._secrets.update(s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET_LEN)
+    @classmethod
+    def for_config(cls, config: "Config", env: Mapping[str, str]) -> "Redactor":
+        """The engine's rule: the secret-named variables of `env` (the Resolver's lookup, so the config's
+        environment_variables too) and every credential of the config (`config_secrets`), and, live,
+        the process's secret-named variables."""
+        vals = [str(v) for k, v in env.items() if SECRET_ENV_RE.search(str(k)) and v]
+        return cls([*vals, *config_secrets(config, env)], live_env=os.environ)
 
-    def __call__(self, text: Any) -> Any:
+    @property
+    def secrets(self) -> frozenset[str]:
+        return frozenset(self._secrets)
+
+    def add(self, *secrets: str) -> None:
+        new = {s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET_LEN} - self._secrets
+        if new:  # copy on write: another thread may be reading them
+            self._secrets = self._secrets | new
+            self._sorted = sorted(self._secrets, key=len, reverse=True)
+
+    def _refresh(self) -> None:
+        if self._live_env is not None:
+            found = [v for k, v in self._live_env.items() if _secret_name(k)]
+            if not self._secrets.issuperset(found):
+                self.add(*found)
+
+    def _apply(self, text: Any) -> Any:
         if not isinstance(text, str) or not text:
             return text
-        for s in sorted(self._secrets, key=len, reverse=True):
+        for s in self._sorted:
             if s in text:
                 text = text.replace(s, "***")
         for pat, rep in _PATTERNS:
             text = pat.sub(rep, text)
         return text
 
-
-class _ProcessRedactor(Redactor):
-    """The process-wide redactor: every secret added to it, plus the secret env vars in force at each
-    call (a host may load its keys after importing us; a snapshot taken at import would miss them)."""
-
     def __call__(self, text: Any) -> Any:
         if isinstance(text, str) and text:
-            self.add(*(v for k, v in os.environ.items() if SECRET_ENV_RE.search(k)))
-        return super().__call__(text)
+            self._refresh()
+        return self._apply(text)
+
+    def scrub(self, obj: Any) -> Any:
+        """`obj` with every string in it (dict values, list items) redacted; other values as they are."""
+        self._refresh()
+        return self._scrub(obj)
+
+    def _scrub(self, obj: Any) -> Any:
+        if isinstance(obj, str):
+            return self._apply(obj)
+        if isinstance(obj, dict):
+            return {k: self._scrub(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self._scrub(v) for v in obj]
+        return obj
+
+
+class _ProcessRedactor(Redactor):
+    """The process-wide redactor: every secret a Delegator registered with it, plus the secret env vars
+    in force at each call (a host may load its keys after importing us; a snapshot would miss them)."""
+
+    def __init__(self) -> None:
+        super().__init__(live_env=os.environ)
 
 
 _default = _ProcessRedactor()
 
 
 def redact(text: Any) -> Any:
-    """Scrub with the process-wide redactor (env secrets + secret shapes)."""
+    """Scrub with the process-wide redactor (every Delegator's secrets + env secrets + secret shapes)."""
     return _default(text)
 
 
@@ -102,3 +190,18 @@ def install_log_filter(logger_names: Iterable[str], redactor: Redactor | None = 
         for h in lg.handlers:
             if not any(isinstance(f, _RedactingFilter) for f in h.filters):
                 h.addFilter(flt)
+
+
+def log_filter() -> logging.Filter:
+    """A filter that redacts records with the process-wide redactor (for a host's own handler)."""
+    return _RedactingFilter(_default)
+
+
+def install_engine_log_filters() -> None:
+    """The process-wide redacting filter on every `hermes_delegate*` logger that exists now (the engine's
+    and a host's, e.g. the hermes plugin's `hermes_delegate.hermes`) and on litellm's loggers. A logger's
+    filter sees only the records logged on it, not its children's, hence every logger by name. Idempotent;
+    the Delegator calls it whenever one is created, and the litellm import once."""
+    names = [n for n in list(logging.root.manager.loggerDict)
+             if n == "hermes_delegate" or n.startswith(("hermes_delegate.", "hermes_delegate_"))]
+    install_log_filter(["hermes_delegate", *names, *LITELLM_LOGGERS])

@@ -21,7 +21,8 @@ from .config import Config, Deployment
 from .credentials import deployment_provider, unset_refs
 from .errors import AmbiguousModelError, ConfigError, ProviderError, SpecError, UnknownModelError
 from .routes import THINKING_BUDGET, RouteMatch, RouteTable, thinking_params
-from .providers import FIRST_PARTY, credential_envs, has_credentials, is_litellm_provider, provider_for_slug
+from .providers import (FIRST_PARTY, VENDOR_PREFIXED, aggregator_vendor, credential_envs, has_credentials,
+                        is_litellm_provider, provider_for_slug)
 from .grammar import ModelSpec, parse_model_string
 
 __all__ = ["Resolution", "Resolver", "TIER_NAMES"]
@@ -130,7 +131,7 @@ class Resolver:
         """Every name an agent may use, by kind."""
         return {"aliases": sorted(self.aliases), "groups": [g for g in self.groups if "*" not in g],
                 "group_aliases": sorted(self.routes.aliases),
-                "wildcards": [p for _, p in self.routes.patterns], "families": sorted(FAMILIES)}
+                "wildcards": [p for _, p in self.routes.patterns], "families": list(FAMILIES)}  # catalog order
 
     def group_provider(self, group: str) -> str | None:
         provs = {self._deployment_provider(d.litellm_params) for d in self.groups.get(group, [])}
@@ -146,7 +147,9 @@ class Resolver:
 
     def check_callable(self, res: Resolution) -> None:
         """Refuse (auth) a resolution whose every configured deployment has an unset `os.environ/`
-        reference: LiteLLM would otherwise substitute its own default key or public endpoint."""
+        reference, or an implicit id whose own key variable (`--provider nous` → NOUS_API_KEY) is unset:
+        LiteLLM would otherwise substitute its own default key or public endpoint, or send the literal
+        reference as the key. Planning lists it as that task's problem."""
         params = self.reachable_params(res)
         missing = [unset_refs(p, self.env) for p in params]
         if params and all(missing):
@@ -154,8 +157,14 @@ class Resolver:
             raise ProviderError(
                 "auth", f"{res.input.strip()!r} can only reach deployments whose os.environ/ reference is "
                 f"not set: {', '.join(names)}.",
-                hint=f"export {names[0]}=... (or define it under environment_variables: in the LiteLLM "
-                     "config); no other key or endpoint is used in its place.")
+                hint=f"Set {names[0]} (export it, or define it under environment_variables: in the LiteLLM "
+                     "config), or correct the os.environ/ reference in the config; no other key or endpoint "
+                     "is used in its place.")
+        if not params and not res.is_group and res.key_env and not self.env.get(res.key_env):
+            raise ProviderError(
+                "auth", f"{res.input.strip()!r} needs its key in {res.key_env}, which is not set.",
+                hint=f"Set {res.key_env} (export it, or define it under environment_variables: in the "
+                     "LiteLLM config); no other key is sent in its place.")
 
     # -- steps ------------------------------------------------------------------------------
     def _resolve(self, spec: ModelSpec, chain: tuple[str, ...], depth: int) -> Resolution:
@@ -279,14 +288,38 @@ class Resolver:
             fam_id = self.catalog.family(name)
             if fam_id:  # `haiku --provider openrouter` → openrouter/anthropic/claude-haiku-…
                 home, _, bare = fam_id.partition("/")
-                name = bare if home == info.prefix else fam_id
+                vendor = aggregator_vendor(info.prefix, home)  # `gemini` → openrouter/google/gemini-…
+                name = bare if home == info.prefix else (f"{vendor}/{bare}" if vendor else fam_id)
         elif "/" not in name and not self.catalog.knows(f"{info.prefix}/{name}"):
-            name = self.catalog.vendor_form(info.prefix, name) or name  # gpt-5 → openai/gpt-5 on OpenRouter
+            # gpt-5 → openai/gpt-5 on OpenRouter: the catalog's own vendor-prefixed id, else the vendor
+            # of the model's maker; an aggregator id without a vendor is never sent
+            name = (self.catalog.vendor_form(info.prefix, name)
+                    or (self._vendor_id(spec, info.prefix) if info.prefix in VENDOR_PREFIXED else name))
         if not name.startswith(info.prefix + "/"):
             name = f"{info.prefix}/{name}"
         model = _with_variant(name, spec.variant)
         return Resolution(spec.raw, model, info.prefix, spec.variant, "provider_flag", chain + (model,),
                           api_base=info.api_base, key_env=info.key_env)
+
+    def _vendor_id(self, spec: ModelSpec, aggregator: str) -> str:
+        """`<vendor>/<name>` for an aggregator whose ids name the model's maker, the maker taken from
+        the catalog (the provider LiteLLM picks for the bare id, else its one first-party provider)."""
+        name = spec.name
+        native = self.catalog.native_provider(name)
+        first_party = [p for p in self.catalog.providers_for(name) if p in FIRST_PARTY]
+        vendor = aggregator_vendor(aggregator, native)
+        if vendor is None and len(first_party) == 1:
+            vendor = aggregator_vendor(aggregator, first_party[0])
+        if vendor is not None:
+            return f"{vendor}/{name}"
+        forms = self.catalog.vendor_forms(aggregator, name)
+        example = f"openai/gpt-5 --provider {spec.provider}"
+        raise SpecError(
+            f"{spec.raw.strip()!r}: {aggregator} ids name the model's vendor (`vendor/{name}`), and the "
+            f"catalog does not say who makes {name!r}" + (" unambiguously." if forms else "."),
+            hint=f"Write the vendor-prefixed id: `vendor/{_with_variant(name, spec.variant)} --provider "
+                 f"{spec.provider}` (for example `{example}`).",
+            suggestions=[f"{_with_variant(f, spec.variant)} --provider {spec.provider}" for f in forms])
 
     def _from_catalog(self, spec: ModelSpec, chain: tuple[str, ...]) -> Resolution:
         cands = self.catalog.providers_for(spec.name)

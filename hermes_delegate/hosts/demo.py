@@ -8,10 +8,8 @@ from typing import Any, Iterator, TextIO
 
 import yaml
 
-from ..core.config import Config
-from ..sources.config_file import config_from_dict
-from ..core.errors import ConfigError
-from ..loopback import LoopbackProvider
+from .. import Config, ConfigError, config_from_dict
+from ..loopback import LoopbackProvider  # declared in pyproject.toml: the demo starts loopback providers
 
 __all__ = ["find_demo_files", "loopback_config", "DEMO_LATENCY_S", "DEMO_DATA", "LOOPBACK_SCHEME"]
 

@@ -155,8 +155,7 @@ class McpHost:
             return to_call_result(json.dumps(err))
         await self.ready()
         queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-        done = 0
-        red = self.tools._redactor()  # noqa: SLF001 - the same redaction as the tool's JSON answer
+        done = 0  # progress events come redacted from the engine (Delegator's redactor)
 
         def on_event(ev: ProgressEvent) -> None:
             if ev.kind == "done":
@@ -169,7 +168,7 @@ class McpHost:
                 status = ev.result.status if ev.result else "done"
                 msg = f"{done}/{ev.total} {ev.model or '?'} {status}: {ev.goal[:120]}"
                 with contextlib.suppress(Exception):
-                    await ctx.session.report_progress(done, ev.total, red(msg))
+                    await ctx.session.report_progress(done, ev.total, msg)
 
         # a Delegator per call (sharing the one Router), so cancelling this call interrupts only its batch
         call_delegator = self.delegator.derive()

@@ -12,8 +12,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from ..core.errors import BatchValidationError, DelegateError
-from ..core.results import BatchResult, ProgressEvent, TaskResult
+from .. import BatchResult, BatchValidationError, DelegateError, ProgressEvent, TaskResult
 
 __all__ = ["task_line", "Progress", "summary_lines", "for_people", "utf8"]
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from aiohttp import web
 
-from .records import SECRET_HEADERS
+from .records import SECRET_HEADERS, auth_fingerprint
 
 SERVER = "hermes-loopback"
 MAX_BODY = 64 * 1024 * 1024
@@ -50,16 +50,18 @@ def request_headers(request: web.Request) -> dict[str, str]:
     return out
 
 
-async def read_call(request: web.Request, auth_headers: Iterable[str]) -> tuple[Any, dict[str, str], bool]:
+async def read_call(request: web.Request, auth_headers: Iterable[str]) -> tuple[Any, dict[str, str], str | bool]:
     """A model call's parts for its record: the JSON body (``None`` when it is not JSON), the request
-    headers minus credentials, and whether any of ``auth_headers`` carried one (its value is not kept)."""
+    headers minus credentials, and the fingerprint of the credential the first of ``auth_headers``
+    present carried (``records.auth_fingerprint``; the value itself is not kept), else False."""
     try:
         body = json.loads(await request.read() or b"null")
     except ValueError:
         body = None
     raw = request_headers(request)
     headers = {k: v for k, v in raw.items() if k not in SECRET_HEADERS}
-    return body, headers, any(raw.get(h) for h in auth_headers)
+    credential = next((raw[h] for h in auth_headers if raw.get(h)), None)
+    return body, headers, auth_fingerprint(credential) if credential else False
 
 
 async def cut_body(request: web.Request, data: bytes, content_type: str, headers: Headers) -> web.StreamResponse:

@@ -13,8 +13,14 @@ Several processes share all of it through Redis (redis_windows.py): the rpm wind
 slots, the token counts and the limits one of them learned.
 
 A deployment with no configured limit is paced by what it says (learned.py): its first request goes
-alone (first_request.py), its response's rate-limit headers become its limits, and a deployment that sends none is paced
-at a rate adapted on its 429s. Configured limits win over learned ones, field by field.
+alone (first_request.py), its response's rate-limit headers become its limits, and a deployment that
+sends none is paced at a rate adapted on its 429s. Configured limits win over learned ones, field by
+field.
+
+This module holds the gate and its FIFO queue (fair across calls by their tickets); its mixins hold
+the rest, over the per-deployment state in state.py: first_request.py (the first request, shared
+learning), learning.py (what came back: `observe`, learned limits merged with configured ones,
+`describe`) and tokens.py (tpm: token windows, the learned tpm's bucket, token estimates).
 """
 
 from __future__ import annotations
@@ -25,38 +31,19 @@ import random
 import time
 import uuid
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Collection, Mapping, Sequence
 
-from .headers import parse_rate_headers
-from .learned import Adaptive
 from .first_request import ARRIVAL_GRACE_S, FirstRequests, dep_id_of as _dep_id
+from .learned import Adaptive
+from .learning import DEFAULT_429_BLOCK_S, LearnedLimits
+from .state import NO_LIMITS, DeploymentState
+from .tokens import TokenBudget
 from .windows import JITTER_PAD_S, Ask, Limits, LocalWindows, TokenEstimate, WindowStore
 
 __all__ = ["Limits", "TokenEstimate", "CapacityGate", "JITTER_PAD_S", "DEFAULT_429_BLOCK_S"]
 
-#: How long a 429 without Retry-After (or an exhausted limit's reset) holds a deployment.
-DEFAULT_429_BLOCK_S = 1.0
 
-@dataclass
-class _State:
-    warm: bool = False  # a deployment's first request pays LiteLLM's client setup: send it alone
-    in_flight: int = 0  # slots taken through the gate
-    sending: int = 0  # requests on the wire, gated or not
-    blocked_until: float = 0.0
-    tokens: deque[tuple[float, float]] = field(default_factory=deque)
-    first_sent: float = 0.0  # when the first request (the probe) was sent; inf: reserved, not sent yet
-    probe_by: str | None = None  # the call making (or reserved to make) the first request
-    bucket: float = 0.0  # learned tpm: tokens in hand (starts empty: the provider may have counted others)
-    bucket_at: float = 0.0
-    token_ratio: float = 1.0  # prompt tokens responses reported ÷ what we estimated (learned tpm only)
-    completion_avg: float = 0.0  # completion tokens of an uncapped request, as responses reported
-    leases: deque[str] = field(default_factory=deque)  # parallel slots held in a shared store
-    published_at: float = float("-inf")  # when learned limits were last written to a shared store
-    probe_token: str | None = None  # the first request's entry in a shared store's rpm window
-
-
-class CapacityGate(FirstRequests):
+class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
     """Per-deployment capacity, shared by every task of one RouterHandle (one event loop)."""
 
     def __init__(self, limits: Mapping[str, Limits], *, windows: WindowStore | None = None,
@@ -75,7 +62,7 @@ class CapacityGate(FirstRequests):
         self.windows = windows or LocalWindows(clock)
         self.clock = clock
         self.rng = rng or random.Random()
-        self._state: dict[str, _State] = defaultdict(_State)
+        self._state: dict[str, DeploymentState] = defaultdict(DeploymentState)
         self._waiting: dict[str, set[int]] = defaultdict(set)  # tickets queued per group
         self._busy: set[str] = set()  # groups whose head is asking the windows right now
         self._probing: set[int] = set()  # tickets of the calls in admit_unknown
@@ -116,21 +103,12 @@ class CapacityGate(FirstRequests):
             return st.blocked_until - now
         if lim.max_parallel is not None and st.in_flight >= lim.max_parallel:
             return float("inf")  # until a release
-        if not st.warm and st.in_flight >= 1:
-            return float("inf")  # cold: until the first request returns
-        if lim.tpm is not None and lim.token_bucket:
-            need = self._charge(st, est_tokens)
-            rate, level = self._bucket(dep_id, lim.tpm, now, need)
-            if level < need:
-                return max(0.001, (need - level) / rate)
-        elif lim.tpm is not None:
-            span = lim.token_window_s
-            while st.tokens and st.tokens[0][0] <= now - span:
-                st.tokens.popleft()
-            used = sum(t for _, t in st.tokens)
-            if st.tokens and used + float(est_tokens) > lim.tpm * span / 60.0:
-                return max(0.001, st.tokens[0][0] + span - now)
-        return 0.0
+        if not st.warm and st.in_flight >= 1 and (lim.rpm is not None or lim.tpm is not None):
+            # cold: until the first request returns (LiteLLM's client set-up delays it by a variable
+            # amount, which would bunch the next ones into one provider window). A slot count alone
+            # (max_parallel) has no window to bunch into: its first wave goes at once.
+            return float("inf")
+        return self._tpm_wait(dep_id, st, lim, est_tokens, now)
 
     async def _try(self, dep_id: str, est_tokens: "float | TokenEstimate", group: str = "") -> tuple[float, bool]:
         """(0.0, slot taken?) when the deployment can take this request now; else (seconds to wait, False)."""
@@ -146,7 +124,7 @@ class CapacityGate(FirstRequests):
         if lim is None:
             if not self.paced(dep_id):
                 return 0.0, False
-            lim = _NO_LIMITS
+            lim = NO_LIMITS
         wait = self._local_wait(dep_id, lim, est_tokens, now)
         if wait > 0:
             return wait, False
@@ -166,146 +144,25 @@ class CapacityGate(FirstRequests):
             if ask.parallel:
                 st.leases.append(ask.token)
         st.in_flight += 1
-        if lim.tpm is not None and lim.token_bucket:
-            need = self._charge(st, est_tokens)
-            st.bucket = self._bucket(dep_id, lim.tpm, now, need)[1] - need
-            st.bucket_at = now
-        elif lim.tpm is not None:
-            st.tokens.append((self.clock(), float(est_tokens)))
+        self._take_tokens(dep_id, st, lim, est_tokens, now)
         return 0.0, True
 
-    def _ask(self, dep_id: str, lim: Limits, st: "_State", est: "float | TokenEstimate", now: float,
+    def _ask(self, dep_id: str, lim: Limits, st: DeploymentState, est: "float | TokenEstimate", now: float,
              group: str) -> Ask:
         """What the store is asked for: the rpm window; in a shared store, everyone's slots and tokens too
         (this process's own the gate has just checked)."""
         win = lim.window(self._pad(dep_id))
         if not self.windows.shared:
             return Ask(uuid.uuid4().hex, rpm=win)
-        window = bucket = None
-        if lim.tpm is not None and lim.token_bucket:
-            amount = self._charge(st, est)
-            bucket = (self._bucket(dep_id, lim.tpm, now, amount)[0], amount)
-        elif lim.tpm is not None:
-            window, amount = (lim.tpm * lim.token_window_s / 60.0, lim.token_window_s), float(est)
-        else:
-            amount = 0.0
+        amount, window, bucket = self._tpm_ask(dep_id, st, lim, est, now)
         return Ask(uuid.uuid4().hex, rpm=win, parallel=lim.max_parallel, tokens=amount,
                    tpm_window=window, tpm_bucket=bucket, waiter=f"{self._id}:{group}")
-
-    def _bucket(self, dep_id: str, tpm: float, now: float, need: float) -> tuple[float, float]:
-        """(refill rate in tokens/s; tokens in hand now) of a learned tpm's bucket for a request of
-        `need` tokens. The provider counts tokens over a window W (learned from its token resets): a
-        pace r lets r·W + one request into any window, so r = tpm/60 − need/W keeps it at the limit,
-        and the bucket holds one request's worth (a second's worth would let two seconds' worth in
-        after an idle spell). The jitter margin slows it as it does rpm windows."""
-        st = self._state[dep_id]
-        ad = self.adaptive.get(dep_id)
-        per_s = tpm / 60.0
-        window_s = ad.token_window_s if ad is not None else 1.0
-        rate = max(per_s / 2.0, per_s - need / window_s) / (1.0 + self._pad(dep_id))
-        return rate, min(need, st.bucket + (now - st.bucket_at) * rate)
 
     def _pad(self, dep_id: str) -> float:
         ad = self.adaptive.get(dep_id)
         return JITTER_PAD_S if ad is None else ad.pad_s(JITTER_PAD_S)
 
-    # -- what came back ---------------------------------------------------------------------
-    def observe(self, dep_id: str, headers: Mapping[str, Any] | None, *, status: int | None,
-                latency_s: float | None = None) -> None:
-        """A response (status 200, or an error's status) came back from this deployment: learn its
-        limits from the headers, adapt on a 429, and hold the deployment for what the 429 asks."""
-        rate = parse_rate_headers(headers, time.time())
-        ad = self.adaptive[dep_id]
-        changed = self.learn and ad.learn(rate)
-        ad.answered = True
-        if dep_id in self._state:
-            self._state[dep_id].probe_by = None
-        now = self.clock()
-        if status == 429:
-            hold = rate.retry_after_s if rate.retry_after_s is not None else DEFAULT_429_BLOCK_S
-            conf = self.configured.get(dep_id)
-            if self.learn and (conf is None or conf.rpm is None):  # no configured rpm: adapt the pace
-                ad.on_429(now, hold, latency_s)
-            else:
-                ad.rate_limited += 1
-            self.block(dep_id, max(hold, rate.wait_s()))
-        elif status is None or status < 400:
-            changed = ad.on_success(now, latency_s) or changed
-        if changed:
-            self._apply_learned(dep_id, ad)
-        self._wake()
-
-    def _apply_learned(self, dep_id: str, ad: Adaptive, *, publish: bool = True) -> None:
-        if publish:
-            self._publish(dep_id, ad)
-        conf = self.configured.get(dep_id) or _NO_LIMITS
-        merged = Limits(conf.rpm or ad.rpm, conf.tpm or ad.tpm, conf.max_parallel, conf.token_window_s,
-                        token_bucket=not conf.tpm, min_window_s=1.0 if ad.adapted and not conf.rpm else 0.0)
-        st = self._state[dep_id]
-        if merged.token_bucket and merged.tpm and not (dep_id in self.limits and self.limits[dep_id].tpm):
-            st.bucket, st.bucket_at = 0.0, self.clock()
-        if merged.unlimited:
-            self.limits.pop(dep_id, None)
-            return
-        new = dep_id not in self.limits
-        self.limits[dep_id] = merged
-        if new and ad.adapted and not conf.rpm:
-            self._seed(dep_id, ad, merged)
-        if new and publish:  # the request that taught them was sent and counted by the provider: count it here too
-            st.warm = True
-            self._restamp(dep_id)
-
-    def _seed(self, dep_id: str, ad: Adaptive, lim: Limits) -> None:
-        """A pace set on a 429, where none was: the provider still counts what went out unpaced in its
-        last window, so the new window starts with those sends (the refused ones left out: the
-        earliest, so what is counted expires last). Without them, the requests held by the 429 all go
-        at once when the hold ends, into a window the provider still has full."""
-        win = lim.window(self._pad(dep_id))
-        if win is None:
-            return
-        now = self.clock()
-        recent = sorted(t for t in ad.sends if t > now - win[1])
-        refused = sum(1 for t in ad.refusals if t > now - win[1])
-        for t in recent[refused:]:
-            self._background(self.windows.record(dep_id, win[1], ago_s=now - t), counting=dep_id)
-
-    @staticmethod
-    def _charge(st: "_State", est: "float | TokenEstimate") -> float:
-        """What the provider will count for a request: its prompt as responses showed our estimate to
-        run, plus its max_tokens (providers count the cap at admission), else the usual completion."""
-        if not isinstance(est, TokenEstimate):
-            return float(est)
-        return est.prompt * st.token_ratio + (est.max_tokens if est.max_tokens else st.completion_avg)
-
-    def used_tokens(self, dep_id: str, est: "float | TokenEstimate", prompt: float, completion: float) -> None:
-        """A response reported its token counts: estimates for this deployment follow them."""
-        st = self._state[dep_id]
-        if isinstance(est, TokenEstimate) and est.prompt > 0 and prompt > 0:
-            st.token_ratio = min(10.0, max(0.1, 0.7 * st.token_ratio + 0.3 * prompt / est.prompt))
-            if not est.max_tokens:
-                st.completion_avg = 0.7 * st.completion_avg + 0.3 * completion if st.completion_avg else completion
-
-    def describe(self, dep_id: str) -> dict[str, Any]:
-        """The limits in force for a deployment, which of them were learned, and its 429 count."""
-        conf = self.configured.get(dep_id) or _NO_LIMITS
-        ad = self.adaptive.get(dep_id)
-        out: dict[str, Any] = {}
-        learned: list[str] = []
-        for key in ("rpm", "tpm", "max_parallel"):
-            value = getattr(conf, key)
-            if value is None and ad is not None:
-                value = ad.describe().get(key)
-                if value is not None:
-                    learned.append(key)
-            if value is not None:
-                out[key] = value
-        if learned:
-            out["learned"] = learned
-            out["learned_from"] = "429s" if ad is not None and ad.adapted else "headers"
-        if ad is not None and ad.rate_limited:
-            out["rate_limited"] = ad.rate_limited
-        return out
-
+    # -- slots given back, requests on the wire (what came back: learning.py) -------------------
     def release(self, dep_id: str) -> None:
         st = self._state.get(dep_id)
         if st is not None:
@@ -493,7 +350,6 @@ class CapacityGate(FirstRequests):
         return {t for t in open_now if t < ticket} - queued - self._served - self._skipped
 
 
-_NO_LIMITS = Limits()
 def _forget(task: "asyncio.Task[None]") -> None:
     """A background window update failed (Redis went away): the next admission reports it."""
     if not task.cancelled():

@@ -32,14 +32,12 @@ DOWN_S = 2.0
 def limiter_unavailable(detail: str, *, calling: bool = True) -> ProviderError:
     """The typed error for 'the shared rate windows cannot be reached': not a provider outage, and
     not retried by the Router (LiteLLM reads `num_retries` off an exception)."""
-    exc = ProviderError(
+    return ProviderError(
         "limiter_unavailable",
         f"The shared rate limiter (Redis) is unavailable: {detail}."
         + (" Nothing was sent to the provider." if calling else " Runs would fail until it is back."),
         hint="Start the Redis server named by router_settings (redis_host/redis_port or redis_url), or remove "
-             "those settings to keep the request windows in this process.")
-    exc.num_retries = 0  # type: ignore[attr-defined]
-    return exc
+             "those settings to keep the request windows in this process.", num_retries=0)
 
 #: KEYS: rpm window, parallel slots, token window, token bucket, waiters, waiters' deadlines of one
 #: deployment. ARGV: the request's token; rpm L, W (ms); parallel limit, lease (ms); tokens; tpm budget,

@@ -18,12 +18,12 @@ import threading
 from typing import Any, Iterator
 
 from ..core.errors import ProviderError
-from ..core.redact import install_log_filter, redact
+from ..core.redact import LITELLM_LOGGERS, install_engine_log_filters, redact
 
-__all__ = ["import_litellm", "map_litellm_errors", "to_provider_error", "close_loop_clients", "LITELLM_LOGGERS"]
+__all__ = ["import_litellm", "map_litellm_errors", "to_provider_error", "exception_text", "close_loop_clients",
+           "LITELLM_LOGGERS"]
 
 log = logging.getLogger("hermes_delegate.litellm")
-LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
 _NOISE = re.compile(r"^(?:litellm\.)?\w+(?:Error|Exception)?:\s*(?:litellm\.\w+:\s*)?(?:\w+Error:\s*)?"
                     r"(?:\w+Exception\s*-\s*)?")
 
@@ -59,7 +59,7 @@ def _import_litellm() -> Any:
         if not os.environ.get("HERMES_DELEGATE_LITELLM_LOGS"):
             for name in LITELLM_LOGGERS:
                 logging.getLogger(name).setLevel(logging.CRITICAL)
-        install_log_filter(LITELLM_LOGGERS)
+        install_engine_log_filters()  # the same filters a Delegator installs (a host may import litellm first)
         _configured = True
     return mod
 
@@ -123,7 +123,14 @@ def _clean(message: str) -> str:
     text = message.strip().splitlines()[0] if message.strip() else ""
     text = _NOISE.sub("", text, count=1).strip()
     text = re.sub(r"\s*Received Model Group=.*$", "", text)
-    return redact(text[:500]) or "no message"
+    return redact(text)[:500] or "no message"
+
+
+def exception_text(exc: BaseException, limit: int = 200) -> str:
+    """`Type: message` of a third-party exception, for an Attempt row. Exception text enters the engine
+    here and in `_clean` (the one mapping of litellm's errors), where it is redacted before it is cut
+    short: a secret cut in half could no longer be recognised where results leave the engine."""
+    return f"{type(exc).__name__}: {redact(str(exc))[:limit]}"
 
 
 # litellm reports a refused or reset connection and an unparseable body as a generic

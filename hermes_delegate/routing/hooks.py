@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ..core.results import Attempt
 from ..ratelimit.headers import headers_of
+from ._litellm import exception_text
 
 if TYPE_CHECKING:
     from .router import RouterHandle
@@ -85,7 +86,7 @@ def make_hooks(handle: "RouterHandle") -> Any:
         dep = handle.deployment_info(_model_id(data), data.get("api_base") or lp.get("api_base"),
                                      data.get("custom_llm_provider") or lp.get("custom_llm_provider"))
         status = "ok" if exc is None else handle.status_of(exc)
-        err = None if exc is None else handle.redactor(f"{type(exc).__name__}: {str(exc)[:200]}")
+        err = None if exc is None else exception_text(exc)
         t1 = time.time()
         t0 = log.started.pop(call_id, t1)
         wait = log.pending_wait.pop(call_id, 0.0)

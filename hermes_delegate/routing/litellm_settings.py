@@ -1,6 +1,6 @@
 """A LiteLLM config's settings made concrete before litellm sees them: every `os.environ/NAME`
-reference resolved against `Config.env_lookup` (environment_variables over the process env, never
-written to os.environ), and `litellm_settings` applied as LiteLLM's proxy applies them (`cache: true`
+reference resolved against the Resolver's lookup (`Config.env_lookup`: environment_variables over
+the Delegator's env, never written to os.environ), and `litellm_settings` applied as LiteLLM's proxy applies them (`cache: true`
 builds a `litellm.Cache` from `cache_params`). The Router therefore never reads a variable itself.
 """
 
@@ -48,8 +48,9 @@ def _resolve_key(key: Any, value: Any, env: Mapping[str, str], where: str, unset
 
 def resolved_settings(config: Any, model_list: Any, env: Mapping[str, str]) -> tuple[list[dict], dict, dict]:
     """(model_list, router_settings, litellm_settings) with every reference resolved; `model_list`
-    is the Resolver's (the config's own, or a remote proxy's groups)."""
-    lookup = config.env_lookup(env)
+    is the Resolver's (the config's own, or a remote proxy's groups) and `env` its lookup
+    (`Resolver.env`: the config's environment_variables over the Delegator's env)."""
+    lookup = env
     model_list = [resolve_refs(d.model_dump(exclude_none=True), lookup, f"model_list[{i}]")
                   for i, d in enumerate(model_list)]
     router_settings = resolve_refs(dict(config.router.router_settings), lookup, "router_settings", unset="error")

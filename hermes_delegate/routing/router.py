@@ -10,7 +10,6 @@ only when a price is known.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from ..ratelimit.gate import CapacityGate, Limits, TokenEstimate
 from ..core.budget import deployment_price
 from ..core.config import Config
 from ..core.credentials import deployment_provider, unset_refs
-from ..core.env_refs import env_ref, resolve_env_ref
+from ..core.env_refs import env_ref
 from .litellm_settings import resolve_refs
 from ..core.errors import ProviderError
 from ..core.resolver import Resolution, Resolver
@@ -48,9 +47,7 @@ class Completion:
 class RouterHandle:
     """Owns one litellm.Router. Safe to share between concurrent tasks on one event loop."""
 
-    def __init__(self, config: Config, resolver: Resolver | None = None, *, redactor: Any = None):
-        from ..core.redact import Redactor, default_redactor  # noqa: PLC0415
-
+    def __init__(self, config: Config, resolver: Resolver | None = None):
         self.config = config
         self.resolver = resolver or resolver_for(config)
         self._router: Any = None
@@ -59,8 +56,6 @@ class RouterHandle:
         self.gate = CapacityGate({})
         self._info_cache: dict[tuple[str | None, str | None, str | None], DeploymentInfo] = {}
         self._price_cache: dict[str, bool] = {}
-        self.redactor = redactor or Redactor.from_env(extra=_config_secrets(config))
-        default_redactor().add(*_config_secrets(config))  # log filters and redact() know them too
 
     # -- building ---------------------------------------------------------------------------
     @property
@@ -78,9 +73,9 @@ class RouterHandle:
         from .litellm_settings import apply_litellm_settings, resolved_settings  # noqa: PLC0415
 
         litellm = import_litellm()
-        # every os.environ/ reference resolved here (environment_variables over os.environ), so litellm
-        # never reads a variable itself
-        env = self.config.env_lookup(os.environ)
+        # every os.environ/ reference resolved here, from the Resolver's lookup (the config's
+        # environment_variables over the Delegator's env), so litellm never reads a variable itself
+        env = self.resolver.env
         model_list, settings, litellm_settings = resolved_settings(self.config, self.resolver.model_list, env)
         # a deployment with an unset os.environ/ reference is not callable: left out, so LiteLLM can never
         # put its own default key or public endpoint in its place (planning refuses names only it serves)
@@ -135,7 +130,7 @@ class RouterHandle:
                 params["api_base"] = res.api_base
             if res.key_env:
                 params["api_key"] = env_ref(res.key_env)
-        return resolve_refs(params, self.config.env_lookup(os.environ), f"implicit deployment {res.model}")
+        return resolve_refs(params, self.resolver.env, f"implicit deployment {res.model}")
 
     # -- facts about deployments ------------------------------------------------------------
     def deployment_info(self, model_id: str | None, api_base: str | None = None,
@@ -193,13 +188,14 @@ class RouterHandle:
         return TokenEstimate(float(estimate_tokens(text)), float(cap) if isinstance(cap, (int, float)) else 0.0)
 
     def deployment_ids(self) -> list[str | None]:
-        """The Router's id of each configured deployment, in config order (``None`` if it has none)."""
+        """The Router's id of each deployment the Resolver knows (`resolver.model_list`: the config's, or
+        a remote proxy's groups), in that order (``None`` if it has none)."""
         by_group: dict[str, list[str | None]] = {}
         for m in self.router.model_list or []:
             by_group.setdefault(m.get("model_name"), []).append((m.get("model_info") or {}).get("id"))
         ids: list[str | None] = []
         seen: dict[str, int] = {}
-        for dep in self.config.router.model_list:
+        for dep in self.resolver.model_list:
             k = seen[dep.model_name] = seen.get(dep.model_name, -1) + 1
             row = by_group.get(dep.model_name, [])
             ids.append(row[k] if k < len(row) else None)
@@ -253,9 +249,8 @@ class RouterHandle:
             if not exc.attempts:  # never sent: say what held it in the queue
                 exc.queued = self._holding(name) or "behind earlier calls"  # type: ignore[attr-defined]
             raise
-        except ProviderError as exc:
+        except ProviderError as exc:  # redacted where it leaves the engine (the Delegator)
             exc.attempts = self._attempts(call_id)
-            exc.message = self.redactor(exc.message)
             raise
         finally:
             unregister_call(call_id)
@@ -303,13 +298,18 @@ class RouterHandle:
         hidden = getattr(response, "_hidden_params", None) or {}
         model_id = hidden.get("model_id")
         dep = self.deployment_info(model_id, hidden.get("api_base"), hidden.get("custom_llm_provider"))
-        if not (getattr(response, "choices", None) or []):
-            # the Router took this 200 for a success; the attempt failed (and a retry goes elsewhere)
+        choices = getattr(response, "choices", None) or []
+        message = getattr(choices[0], "message", None) if choices else None
+        if not choices or not (getattr(message, "content", None) or getattr(message, "tool_calls", None)
+                               or getattr(message, "function_call", None)):
+            # the Router took this 200 for a success (no choices, or, from Anthropic's `content: []`, one
+            # empty message); the attempt failed, and a retry goes elsewhere
+            what = "no choices" if not choices else "an empty message"
             if attempts and attempts[-1].status == "ok":
-                attempts[-1].status, attempts[-1].error = "bad_response", "a 200 response with no choices"
+                attempts[-1].status, attempts[-1].error = "bad_response", f"a 200 response with {what}"
             else:
-                attempts.append(Attempt(dep, "bad_response", 0.0, "a 200 response with no choices"))
-            err = ProviderError("bad_response", "The provider returned no choices.", unusable_200=True)
+                attempts.append(Attempt(dep, "bad_response", 0.0, f"a 200 response with {what}"))
+            err = ProviderError("bad_response", f"The provider returned {what}.", unusable_200=True)
             raise err
         if not attempts or attempts[-1].status != "ok":
             attempts.append(Attempt(dep, "ok", 0.0))
@@ -320,28 +320,8 @@ class RouterHandle:
                   "output": int(getattr(usage, "completion_tokens", 0) or 0)}
         cost = hidden.get("response_cost")
         cost_usd = float(cost) if cost is not None and self.price_known(model_id) else None
-        choices = response.choices
-        text = getattr(choices[0].message, "content", None) or ""
+        text = getattr(message, "content", None) or ""
         return Completion(response, text, dep, attempts, tokens, cost_usd)
-
-
-def _config_secrets(config: Config) -> list[str]:
-    """Every credential of the model_list: literal values and the values of the env vars referenced as
-    `os.environ/NAME` (whatever NAME is: a name that does not look secret must not leak the key)."""
-    from ..core.redact import SECRET_ENV_RE  # noqa: PLC0415
-
-    out = []
-    remote = config.remote
-    if remote is not None and remote.api_key_env and os.environ.get(remote.api_key_env):
-        out.append(os.environ[remote.api_key_env])
-    for dep in config.router.model_list:
-        for key, value in dep.litellm_params.items():
-            if not isinstance(value, str) or not value or not SECRET_ENV_RE.search(key):
-                continue
-            value = resolve_env_ref(value, config.env_lookup(os.environ)) or ""
-            if value:
-                out.append(value)
-    return out
 
 
 def _shared_windows(settings: Mapping[str, Any]) -> Any:

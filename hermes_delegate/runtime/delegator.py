@@ -4,25 +4,30 @@
     d = Delegator.from_config_file("configs/tiers.yaml")
     batch = d.run_sync([Task("find the TODOs", model="small"), Task("review auth", model="large")])
 
-Hosts construct it with their own Worker and parent model; the CLI uses the standalone one.
+Hosts construct it with their own Worker and parent model; the CLI uses the standalone one. Hosts
+reach the engine only through it (and the other names of `hermes_delegate`): planning and running,
+the model listing and its checks, one routed completion, cooldowns, and the one redactor, applied
+here to every result, progress event and error on its way out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import threading
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..core.budget import DEFAULT_RESERVE_TOKENS, Budget, Pricing, effective_cap
 from ..core.config import Config
 from ..sources.config_file import load_config
-from ..core.errors import ProviderError, TaskPayloadError
+from ..core.errors import DelegateError, ProviderError, TaskPayloadError
 from .fanout import EventCallback, fan_out
 from ..core.planning import Allowlist, PlannedTask, Task, plan_batch
+from ..core.redact import Redactor, default_redactor, install_engine_log_filters, log_filter
 from ..core.resolver import Resolution, Resolver
 from ..sources.groups import resolver_for
 from ..core.results import BatchResult
@@ -105,6 +110,23 @@ class Delegator:
         self._stops: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._lock = threading.Lock()
         self._router_lock = threading.Lock()
+        #: THE redactor: built once from the config and the Resolver's env lookup (every secret-named
+        #: litellm_params value, the remote proxy's key, secret-named variables); the process-wide one
+        #: (log filters, tool_error) learns the same secrets.
+        self.redactor = Redactor.for_config(self.config, self.resolver.env)
+        default_redactor().add(*self.redactor.secrets)
+        install_engine_log_filters()
+
+    # -- redaction (the boundary where results, events, errors and logs leave the engine) ------
+    def redact(self, text: Any) -> Any:
+        """`text` with every secret this engine knows replaced by `***` (non-strings unchanged)."""
+        return self.redactor(text)
+
+    @staticmethod
+    def log_filter() -> Any:
+        """A logging.Filter that redacts with every secret any Delegator of this process knows, for a
+        host's own log handler (the engine's and litellm's loggers have it already)."""
+        return log_filter()
 
     @classmethod
     def from_config_file(cls, path: str | os.PathLike[str] | None = None, **kw: Any) -> "Delegator":
@@ -121,7 +143,7 @@ class Delegator:
 
             with self._router_lock:
                 if self._router is None:
-                    self._router = RouterHandle(self.config, self.resolver)
+                    self._router = RouterHandle(self.config, self.resolver)  # env: resolver.env
         return self._router
 
     @property
@@ -136,7 +158,7 @@ class Delegator:
         """A Delegator on the same config, Resolver and Router, with its own worker, parent model and
         interrupt (hosts keep one Delegator per config and derive one per call)."""
         d = Delegator(self.config, worker=worker, parent_model=parent_model, env=self.env, router=self.router)
-        d.resolver, d.allowlist = self.resolver, self.allowlist
+        d.resolver, d.allowlist, d.redactor = self.resolver, self.allowlist, self.redactor
         return d
 
     # -- operations for hosts that run their own agent loop ------------------------------------
@@ -151,18 +173,38 @@ class Delegator:
     async def complete(self, resolution: Resolution, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         """One routed completion for a host's own agent loop: the Router picks the deployment, the
         rate-limit queue paces it; returns a Completion (response, text, deployment, attempts,
-        tokens, cost_usd). Failures raise ProviderError."""
-        return await self.router.acompletion(resolution, messages, **kwargs)
+        tokens, cost_usd). Failures raise ProviderError. Attempt errors and the error come back
+        redacted (the response itself is the host's own model's answer, returned as it came)."""
+        try:
+            done = await self.router.acompletion(resolution, messages, **kwargs)
+        except ProviderError as exc:
+            self._redact_attempts(exc.attempts)
+            self._redacted(exc)
+            raise
+        self._redact_attempts(done.attempts)
+        return done
+
+    def _redact_attempts(self, attempts: Iterable[Any]) -> None:
+        for a in attempts:
+            a.error = self.redact(a.error)
+
+    def _redacted(self, exc: DelegateError) -> None:
+        """One of our errors, as it leaves the engine: message, hint, suggestions and per-task problems."""
+        red = self.redact
+        exc.message, exc.hint, exc.suggestions = red(exc.message), red(exc.hint), [red(x) for x in exc.suggestions]
+        for p in getattr(exc, "problems", None) or []:
+            p.model, p.problem, p.suggestions = red(p.model), red(p.problem), [red(x) for x in p.suggestions]
 
     def context_window(self, resolution: Resolution) -> int | None:
         """The input window of what a resolution reaches (the smallest known, for a group)."""
         return self.resolver.context_window(resolution)
 
     async def deployment_states(self) -> tuple[list[str | None], set[str] | None]:
-        """For each configured deployment (config order), the Router's id for it; and the ids
-        cooling down now (``None``: unknown). A Router not built yet has no ids and no cooldowns,
-        unless cooldowns live in Redis: then it is built to ask."""
-        n = len(self.config.router.model_list)
+        """For each deployment the Resolver knows (`resolver.model_list`: the config's, or a remote
+        proxy's groups), the Router's id for it; and the ids cooling down now (``None``: unknown). A
+        Router not built yet has no ids and no cooldowns, unless cooldowns live in Redis: then it is
+        built to ask."""
+        n = len(self.resolver.model_list)
         shared = any(str(k).startswith("redis") for k in self.config.router.router_settings)
         if not (shared or (self._router is not None and self._router.built)):
             return [None] * n, set()
@@ -185,6 +227,40 @@ class Delegator:
 
         return to_provider_error(exc)
 
+    # -- listing and checking models (runtime/listing.py) ----------------------------------------
+    async def model_listing(self) -> dict[str, Any]:
+        """THE listing of what may be used (list_models and `hermes-delegate models` show it): tiers,
+        aliases, the Resolver's groups with their deployments, models, families, allowlist, limits."""
+        from .listing import model_listing  # noqa: PLC0415
+
+        return self.redactor.scrub(await model_listing(self))
+
+    async def check_model(self, model: Any) -> dict[str, Any]:
+        """What one model string resolves to, and whether it can run here (raises DelegateError)."""
+        from .listing import check_model  # noqa: PLC0415
+
+        return self.redactor.scrub(await check_model(self, model))
+
+    def model_listing_sync(self) -> dict[str, Any]:
+        """`model_listing` from synchronous code."""
+        from .sync import run_sync  # noqa: PLC0415
+
+        return run_sync(self.model_listing)
+
+    def learned_limits(self) -> dict[str, Any]:
+        """Limits other processes learned for these deployments and shared through Redis (see
+        runtime/listing.learned_limits); {} without Redis."""
+        from .listing import learned_limits  # noqa: PLC0415
+
+        return self.redactor.scrub(learned_limits(self))
+
+    def doctor(self) -> dict[str, Any]:
+        """The config checked: every deployment's credentials by env var name, unset references,
+        unresolvable names, ignored sections, learned limits; `problems` lists what is wrong."""
+        from .listing import doctor_report  # noqa: PLC0415
+
+        return self.redactor.scrub(doctor_report(self))
+
     # -- planning (pure) --------------------------------------------------------------------
     def _max_tokens(self, cap: float | None) -> int | None:
         mt = self.config.delegation.max_tokens
@@ -192,15 +268,20 @@ class Delegator:
 
     def plan(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, model: str | None = None,
              budget_usd: float | None = None) -> tuple[list[PlannedTask], float | None]:
-        """Resolve and check every task; raise before anything is spent. Returns (plan, budget cap)."""
+        """Resolve and check every task; raise before anything is spent (a DelegateError, redacted).
+        Returns (plan, budget cap)."""
         s = self.config.delegation
-        cap = effective_cap(s.budget_usd, budget_usd)
-        pricing = None
-        if cap is not None:
-            pricing = Pricing(self.config, self.resolver, cap_usd=cap, max_tokens=self._max_tokens(cap) or 0,
-                              system_prompt=s.system_prompt, allow_unpriced=s.allow_unpriced)
-        planned = plan_batch(coerce_tasks(tasks), self.resolver, s, call_model=model,
-                             parent_model=self.parent_model, allow=self.allowlist, pricing=pricing)
+        try:
+            cap = effective_cap(s.budget_usd, budget_usd)
+            pricing = None
+            if cap is not None:
+                pricing = Pricing(self.config, self.resolver, cap_usd=cap, max_tokens=self._max_tokens(cap) or 0,
+                                  system_prompt=s.system_prompt, allow_unpriced=s.allow_unpriced)
+            planned = plan_batch(coerce_tasks(tasks), self.resolver, s, call_model=model,
+                                 parent_model=self.parent_model, allow=self.allowlist, pricing=pricing)
+        except DelegateError as exc:
+            self._redacted(exc)
+            raise
         return planned, cap
 
     # -- running (I/O) ----------------------------------------------------------------------
@@ -232,7 +313,7 @@ class Delegator:
             results = await fan_out(planned, self.worker, system_prompt=s.system_prompt,
                                     max_concurrency=max_concurrency or s.max_concurrency,
                                     timeout_s=s.task_timeout_s, max_tokens=self._max_tokens(cap),
-                                    budget=budget, on_event=on_event, stop=stop)
+                                    budget=budget, on_event=on_event, stop=stop, redactor=self.redactor)
         finally:
             with self._lock:
                 self._stops.discard(key)
@@ -254,8 +335,22 @@ class Delegator:
         """Run a batch from synchronous code. With handle_sigint, Ctrl-C (and SIGTERM, SIGHUP)
         interrupts the batch cleanly (unfinished tasks come back `interrupted`) instead of raising
         KeyboardInterrupt or killing the process."""
+        planned, cap = self.plan(tasks, model=kw.pop("model", None), budget_usd=kw.pop("budget_usd", None))
+        return self.run_planned_sync(planned, cap=cap, on_signal=self.interrupt if handle_sigint else None, **kw)
+
+    def run_planned_sync(self, planned: list[PlannedTask], *, cap: float | None = None,
+                         on_signal: Callable[[], None] | None = None, **kw: Any) -> BatchResult:
+        """`run_planned` from synchronous code; `on_signal` is called on SIGINT/SIGTERM/SIGHUP while the
+        batch runs (pass the `stop` of `interrupt_on_signals`, or `self.interrupt`)."""
         from .sync import run_sync  # noqa: PLC0415
 
-        planned, cap = self.plan(tasks, model=kw.pop("model", None), budget_usd=kw.pop("budget_usd", None))
-        return run_sync(lambda: self.run_planned(planned, cap=cap, **kw),
-                        on_signal=self.interrupt if handle_sigint else None)
+        return run_sync(lambda: self.run_planned(planned, cap=cap, **kw), on_signal=on_signal)
+
+    @contextlib.contextmanager
+    def interrupt_on_signals(self) -> Iterator[Callable[[], None]]:
+        """For a whole command (a CLI): a stop signal interrupts this Delegator's batches and never kills
+        the process, so what is known is always printed. Yields the `stop` to pass as `on_signal`."""
+        from .sync import signals_interrupt  # noqa: PLC0415
+
+        with signals_interrupt(self.interrupt) as stop:
+            yield stop

@@ -1,5 +1,6 @@
 """The parallel fan-out: a queue under a concurrency cap, per-task timeouts, budget gating,
 interrupts, and results in input order. One task's failure never touches another's result.
+With a `redactor` (the Delegator's), every result and progress event is redacted before a host sees it.
 """
 
 from __future__ import annotations
@@ -7,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Sequence
 
 from ..routing._litellm import to_provider_error
 from ..core.budget import Budget
 from ..core.errors import ProviderError
 from ..core.planning import PlannedTask
-from ..core.redact import redact
 from ..core.results import ProgressEvent, TaskResult
 from .worker import Job, Worker
 
@@ -29,9 +30,21 @@ def _base(p: PlannedTask, status: str) -> TaskResult:
                       model_source=p.model_source, resolved_via=p.resolution.resolved_via)
 
 
-def _emit(cb: EventCallback | None, event: ProgressEvent) -> None:
+def _redact_result(res: TaskResult, redactor: Any) -> None:
+    """Every string a result carries (summary, error, attempt errors, structured output, goal) redacted."""
+    res.goal, res.summary, res.error, output, errors = redactor.scrub(
+        [res.goal, res.summary, res.error, res.output, [a.error for a in res.attempts]])
+    if res.output is not None:
+        res.output = output
+    for a, err in zip(res.attempts, errors):
+        a.error = err
+
+
+def _emit(cb: EventCallback | None, event: ProgressEvent, redactor: Any = None) -> None:
     if cb is None:
         return
+    if redactor is not None:  # a done event's result is redacted already
+        event = replace(event, goal=redactor(event.goal))
     try:
         cb(event)
     except Exception:  # noqa: BLE001 - a host's progress printer must not fail a task
@@ -41,7 +54,7 @@ def _emit(cb: EventCallback | None, event: ProgressEvent) -> None:
 async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prompt: str,
                   max_concurrency: int, timeout_s: float | None, max_tokens: int | None = None,
                   budget: Budget | None = None, on_event: EventCallback | None = None,
-                  stop: asyncio.Event | None = None) -> list[TaskResult]:
+                  stop: asyncio.Event | None = None, redactor: Any = None) -> list[TaskResult]:
     """Run every planned task; return one result per task, in input order."""
     total = len(planned)
     results: list[TaskResult | None] = [None] * total
@@ -65,7 +78,7 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                         await budget.wait_for_change()
                     reserved = p.reserve_usd or 0.0
                 started = time.perf_counter()
-                _emit(on_event, ProgressEvent("start", p.index, total, p.goal, p.resolution.model))
+                _emit(on_event, ProgressEvent("start", p.index, total, p.goal, p.resolution.model), redactor)
                 job = Job(p.index, p.task.goal, p.task.context, p.resolution, p.model_source, system_prompt,
                           max_tokens, timeout_s, total, output_schema=p.task.output_schema)
                 try:
@@ -98,7 +111,6 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
             perr = exc if isinstance(exc, ProviderError) else to_provider_error(exc)
             res = _base(p, "failed")
             res.error = perr.to_dict()
-            res.error["message"] = redact(res.error["message"])
             res.attempts = list(getattr(exc, "attempts", []) or [])
         finally:
             if started is not None:
@@ -106,9 +118,11 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
             if budget is not None and reserved:
                 actual = res.cost_usd if res.status == "completed" else (None if charge_reservation else 0.0)
                 budget.settle(reserved, actual)
+            if redactor is not None:
+                _redact_result(res, redactor)
             results[slot] = res
             if started is not None or res.status == "skipped_budget":
-                _emit(on_event, ProgressEvent("done", p.index, total, p.goal, p.resolution.model, res))
+                _emit(on_event, ProgressEvent("done", p.index, total, p.goal, p.resolution.model, res), redactor)
 
     tasks = [asyncio.create_task(one(i, p), name=f"delegate-task-{p.index}") for i, p in enumerate(planned)]
     waiter = asyncio.gather(*tasks, return_exceptions=True)

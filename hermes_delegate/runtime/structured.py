@@ -1,9 +1,10 @@
 """Structured results per task: a task's `output_schema` (a JSON Schema) and the JSON answer checked
 against it.
 
-The worker asks for JSON (LiteLLM's `response_format` json_schema where `litellm.supports_response_schema`
-says every deployment of the model supports it; the schema spelled out in the prompt always), parses
-and validates the answer, retries once with the validation message, and raises a typed `bad_output`
+The rules live here; the standalone worker (CompletionWorker, worker.py) applies them: it asks for
+JSON (LiteLLM's `response_format` json_schema where `litellm.supports_response_schema` says every
+deployment of the model supports it; the schema spelled out in the prompt always), parses and
+validates the answer, retries once with the validation message, and raises a typed `bad_output`
 ProviderError when the second answer does not match either.
 """
 
@@ -17,9 +18,10 @@ from ..core.errors import ProviderError, TaskPayloadError
 
 if TYPE_CHECKING:
     from ..routing.router import RouterHandle
-    from .worker import Job, WorkerOutput
+    from .worker import Job
 
-__all__ = ["check_output_schema", "run_structured", "supports_json_schema", "parse_and_validate"]
+__all__ = ["check_output_schema", "supports_json_schema", "parse_and_validate", "instruction", "response_format",
+           "retry_message", "bad_output"]
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
@@ -77,38 +79,23 @@ def supports_json_schema(router: RouterHandle, job: Job) -> bool:
         return False
 
 
-def _instruction(schema: Mapping[str, Any]) -> str:
+def instruction(schema: Mapping[str, Any]) -> str:
+    """What the system prompt adds for a task with an output_schema."""
     return ("Answer with only a JSON value (no prose, no code fence) that matches this JSON Schema:\n"
             + json.dumps(schema, ensure_ascii=False))
 
 
-async def run_structured(router: RouterHandle, job: Job, messages: list[dict[str, Any]],
-                         kwargs: dict[str, Any]) -> WorkerOutput:
-    from .worker import WorkerOutput  # noqa: PLC0415
+def response_format(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """LiteLLM's `response_format` asking for JSON matching `schema`."""
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
 
-    schema = job.output_schema or {}
-    messages = [dict(m) for m in messages]
-    messages[0]["content"] = f"{messages[0]['content']}\n\n{_instruction(schema)}".strip()
-    if supports_json_schema(router, job):
-        kwargs = {**kwargs, "response_format": {"type": "json_schema",
-                                                "json_schema": {"name": "output", "schema": schema}}}
-    tokens = {"input": 0, "output": 0}
-    cost: float | None = 0.0
-    attempts: list[Any] = []
-    problem = ""
-    for attempt in range(2):
-        done = await router.acompletion(job.resolution, messages, **kwargs)
-        for k, v in (done.tokens or {}).items():
-            tokens[k] = tokens.get(k, 0) + int(v or 0)
-        cost = None if cost is None or done.cost_usd is None else cost + done.cost_usd
-        attempts += list(done.attempts or [])
-        value, problem = parse_and_validate(done.text or "", schema)
-        if problem is None:
-            return WorkerOutput(done.text, tokens, cost, done.deployment, attempts, output=value)
-        if attempt == 0:
-            messages = [*messages, {"role": "assistant", "content": done.text or ""},
-                        {"role": "user", "content": f"That answer does not match the schema: {problem}. "
-                                                    "Reply again with only the corrected JSON."}]
-    err = ProviderError("bad_output", f"The answer did not match output_schema after 2 tries: {problem}.",
-                        hint="Loosen the schema, or pick a model that supports JSON output.", attempts=attempts)
-    raise err
+
+def retry_message(problem: str) -> str:
+    """The user turn asking once more, after an answer that did not match."""
+    return f"That answer does not match the schema: {problem}. Reply again with only the corrected JSON."
+
+
+def bad_output(problem: str, attempts: list[Any]) -> ProviderError:
+    """The typed error when the second answer does not match either."""
+    return ProviderError("bad_output", f"The answer did not match output_schema after 2 tries: {problem}.",
+                         hint="Loosen the schema, or pick a model that supports JSON output.", attempts=attempts)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..core.results import Attempt, DeploymentInfo
+from . import structured
 
 if TYPE_CHECKING:
     from ..core.resolver import Resolution
@@ -70,8 +71,31 @@ class CompletionWorker:
         # gives LiteLLM (a deployment's `timeout`, router_settings.timeout), so a hung deployment could
         # never fail over to a healthy one. The fan-out's task timeout bounds the whole call anyway.
         if job.output_schema is not None:
-            from .structured import run_structured  # noqa: PLC0415
-
-            return await run_structured(self.router, job, build_messages(job), kwargs)
+            return await self._run_structured(job, build_messages(job), kwargs)
         done = await self.router.acompletion(job.resolution, build_messages(job), **kwargs)
         return WorkerOutput(done.text, done.tokens, done.cost_usd, done.deployment, done.attempts)
+
+    async def _run_structured(self, job: Job, messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> WorkerOutput:
+        """A job with an output_schema: ask for JSON, validate it, retry once (structured.py's rules)."""
+        schema = job.output_schema or {}
+        messages = [dict(m) for m in messages]
+        messages[0]["content"] = f"{messages[0]['content']}\n\n{structured.instruction(schema)}".strip()
+        if structured.supports_json_schema(self.router, job):
+            kwargs = {**kwargs, "response_format": structured.response_format(schema)}
+        tokens = {"input": 0, "output": 0}
+        cost: float | None = 0.0
+        attempts: list[Any] = []
+        problem = ""
+        for attempt in range(2):
+            done = await self.router.acompletion(job.resolution, messages, **kwargs)
+            for k, v in (done.tokens or {}).items():
+                tokens[k] = tokens.get(k, 0) + int(v or 0)
+            cost = None if cost is None or done.cost_usd is None else cost + done.cost_usd
+            attempts += list(done.attempts or [])
+            value, problem = structured.parse_and_validate(done.text or "", schema)
+            if problem is None:
+                return WorkerOutput(done.text, tokens, cost, done.deployment, attempts, output=value)
+            if attempt == 0:
+                messages = [*messages, {"role": "assistant", "content": done.text or ""},
+                            {"role": "user", "content": structured.retry_message(problem)}]
+        raise structured.bad_output(problem, attempts)

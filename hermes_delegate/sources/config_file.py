@@ -20,7 +20,8 @@ from ..core.config import (_PROXY_KEY_HINT, IGNORED_SECTIONS, LITELLM_SETTINGS, 
                            RouterSection)
 from ..core.errors import ConfigError, DelegateError
 
-__all__ = ["load_config", "config_from_dict", "default_config_path", "read_yaml_file", "NoAliasLoader"]
+__all__ = ["load_config", "config_from_dict", "default_config_path", "read_yaml_file", "NoAliasLoader",
+           "load_tasks"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,28 @@ def read_yaml_file(path: Path, what: str, error: type[DelegateError] = ConfigErr
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
         raise error(f"{path}{at} is not valid YAML: {problem}.",
                     hint="Only plain YAML is accepted (no !!python tags, no *aliases).") from None
+
+
+def load_tasks(path: str | os.PathLike[str]) -> tuple[list[Any], str | None]:
+    """A tasks file (what `hermes-delegate run` takes): a list of tasks or goal strings, or a mapping
+    {tasks: [...], model: ...}. Returns (tasks, the file's model or None); TaskPayloadError otherwise.
+    Read like a config (plain YAML only); the tasks themselves are checked by Delegator.plan."""
+    from ..core.errors import TaskPayloadError  # noqa: PLC0415
+
+    shape = "Each task has goal (required), context and model."
+    data = read_yaml_file(Path(path), "tasks file", TaskPayloadError, nested_hint=shape)
+    if isinstance(data, dict):
+        tasks = data.get("tasks")
+        if tasks is None:
+            tasks = []
+        if not isinstance(tasks, list):
+            raise TaskPayloadError(
+                f"{path}: `tasks` must be a list of tasks or goal strings, got {type(tasks).__name__}.",
+                hint="Write tasks: [{goal: ...}, ...] or tasks: [\"a goal\", ...]. " + shape)
+        return tasks, data.get("model")
+    if isinstance(data, list):
+        return data, None
+    raise TaskPayloadError(f"{path}: expected a list of tasks or a mapping with `tasks:`.", hint=shape)
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:

@@ -31,7 +31,8 @@ def model_list_source(config: Config, env: Mapping[str, str] | None = None
         return None
 
     def listing() -> list[Deployment]:
-        lookup = os.environ if env is None else env
+        # the key is read as every other reference is: the config's environment_variables over the env
+        lookup = config.env_lookup(os.environ if env is None else env)
         key_value = (lookup.get(remote.api_key_env) or "") if remote.api_key_env else ""
         key = (remote.base_url, remote.api_key_env, hashlib.sha256(key_value.encode()).hexdigest())
         with _lock:

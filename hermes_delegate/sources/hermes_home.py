@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..core.config import Config
-from .config_file import config_from_dict, read_yaml_file
+from .config_file import config_from_dict, default_config_path, read_yaml_file
 from ..core.errors import ConfigError
 
 BLOCK = "hermes_delegate"
@@ -50,6 +50,15 @@ def detect(env: Mapping[str, str] | None = None) -> Path | None:
     except (OSError, UnicodeDecodeError):
         return None
     return path.parent if re.search(rf"^{BLOCK}\s*:", text, re.MULTILINE) else None
+
+
+def autodetect(env: Mapping[str, str] | None = None) -> Path | None:
+    """The HERMES_HOME `hermes-delegate` uses when given no --config: none when $HERMES_DELEGATE_CONFIG
+    is set or our own default config file exists; else the one `detect` finds."""
+    env = os.environ if env is None else env
+    if env.get("HERMES_DELEGATE_CONFIG") or default_config_path(env).exists():
+        return None
+    return detect(env)
 
 
 def _default_model(hermes_deleg: Mapping[str, Any]) -> tuple[str | None, dict[str, Any] | None]:

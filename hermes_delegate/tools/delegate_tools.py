@@ -16,19 +16,17 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import os
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from . import schema as tool_schema
 from ..runtime.sync import run_sync as _run_sync
 from ..core.budget import BUDGET_HINT, finite_usd
 from ..runtime.delegator import context_text
-from ..core.env_refs import env_ref_name
 from ..core.errors import DelegateError, ProviderError, TaskPayloadError, TaskProblem
 from ..core.planning import Task
 from ..core.precedence import is_unset
-from ..core.redact import SECRET_ENV_RE, Redactor, redact
+from ..core.redact import default_redactor
 
 if TYPE_CHECKING:
     from ..runtime.delegator import Delegator
@@ -50,18 +48,10 @@ _TASK_SHAPE = '{"goal": "...", "context": "...", "model": "..."}'
 
 
 # -- errors -------------------------------------------------------------------------------------
-def _scrub(obj: Any, red: Callable[[Any], Any] = redact) -> Any:
-    if isinstance(obj, str):
-        return red(obj)
-    if isinstance(obj, dict):
-        return {k: _scrub(v, red) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_scrub(v, red) for v in obj]
-    return obj
-
-
 def tool_error(exc: DelegateError) -> dict[str, Any]:
-    """THE mapping of our errors to a JSON tool error: {error, hint, suggestions, type[, tasks]}."""
+    """THE mapping of our errors to a JSON tool error: {error, hint, suggestions, type[, tasks]}.
+    Redacted with the process-wide redactor (it knows every Delegator's secrets): a host may call this
+    without a Delegator, e.g. for a config that did not load."""
     out: dict[str, Any] = {"error": exc.message, "hint": exc.hint, "suggestions": list(exc.suggestions),
                            "type": exc.kind}
     if isinstance(exc, ProviderError):
@@ -71,7 +61,7 @@ def tool_error(exc: DelegateError) -> dict[str, Any]:
         out["tasks"] = [p.to_dict() for p in problems]
         if not out["suggestions"] and all(p.suggestions == problems[0].suggestions for p in problems):
             out["suggestions"] = list(problems[0].suggestions)  # one fix for the whole call
-    return _scrub(out)
+    return default_redactor().scrub(out)
 
 
 def internal_error(exc: BaseException) -> dict[str, Any]:
@@ -285,10 +275,8 @@ def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str 
             n = len(problems)
             msg = problems[0].problem if n == 1 else f"{n} tasks are malformed; nothing was started."
             sugg = problems[0].suggestions if n == 1 else []
-            err = _payload(msg, hint=f"Each task is an object {_TASK_SHAPE}; only goal is required.",
-                           suggestions=sugg)
-            err.problems = problems  # type: ignore[attr-defined] - tool_error lists them as "tasks"
-            raise err
+            raise TaskPayloadError(msg, hint=f"Each task is an object {_TASK_SHAPE}; only goal is required.",
+                                   suggestions=sugg, problems=problems)  # tool_error lists them as "tasks"
         return tasks, call_model, budget
     if has_goal:
         if not isinstance(goal, str):
@@ -347,9 +335,9 @@ class DelegateTools:
             data = _args_object(args, self.list_name)
             model = data.get("model")
             if not is_unset(model):
-                out = await tool_schema.check_model(self.delegator, model)
+                out = await self.delegator.check_model(model)
             else:
-                out = await tool_schema.model_listing(self.delegator)
+                out = await self.delegator.model_listing()  # the one listing (the CLI's `models` too)
             return self._dump(out)
         except DelegateError as exc:
             return self._dump(tool_error(exc))
@@ -360,25 +348,11 @@ class DelegateTools:
         return _run_sync(lambda: self.list_models(args))
 
     # -- output -----------------------------------------------------------------------------
-    def _redactor(self) -> Redactor:
-        """Env secrets (process and delegator env), literal config keys, and env-referenced keys."""
-        params = [d.litellm_params for d in self.delegator.config.router.model_list]
-        literal = [str(p["api_key"]) for p in params if p.get("api_key") and env_ref_name(p["api_key"]) is None]
-        red = Redactor.from_env(extra=literal)
-        env = self.delegator.env
-        referenced = {n for p in params if (n := env_ref_name(p.get("api_key"))) is not None}
-        if env is not os.environ or referenced:
-            red.add(*(str(v) for k, v in env.items() if SECRET_ENV_RE.search(k) or k in referenced))
-            red.add(*(os.environ[k] for k in referenced if k in os.environ))
-        return red
-
     def _dump(self, obj: Any) -> str:
-        return json.dumps(_scrub(obj, self._redactor()), ensure_ascii=False, default=str)
+        """The one way a tool answer leaves: redacted with the Delegator's redactor."""
+        return json.dumps(self.delegator.redactor.scrub(obj), ensure_ascii=False, default=str)
 
     def _internal(self, tool: str, exc: BaseException) -> str:
-        try:
-            red = self._redactor()
-        except Exception:  # noqa: BLE001
-            red = Redactor.from_env()
-        log.error("%s: unexpected error\n%s", tool, red(redact("".join(traceback.format_exception(exc)))))
+        # our loggers carry the redacting filter (installed when the Delegator was created)
+        log.error("%s: unexpected error\n%s", tool, "".join(traceback.format_exception(exc)))
         return json.dumps(internal_error(exc))

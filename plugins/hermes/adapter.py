@@ -52,8 +52,8 @@ def _delegator(base: Any, *, parent_model: str | None, worker: Any = None) -> An
     return base.derive(worker=worker, parent_model=parent_model)
 
 
-# -- delegate_tasks / routed delegate_task ------------------------------------------------------
-def _gate(dt: Any, parent: Any, tool: str, *, own_children_only: bool) -> str | None:
+# -- delegate_tasks (takeover.routed_delegate_task shares the gates) -----------------------------
+def refusal(dt: Any, parent: Any, tool: str, *, own_children_only: bool) -> str | None:
     """The built-in's refusals (spawn pause, depth), as an error payload; None = go."""
     if parent is None:
         return _error(f"{tool} must be called by a running hermes agent.")
@@ -69,7 +69,8 @@ def _gate(dt: Any, parent: Any, tool: str, *, own_children_only: bool) -> str | 
     return None
 
 
-def _config() -> tuple[Any, str | None]:
+def plugin_config() -> tuple[Any, str | None]:
+    """(the plugin's Config, None), or (None, the error payload)."""
     try:
         return settings.load_plugin_config(), None
     except Exception as exc:  # noqa: BLE001 - a DelegateError (bad config) or an import problem
@@ -88,41 +89,11 @@ def delegate_tasks(args: Any, **kw: Any) -> str:
     except hermes_api.HermesAPIError as exc:
         return _error(str(exc), kind="incompatible_hermes")
     parent = parent_mod.find_parent(kw.get("session_id"))
-    refused = _gate(dt, parent, DELEGATE_TOOL, own_children_only=True)
+    refused = refusal(dt, parent, DELEGATE_TOOL, own_children_only=True)
     if refused:
         return refused
-    cfg, err = _config()
+    cfg, err = plugin_config()
     return err or Call(parent, cfg, dt).run(args)
-
-
-def routed_delegate_task(args: dict[str, Any], *, session_id: str = "") -> str:
-    """hermes's delegate_task, for a call where some task names a routed model."""
-    from . import takeover  # noqa: PLC0415
-
-    dt = hermes_api.delegate_tool()
-    parent = parent_mod.find_parent(session_id)
-    refused = _gate(dt, parent, "delegate_task", own_children_only=False)
-    if refused:
-        return refused
-    cfg, err = _config()
-    if err:
-        return err
-    engine_args, opts = takeover.split_args(args)
-    call = Call(parent, cfg, dt, role=opts["role"], roles=opts["roles"], max_iterations=opts["max_iterations"])
-    role = call.batch.role
-    # hermes 0.19's rule (run_agent._dispatch_delegate_task): a top-level agent's delegation always
-    # runs in the background; a subagent's stays synchronous. The model's `background` is ignored.
-    if getattr(parent, "_delegate_depth", 0) == 0:
-        dispatched = takeover.background_dispatch(parent, call, engine_args, role)
-        if dispatched is not None:
-            return dispatched
-        out = json.loads(call.run(engine_args))
-        if isinstance(out, dict):
-            out["note"] = ("background delegation is not available in this session (it cannot receive a "
-                           "detached result later, or hermes's background pool is full), so the subagent(s) "
-                           "ran SYNCHRONOUSLY and the result is included above.")
-        return json.dumps(out, ensure_ascii=False)
-    return call.run(engine_args)
 
 
 class Call:

@@ -81,14 +81,42 @@ def tool_execution(tool_name: str = "", args: Any = None, next_call: Any = None,
         log.debug("hermes-delegate: routing check failed; built-in delegate_task runs", exc_info=True)
         return next_call()
     try:
-        from .adapter import routed_delegate_task  # noqa: PLC0415
-
         return routed_delegate_task(args, session_id=session_id)
     except Exception as exc:  # noqa: BLE001 - raising would make hermes run the built-in, model ignored
         log.warning("hermes-delegate: delegate_task failed: %s", type(exc).__name__)
         return json.dumps({"error": f"hermes-delegate: delegate_task failed ({type(exc).__name__}).",
                            "hint": "Retry without `model` to use hermes's built-in delegation.",
                            "type": "internal"})
+
+
+def routed_delegate_task(args: dict[str, Any], *, session_id: str = "") -> str:
+    """hermes's delegate_task, for a call where some task names a routed model."""
+    from . import adapter, hermes_api, parent as parent_mod  # noqa: PLC0415 - the engine loads on a routed call
+
+    dt = hermes_api.delegate_tool()
+    parent = parent_mod.find_parent(session_id)
+    refused = adapter.refusal(dt, parent, TOOL, own_children_only=False)
+    if refused:
+        return refused
+    cfg, err = adapter.plugin_config()
+    if err:
+        return err
+    engine_args, opts = split_args(args)
+    call = adapter.Call(parent, cfg, dt, role=opts["role"], roles=opts["roles"], max_iterations=opts["max_iterations"])
+    role = call.batch.role
+    # hermes 0.19's rule (run_agent._dispatch_delegate_task): a top-level agent's delegation always
+    # runs in the background; a subagent's stays synchronous. The model's `background` is ignored.
+    if getattr(parent, "_delegate_depth", 0) == 0:
+        dispatched = background_dispatch(parent, call, engine_args, role)
+        if dispatched is not None:
+            return dispatched
+        out = json.loads(call.run(engine_args))
+        if isinstance(out, dict):
+            out["note"] = ("background delegation is not available in this session (it cannot receive a "
+                           "detached result later, or hermes's background pool is full), so the subagent(s) "
+                           "ran SYNCHRONOUSLY and the result is included above.")
+        return json.dumps(out, ensure_ascii=False)
+    return call.run(engine_args)
 
 
 def background_dispatch(parent: Any, call: Any, engine_args: dict[str, Any], role: str) -> str | None:

@@ -54,15 +54,17 @@ ROUTER_SETTINGS = {"num_retries": 2}
 # one scenario (child process)
 # ------------------------------------------------------------------------------------------------
 def scenario_main(name: str, n: int, rps: float, latency: float, out_path: Path) -> None:
-    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
+    from _providers import RemoteProviders  # noqa: PLC0415
 
     n_deps = 1 if name == "one" else 3
-    providers = [LoopbackProvider(f"{name}-{i + 1}", latency_s=latency, rps=rps).start() for i in range(n_deps)]
+    names = [f"{name}-{i + 1}" for i in range(n_deps)]
+    # the providers in a process of their own (bench/_providers.py: they must not share our GIL)
+    providers = RemoteProviders([{"name": pname, "latency_s": latency, "rps": rps} for pname in names])
     model_list = [{"model_name": GROUP,
-                   "litellm_params": {"model": f"openai/bench-{i + 1}", "api_base": p.base_url, "api_key": API_KEY,
+                   "litellm_params": {"model": f"openai/bench-{i + 1}", "api_base": url, "api_key": API_KEY,
                                       "rpm": int(rps * 60)},
                    "model_info": {"id": f"dep-{i + 1}"}}
-                  for i, p in enumerate(providers)]
+                  for i, url in enumerate(providers.base_urls)]
     done: list[tuple[float, str]] = []  # (monotonic time, "ok" | error kind) per finished task
     errors: Counter[str] = Counter()
     t_setup = time.perf_counter()
@@ -122,16 +124,14 @@ def scenario_main(name: str, n: int, rps: float, latency: float, out_path: Path)
 
     setup_s = time.perf_counter() - t_setup
     time.sleep(max(1.5, 1.0 / rps + 0.5))  # let the providers' 1 s windows (and any cooldown) clear
-    for p in providers:
-        p.reset_stats()
+    providers.reset_stats()
     t_start = time.monotonic()
     extra = loop.run_until_complete(batch())
     t_end = time.monotonic()
 
-    recs = sorted((r.time, p.name, r.status) for p in providers for r in p.requests)
-    stats = {p.name: p.stats() for p in providers}
-    for p in providers:
-        p.stop()
+    recs = sorted((t, pname, status) for pname, rows in zip(names, providers.requests()) for t, status in rows)
+    stats = dict(zip(names, providers.stats()))
+    providers.stop()
     first = recs[0][0] if recs else t_start
     ok_times = sorted(t for t, s in done if s == "ok")
     last = max((t for t, _ in done), default=t_end)

@@ -3,7 +3,7 @@
     python bench/bench_short_batch.py            # 72 tasks, 3 rounds per side (~1 min)
 
 Each deployment is a loopback provider that holds at most 4 requests at once (429 beyond) with
-latency 0.2 s, served from a process of its own (as a real provider does not share the client's CPU), and the config says so (`max_parallel_requests: 4`, no rpm/tpm). One side has one
+latency 0.2 s, served from a process of its own (bench/_providers.py: a real provider does not share the client's CPU), and the config says so (`max_parallel_requests: 4`, no rpm/tpm). One side has one
 deployment, the other three in one group. Each side runs in a fresh process as a long-lived host
 would: build the Delegator, `warm_up(calls=True)` (what the MCP server and the hermes plugin do in
 the background at start-up), sit idle 1 s, then run the 72-task batch `rounds` times. The first
@@ -33,35 +33,12 @@ OUT = HERE / "out"
 GOAL = 2.8
 
 
-def providers_main(n_deps: int, latency: float) -> None:
-    """The providers' own process (a real provider does not share the client's CPU): prints their
-    URLs, serves until stdin closes, then prints their stats."""
-    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
-
-    providers = [LoopbackProvider(f"d{i + 1}", latency_s=latency, max_concurrent=4).start() for i in range(n_deps)]
-    print(json.dumps([p.base_url for p in providers]), flush=True)
-    sys.stdin.read()
-    stats = [p.stats() for p in providers]
-    for p in providers:
-        p.stop()
-    print(json.dumps(stats), flush=True)
-
-
-class _Providers:
-    def __init__(self, n_deps: int, latency: float):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--providers", str(n_deps), "--latency", str(latency)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.base_urls: list[str] = json.loads(self.proc.stdout.readline())  # type: ignore[union-attr]
-
-    def stop(self) -> list[dict]:
-        out, _ = self.proc.communicate("", timeout=30)
-        return json.loads(out.strip().splitlines()[-1])
-
-
 def side_main(n_deps: int, n: int, rounds: int, latency: float) -> None:
+    from _providers import RemoteProviders  # noqa: PLC0415
     from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
 
-    providers = _Providers(n_deps, latency)
+    providers = RemoteProviders([{"name": f"d{i + 1}", "latency_s": latency, "max_concurrent": 4}
+                                 for i in range(n_deps)])
     cfg = config_from_dict({
         "delegation": {"max_concurrency": 16, "task_timeout_s": 120},
         "router": {"model_list": [{"model_name": "g", "model_info": {"id": f"d{i + 1}"},
@@ -85,7 +62,8 @@ def side_main(n_deps: int, n: int, rounds: int, latency: float) -> None:
         return out
 
     rows = asyncio.run(host())
-    stats = providers.stop()
+    stats = providers.stats()
+    providers.stop()
     print(json.dumps({"deployments": n_deps, "rounds": rows, "provider_429": sum(s["429"] for s in stats),
                       "provider_requests": sum(s["requests"] for s in stats),
                       "max_in_flight": [s["max_in_flight"] for s in stats]}))
@@ -104,11 +82,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--side", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--providers", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.providers:
-        providers_main(args.providers, args.latency)
-        return
     if args.side:
         side_main(args.side, args.tasks, args.rounds, args.latency)
         return

@@ -74,6 +74,9 @@ def run_scenario(home: Path, *, parent_url: str | None = None, conversations: Se
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERMES_")}
     env.update(HERMES_HOME=str(home), LITELLM_LOCAL_MODEL_COST_MAP="True", NO_PROXY="127.0.0.1,localhost",
                no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
+    # a hang prints every thread's stack (faulthandler) and exits before our own timeout, so the
+    # failure shows where it stopped instead of a bare TimeoutExpired
+    env["HD_SCENARIO_DUMP_AFTER_S"] = str(max(5.0, timeout - 15))
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(spec_path)], env=env,
                           cwd=str(home), capture_output=True, text=True, timeout=timeout)
     out_path = Path(spec["out"])
@@ -255,5 +258,8 @@ def _main(spec_path: str) -> None:
 
 
 if __name__ == "__main__":
+    import faulthandler
+
+    faulthandler.dump_traceback_later(float(os.environ.get("HD_SCENARIO_DUMP_AFTER_S", "105")), exit=True)
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # no test module shadows hermes's
     _main(sys.argv[1])

@@ -69,13 +69,29 @@ def test_bad_block_error_names_the_hermes_key(tmp_path: Path, clean_env: None,
     assert rc != 0 and "hermes_delegate.max_concurrency" in err and "delegation.max_concurrency" not in err
 
 
-def test_yaml_aliases_are_refused_like_our_own_config(tmp_path: Path, clean_env: None,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_yaml_anchors_and_merge_keys_are_read_like_our_own_config(tmp_path: Path, clean_env: None,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """hermes's config.yaml may use anchors, aliases and merge keys (hermes reads it with PyYAML); an
+    alias bomb is refused, fast, like in our own config."""
     home = tmp_path / "hh"
     home.mkdir()
-    (home / "config.yaml").write_text("anchors: &a {small: fast}\nhermes_delegate:\n  tiers: *a\n")
+    fast = BLOCK["router"]["model_list"][0]["litellm_params"]
+    (home / "config.yaml").write_text(
+        "anchors: &a {small: fast}\n"
+        f"base: &p {{model: openai/fast-model, api_base: '{fast['api_base']}', api_key: {fast['api_key']}}}\n"
+        "hermes_delegate:\n  tiers: *a\n  router:\n    model_list:\n"
+        "      - {model_name: fast, litellm_params: *p}\n"
+        "      - {model_name: slow, litellm_params: {<<: *p, model: openai/slow-model}}\n")
+    rc, text = _run(["--hermes", str(home), "resolve", "small", "--json"])
+    assert rc == 0 and json.loads(text)["model"] == "fast", text
+    rc, text = _run(["--hermes", str(home), "resolve", "slow", "--json"])
+    assert rc == 0 and json.loads(text)["model"] == "slow", text
+    bomb = "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 12))
+    (home / "config.yaml").write_text(bomb + "hermes_delegate:\n  tiers: {small: fast}\n")
+    capsys.readouterr()
     rc, _ = _run(["--hermes", str(home), "models"])
-    assert rc != 0 and "alias" in capsys.readouterr().err.lower()
+    assert rc == 2 and "once its aliases are expanded" in capsys.readouterr().err
 
 
 def test_hints_name_hermes_delegate_keys_only_for_our_keys() -> None:

@@ -50,6 +50,53 @@ def test_include_is_merged_relative_to_the_including_file(tmp_path: Path, provid
     assert [r.deployment.deployment_id for r in batch.results] == ["inc-a", "inc-b", "main-a"]
 
 
+def test_anchors_and_merge_keys_load_and_route_like_the_expanded_file(tmp_path: Path, providers: LoopbackPair):
+    """LiteLLM's proxy reads its config with PyYAML, so users share settings with anchors and merge keys
+    (`<<: *defaults`). Such a file loads to the same config as its expanded form and routes the same."""
+    a, b = providers.alpha, providers.beta
+    anchored = f"""
+model_list:
+  - model_name: alpha
+    model_info: {{id: y-a}}
+    litellm_params: &defaults
+      model: openai/alpha-model
+      api_base: {a.base_url}
+      api_key: {LOOPBACK_KEY}
+      timeout: 20
+  - model_name: beta
+    model_info: {{id: y-b}}
+    litellm_params:
+      <<: *defaults
+      model: openai/beta-model
+      api_base: {b.base_url}
+  - model_name: both
+    model_info: {{id: y-both}}
+    litellm_params: {{<<: *defaults, model: openai/both-model}}
+router_settings: &rs
+  num_retries: 1
+"""
+    common = {"api_key": LOOPBACK_KEY, "timeout": 20}
+    expanded = {"model_list": [
+        {"model_name": "alpha", "model_info": {"id": "y-a"},
+         "litellm_params": {"model": "openai/alpha-model", "api_base": a.base_url, **common}},
+        {"model_name": "beta", "model_info": {"id": "y-b"},
+         "litellm_params": {"model": "openai/beta-model", "api_base": b.base_url, **common}},
+        {"model_name": "both", "model_info": {"id": "y-both"},
+         "litellm_params": {"model": "openai/both-model", "api_base": a.base_url, **common}}],
+        "router_settings": {"num_retries": 1}}
+    cfg, plain = _load(tmp_path / "anchored", anchored), _load(tmp_path / "plain", expanded)
+    assert cfg.router.model_dump() == plain.router.model_dump()
+    runs = []
+    for c in (cfg, plain):
+        before = (len(a.requests), len(b.requests))
+        batch = Delegator(c).run_sync([Task("a", model="alpha"), Task("b", model="beta"), Task("c", model="both")])
+        assert batch.counts() == {"completed": 3}, [r.error for r in batch.results]
+        runs.append(([r.deployment.deployment_id for r in batch.results],
+                     sorted(rec.model for rec in a.requests[before[0]:]),
+                     sorted(rec.model for rec in b.requests[before[1]:])))
+    assert runs[0] == runs[1] == (["y-a", "y-b", "y-both"], ["alpha-model", "both-model"], ["beta-model"])
+
+
 def test_a_missing_include_is_a_config_error_naming_it(tmp_path: Path):
     with pytest.raises(ConfigError) as exc:
         _load(tmp_path, {"include": ["nowhere.yaml"], "model_list": []})

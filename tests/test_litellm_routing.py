@@ -178,7 +178,7 @@ def test_every_bad_task_is_listed_with_an_unset_reference_among_them(providers: 
     assert got == [(1, "totally-unknown-model-xyz", "unknown_model"), (2, "bad", "auth")]
     assert "HD_TEST_UNSET_REF" in info.value.problems[1].problem
     text = str(info.value)
-    assert "task 1 [totally-unknown-model-xyz]" in text and "task 2 [bad]" in text
+    assert "Task 2 (tasks[1]) [totally-unknown-model-xyz]" in text and "Task 3 (tasks[2]) [bad]" in text
     assert info.value.to_dict()["tasks"][1]["type"] == "auth"
     assert providers.alpha.requests == [] and sentinel.requests == []
 

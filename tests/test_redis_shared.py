@@ -255,3 +255,36 @@ def test_a_request_counted_as_sent_earlier_leaves_the_window_earlier(redis_port:
             await store.aclose()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
+def test_a_window_admits_evenly_spaced_never_a_burst(redis_port: int, shared: bool) -> None:
+    """L = 4 per 1 s: the second request waits W/L = 0.25 s after the first (a burst of four, stamped at
+    admission but sent over litellm's call-path time, overran a provider's sliding window), and the
+    fifth still waits for the first to leave the window. Both stores pace alike."""
+    import asyncio  # noqa: PLC0415
+
+    from hermes_delegate.ratelimit.windows import Ask, LocalWindows  # noqa: PLC0415
+
+    async def go() -> None:
+        store = _stores(redis_port, 1)[0] if shared else LocalWindows()
+        key = _unique("spaced")
+        ask = lambda tok: Ask(tok, rpm=(4, 1.0))  # noqa: E731
+        assert await store.admit(key, ask("r0")) == 0.0
+        wait = await store.admit(key, ask("r1"))
+        assert 0.2 < wait <= 0.25, wait
+        admitted = 1
+        deadline = asyncio.get_running_loop().time() + 3
+        while admitted < 5 and asyncio.get_running_loop().time() < deadline:
+            wait = await store.admit(key, ask(f"r{admitted}"))
+            if wait == 0.0:
+                admitted += 1
+                if admitted == 4:  # the window holds four now: the fifth waits for r0 to leave it
+                    assert 0.2 < await store.admit(key, ask("r4")) <= 0.3
+            else:
+                await asyncio.sleep(wait)
+        assert admitted == 5
+        if shared:
+            await store.aclose()
+
+    asyncio.run(go())

@@ -81,6 +81,13 @@ class DelegationSettings(_Strict):
     learn_limits: bool = Field(True, description="pace a deployment with no configured rpm/tpm by the rate-limit "
                                                  "headers it sends, and adapt on its 429s when it sends none")
 
+    @field_validator("budget_usd", mode="before")
+    @classmethod
+    def _budget_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # pydantic would read true as $1.00; Python and the tools refuse it too
+            raise ValueError(f"must be a number of US dollars, not {str(v).lower()}")
+        return v
+
     @field_validator("aliases")
     @classmethod
     def _alias_names(cls, v: dict[str, str]) -> dict[str, str]:

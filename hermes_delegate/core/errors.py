@@ -142,10 +142,13 @@ class BatchValidationError(UsageError):
         self.problems = problems
 
     def __str__(self) -> str:
+        """One line per task, numbered as people count (`Task 2 (tasks[1])`: 1-based, then the 0-based
+        `index` the JSON carries), as the tools name a task."""
         lines = [self.message]
         for p in self.problems:
             sug = f" (try: {', '.join(p.suggestions)})" if p.suggestions else ""
-            lines.append(f"  task {p.index} [{p.model}]: {p.problem}{sug}")
+            model = f" [{p.model}]" if p.model else ""
+            lines.append(f"  Task {p.index + 1} (tasks[{p.index}]){model}: {p.problem}{sug}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """`hermes-delegate`: resolve, models, run, doctor, demo.
 
 Exit codes: 0 all tasks completed (or the command succeeded), 1 some tasks did not complete
-(or doctor found problems), 2 usage, spec or config error (message on stderr).
+(or doctor found problems), 2 usage, spec or config error (message on stderr). `run` and `demo` are
+never killed by SIGINT, SIGTERM or SIGHUP, from their first moment: a stop signal, even one while the
+config loads or litellm starts, ends with the batch printed (unfinished tasks `interrupted`), exit 1.
 Only `run` and `demo` import litellm; the others answer in milliseconds.
 
 A host like any other: it imports only the public API (`hermes_delegate`), plus, as the hermes plugin
@@ -17,12 +19,13 @@ import contextlib
 import io
 import json
 import logging
-import math
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable, TextIO
 
-from .. import Config, DelegateError, Delegator, load_config, load_tasks
+from .. import Config, DelegateError, Delegator, finite, load_config, load_tasks
 from .cli_models import cmd_doctor, cmd_models, cmd_resolve
 from .render import for_people, utf8
 
@@ -31,19 +34,8 @@ __all__ = ["main"]
 EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _finite(obj: Any) -> Any:
-    """The same data with NaN/Infinity floats as null, so the JSON printed is strict."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _print_json(obj: Any, out: TextIO) -> None:
-    text = json.dumps(_finite(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    text = json.dumps(finite(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False)
     print(utf8(text), file=out, flush=True)
 
 
@@ -99,13 +91,45 @@ def _setup_logging(verbosity: int) -> None:
         os.environ.setdefault("HERMES_DELEGATE_LITELLM_LOGS", "1")
 
 
+class _StopSignals:
+    """`run` and `demo` from their start (before the config loads): a stop signal is recorded, never
+    deadly. While a batch runs, `Delegator.interrupt_on_signals` handles them; one recorded before
+    makes the batch start stopped (every task `interrupted`, nothing sent, the result printed)."""
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self._saved: list[tuple[int, Any]] = []
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.seen.append(signum)
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (getattr(signal, n) for n in self.NAMES if hasattr(signal, n)):
+                with contextlib.suppress(OSError, ValueError):
+                    self._saved.append((sig, signal.signal(sig, self._on_signal)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        # after a stop signal (ours, or the batch's, whose handler then left SIG_IGN) the process is on its
+        # way out: another one during the interpreter's teardown must not turn exit 1 into death by signal
+        for sig, previous in self._saved:
+            if self.seen or signal.getsignal(sig) is signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_IGN)
+            elif previous is not None:
+                signal.signal(sig, previous)
+
+
 # -- commands ---------------------------------------------------------------------------------
 def _load_tasks(path: str) -> tuple[list[Any], str | None]:
     return load_tasks(path)
 
 
 def _run_batch(delegator: Delegator, tasks: list[Any], model: str | None, args: argparse.Namespace,
-               out: TextIO, err: TextIO, before: Callable[[TextIO], None] | None = None) -> int:
+               out: TextIO, err: TextIO, before: Callable[[TextIO], None] | None = None,
+               signals: _StopSignals | None = None) -> int:
     from .render import Progress, summary_lines  # noqa: PLC0415
 
     planned, cap = delegator.plan(tasks, model=model, budget_usd=getattr(args, "budget", None))
@@ -115,6 +139,8 @@ def _run_batch(delegator: Delegator, tasks: list[Any], model: str | None, args: 
     # SIGINT, SIGTERM and SIGHUP interrupt the batch: unfinished tasks end `interrupted` and the results
     # already paid for are printed; a second signal only hurries that along (it never kills the process).
     with delegator.interrupt_on_signals() as stop:
+        if signals is not None and signals.seen:  # one came while the config loaded or tasks were planned
+            stop()
         goals = [p.goal for p in planned]
         with Progress(len(planned), out=progress_out, goals=goals) as progress, _quiet_stdout():
             batch = delegator.run_planned_sync(planned, cap=cap, on_event=progress, on_signal=stop,
@@ -127,15 +153,17 @@ def _run_batch(delegator: Delegator, tasks: list[Any], model: str | None, args: 
     return EXIT_OK if batch.ok else EXIT_TASKS_FAILED
 
 
-def cmd_run(args: argparse.Namespace, delegator: Delegator, out: TextIO, err: TextIO) -> int:
+def cmd_run(args: argparse.Namespace, delegator: Delegator, out: TextIO, err: TextIO,
+            signals: _StopSignals | None = None) -> int:
     from .demo import refuse_loopback_outside_demo  # noqa: PLC0415
 
     refuse_loopback_outside_demo(delegator.config)
     tasks, file_model = _load_tasks(args.tasks)
-    return _run_batch(delegator, tasks, args.model or file_model, args, out, err)
+    return _run_batch(delegator, tasks, args.model or file_model, args, out, err, signals=signals)
 
 
-def cmd_demo(args: argparse.Namespace, ctx: _Context, out: TextIO, err: TextIO) -> int:
+def cmd_demo(args: argparse.Namespace, ctx: _Context, out: TextIO, err: TextIO,
+             signals: _StopSignals | None = None) -> int:
     from .demo import describe, find_demo_files, loopback_config  # noqa: PLC0415
 
     cfg_path, tasks_path = find_demo_files(args.demo_config or getattr(args, "config", None), args.tasks)
@@ -148,7 +176,7 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context, out: TextIO, err: TextIO) 
             print(f"hermes-delegate demo: {len(tasks)} tasks from {tasks_path.name}, config {cfg_path.name}", file=o)
             describe(providers, o)
 
-        return _run_batch(delegator, tasks, file_model, args, out, err, before=intro)
+        return _run_batch(delegator, tasks, file_model, args, out, err, before=intro, signals=signals)
     finally:
         for p in providers.values():
             p.stop()
@@ -168,6 +196,17 @@ def cmd_mcp(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r} (e.g. "
+                                         "--concurrency 4; leave it out to use delegation.max_concurrency)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="config file (else $HERMES_DELEGATE_CONFIG, "
@@ -189,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("tasks", help="YAML: a list of {goal, context, model}, or {tasks: [...], model: ...}")
     run.add_argument("--model", help="call-level model for tasks that name none")
     run.add_argument("--budget", type=float, help="cost cap in USD for this run (≤ delegation.budget_usd)")
-    run.add_argument("--concurrency", type=int, help="override delegation.max_concurrency")
+    run.add_argument("--concurrency", type=_positive_int, metavar="N",
+                     help="override delegation.max_concurrency (a whole number ≥ 1)")
     run.add_argument("--json", action="store_true", help="print the batch result as JSON")
     d = sub.add_parser("doctor", parents=[common], help="validate the config; list missing credentials by env var")
     d.add_argument("--json", action="store_true")
@@ -238,19 +278,26 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
+    # a batch command is never killed by a stop signal, from here on (the config's loading included)
+    signals = _StopSignals() if args.command in ("run", "demo") else None
+    with signals or contextlib.nullcontext():
+        return _main(args, out, signals)
+
+
+def _main(args: argparse.Namespace, out: TextIO, signals: _StopSignals | None) -> int:
     _setup_logging(getattr(args, "verbose", 0))
     ctx = _Context()
     stdout, stderr = _Redacted(out, ctx), _Redacted(sys.stderr, ctx)
     try:
         hermes_home = _hermes_home(args)
         if args.command == "demo":
-            return cmd_demo(args, ctx, stdout, stderr)
+            return cmd_demo(args, ctx, stdout, stderr, signals)
         cfg = _config(args, hermes_home)
         if args.command == "mcp":
             return cmd_mcp(args, cfg, out)
         delegator = ctx.engine(cfg)
         if args.command == "run":
-            return cmd_run(args, delegator, stdout, stderr)
+            return cmd_run(args, delegator, stdout, stderr, signals)
         return REPORTS[args.command](args, delegator, stdout, _print_json)
     except BrokenPipeError:  # `hermes-delegate models --json | head`: the reader went away
         if out is sys.stdout:  # Python's recipe: point stdout at devnull so the exit flush is quiet

@@ -98,8 +98,14 @@ def cmd_models(args: argparse.Namespace, delegator: Delegator, out: TextIO, prin
 
 
 def cmd_doctor(args: argparse.Namespace, delegator: Delegator, out: TextIO, print_json: PrintJson) -> int:
+    from .demo import refuse_loopback_outside_demo  # noqa: PLC0415
+
     report = delegator.doctor()
     problems = report["problems"]
+    try:  # `run` refuses loopback:// api_bases up front (only `demo` fills them in): a problem here too
+        refuse_loopback_outside_demo(delegator.config)
+    except DelegateError as exc:
+        problems.append(str(exc))
     if args.json:
         print_json(report, out)
     else:

@@ -4,12 +4,14 @@ and show which model and provider served each task, and wall time against summed
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, TextIO
 
 import yaml
 
 from .. import Config, ConfigError, config_from_dict
-from ..loopback import LoopbackProvider  # declared in pyproject.toml: the demo starts loopback providers
+
+if TYPE_CHECKING:  # imported where providers start: `doctor` checks configs here without aiohttp
+    from ..loopback import LoopbackProvider
 
 __all__ = ["find_demo_files", "loopback_config", "DEMO_LATENCY_S", "DEMO_DATA", "LOOPBACK_SCHEME"]
 
@@ -46,6 +48,8 @@ def _walk_bases(data: Any) -> Iterator[dict[str, Any]]:
 
 def loopback_config(path: Path, providers: dict[str, LoopbackProvider]) -> Config:
     """Load a config whose api_base values say `loopback://NAME`, starting provider NAME as needed."""
+    from ..loopback import LoopbackProvider  # noqa: PLC0415 - declared in pyproject.toml: the demo starts them
+
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     for params in _walk_bases(data):
         name = params["api_base"][len(_SCHEME):]

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from .. import BatchResult, BatchValidationError, DelegateError, ProgressEvent, TaskResult
+from .. import BatchResult, DelegateError, ProgressEvent, TaskResult, utf8
 
 __all__ = ["task_line", "Progress", "summary_lines", "for_people", "utf8"]
 
@@ -139,29 +139,7 @@ class Progress:
 
 
 def for_people(exc: DelegateError) -> str:
-    """An error as a person at a shell reads it: tasks numbered from 1 (JSON keeps the 0-based `index`),
-    and the CLI's own command where a hint names the agent tool."""
-    if isinstance(exc, BatchValidationError):
-        lines = [exc.message]
-        for p in exc.problems:
-            sug = f" (try: {', '.join(p.suggestions)})" if p.suggestions else ""
-            model = f" [{p.model}]" if p.model else ""
-            lines.append(f"  task {p.index + 1}{model}: {p.problem}{sug}")
-        text = "\n".join(lines)
-    else:
-        text = str(exc)
-    return text.replace("see list_models", "see `hermes-delegate models`")
+    """An error as a person at a shell reads it: tasks numbered from 1 (`Task 2 (tasks[1])`; JSON keeps
+    the 0-based `index`), and the CLI's own command where a hint names the agent tool."""
+    return str(exc).replace("see list_models", "see `hermes-delegate models`")  # BatchValidationError: 1-based
 
-
-def utf8(text: str) -> str:
-    """Text that always encodes as UTF-8: a lone surrogate (which a provider may echo back) becomes U+FFFD,
-    so printing never dies with UnicodeEncodeError after the results were paid for."""
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if _has_surrogate(text) else text
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False

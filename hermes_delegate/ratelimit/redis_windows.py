@@ -16,17 +16,21 @@ import asyncio
 import json
 import time
 import uuid
+import warnings
 from typing import Any, Awaitable, Callable, Mapping
 
 from ..core.errors import ProviderError
 from .windows import Ask
 
-__all__ = ["RedisWindows", "limiter_unavailable", "read_learned", "CONNECT_TIMEOUT_S", "DOWN_S", "LEASE_S"]
+__all__ = ["RedisWindows", "limiter_unavailable", "litellm_cache_kwargs", "read_learned", "CONNECT_TIMEOUT_S",
+           "DOWN_S", "LEASE_S"]
 
-#: How long one Redis command may take (connect, then answer) before the limiter counts as unavailable.
+#: How long one Redis command may take (connect and answer together) before the limiter counts as
+#: unavailable; also the socket timeouts of LiteLLM's own Redis client (`litellm_cache_kwargs`).
 CONNECT_TIMEOUT_S = 1.0
-#: After a failure, calls fail at once for this long (no new connection attempt), then one tries again.
-DOWN_S = 2.0
+#: After a failure, calls fail at once for this long (no new connection attempt), so the rest of a batch
+#: fails typed at once rather than one timeout per task; a new batch tries again at once (`retry_now`).
+DOWN_S = 30.0
 
 
 def limiter_unavailable(detail: str, *, calling: bool = True) -> ProviderError:
@@ -84,7 +88,11 @@ if L > 0 then
   if n >= L then
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     wait = math.max(wait, tonumber(oldest[2]) + W - now)
-  else free = math.min(free, L - n) end
+  elseif L > 1 and n > 0 then  -- evenly spaced, W/L apart (as LocalWindows.admit)
+    local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+    local gap = tonumber(newest[2]) + W / L - now
+    if gap > 0 then wait = math.max(wait, gap) else free = math.min(free, 1) end
+  else free = math.min(free, L > 1 and 1 or L - n) end
 end
 if B > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - TW)
@@ -192,6 +200,7 @@ class RedisWindows:
         self._kw: dict[str, Any] = {"url": url, "host": host, "port": port, "password": password}
         self.prefix = prefix
         self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the client's: its connections belong to it
         self._script: Any = None
         self._restamp_script: Any = None
         self._record_ago: Any = None
@@ -231,17 +240,26 @@ class RedisWindows:
         a short timeout, and while Redis is known to be down no new attempt for DOWN_S seconds."""
         if time.monotonic() < self._down_until:
             raise limiter_unavailable(self._down_reason)
+        loop = asyncio.get_running_loop()
+        if self._client is not None and self._loop is not loop:
+            # a new loop (run_sync runs each batch on its own): the old client's connections belong to a
+            # loop that has ended and would fail with "Event loop is closed"; they are dropped
+            self._client, self._renewer = None, None
         if self._client is None:
-            self._client = self._connect()
+            self._client, self._loop = self._connect(), loop
         from redis.exceptions import RedisError  # noqa: PLC0415
 
         try:
-            async with asyncio.timeout(2 * CONNECT_TIMEOUT_S):  # not wait_for: it can swallow a cancellation
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):  # not wait_for: it can swallow a cancellation
                 return await call()
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_reason = _reason(exc)
             self._down_until = time.monotonic() + DOWN_S
             raise limiter_unavailable(self._down_reason) from None
+
+    def retry_now(self) -> None:
+        """End the fail-fast period: the next command tries Redis again (called as a batch starts)."""
+        self._down_until = 0.0
 
     def _keys(self, key: str) -> list[str]:
         return [f"{self.prefix}{kind}:{key}" for kind in ("rpm", "par", "tpm", "bucket", "wait", "due")]
@@ -348,6 +366,25 @@ def _learned(body: Any) -> dict[str, Any] | None:
     except (TypeError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def litellm_cache_kwargs() -> dict[str, Any]:
+    """The Router's `cache_kwargs` for LiteLLM's own RedisCache (cooldowns, usage): the same ~1 s
+    timeouts and no client-side retries. Its constructor pings Redis synchronously (twice) with redis-py's
+    default retries and backoff, which with Redis down stalled the Router's build ~8 s. A sync `Retry`:
+    LiteLLM builds a sync client from these kwargs (redis-py turns it into an async one for the async
+    client; url-configured clients drop it and have no retries anyway)."""
+    kw: dict[str, Any] = {"socket_timeout": CONNECT_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
+    try:
+        from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.retry import Retry  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the Router then reports the missing package itself
+        return kw
+    kw["retry"] = Retry(NoBackoff(), 0)
+    # redis-py ≥ 8 converts it for the async client (the same policy) and warns that it did
+    warnings.filterwarnings("ignore", message="A synchronous redis.retry.Retry was passed to an asyncio client",
+                            category=UserWarning)
+    return kw
 
 
 def _fail_fast() -> dict[str, Any]:

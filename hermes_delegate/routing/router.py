@@ -10,6 +10,7 @@ only when a price is known.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from ..core.results import Attempt, DeploymentInfo, api_host
 from ..sources.groups import resolver_for
 
 __all__ = ["RouterHandle", "Completion", "api_host"]
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class Completion:
@@ -83,8 +86,14 @@ class RouterHandle:
         apply_litellm_settings(litellm, litellm_settings, env)
         if litellm_settings.get("cache") is True:  # as the proxy does: the Router passes caching=True
             settings.setdefault("cache_responses", True)
+        if settings.get("redis_host") or settings.get("redis_url"):
+            # LiteLLM's own Redis client fails fast too (~1 s, no retries), the config's cache_kwargs first
+            from ..ratelimit.redis_windows import litellm_cache_kwargs  # noqa: PLC0415
+
+            settings["cache_kwargs"] = {**litellm_cache_kwargs(), **(settings.get("cache_kwargs") or {})}
         with map_litellm_errors():
             router = litellm.Router(model_list=model_list, **settings)
+        _retrieve_redis_pings()
         # A Router hangs its cooldown/usage callbacks on litellm's global lists, which hold at most
         # MAX_CALLBACKS (100) and keep the Router alive: unhook it when this handle goes, or from the
         # 101st Router on, cooldowns silently stop working.
@@ -102,6 +111,13 @@ class RouterHandle:
         self.hooks = make_hooks(self)
         install_dispatcher(litellm)
         return router
+
+    def new_batch(self) -> None:
+        """A batch starts: shared windows found down earlier are tried again (within a batch, a Redis
+        outage fails the rest at once)."""
+        retry_now = getattr(self.gate.windows, "retry_now", None)
+        if retry_now is not None:
+            retry_now()
 
     def model_name_for(self, res: Resolution) -> str:
         """The Router model name for a resolution, adding an implicit deployment for direct ids."""
@@ -322,6 +338,26 @@ class RouterHandle:
         cost_usd = float(cost) if cost is not None and self.price_known(model_id) else None
         text = getattr(message, "content", None) or ""
         return Completion(response, text, dep, attempts, tokens, cost_usd)
+
+
+def _retrieve_redis_pings() -> None:
+    """LiteLLM's RedisCache starts a health ping on the running loop and never awaits it: with Redis
+    down, its exception would print "Task exception was never retrieved" on whichever loop built the
+    Router (the CLI's, or a host's own, e.g. the MCP server's). Its outcome is retrieved here instead
+    (logged at debug): a batch reports the outage itself, every limited task `limiter_unavailable`."""
+    try:
+        pending = asyncio.all_tasks()
+    except RuntimeError:  # no running loop: LiteLLM started no async ping
+        return
+    for task in pending:
+        name = getattr(task.get_coro(), "__qualname__", "")
+        if name.rsplit(".", 1)[-1] == "ping" and "Redis" in name:
+            task.add_done_callback(_retrieved)
+
+
+def _retrieved(task: "asyncio.Task[Any]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("LiteLLM's Redis health ping failed: %s", type(task.exception()).__name__)
 
 
 def _shared_windows(settings: Mapping[str, Any]) -> Any:

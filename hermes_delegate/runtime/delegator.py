@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from ..core.budget import DEFAULT_RESERVE_TOKENS, Budget, Pricing, effective_cap
 from ..core.config import Config
 from ..sources.config_file import load_config
-from ..core.errors import DelegateError, ProviderError, TaskPayloadError
+from ..core.errors import DelegateError, ProviderError, TaskPayloadError, UsageError
 from .fanout import EventCallback, fan_out
 from ..core.planning import Allowlist, PlannedTask, Task, plan_batch
 from ..core.redact import Redactor, default_redactor, install_engine_log_filters, log_filter
@@ -108,6 +108,7 @@ class Delegator:
         self._worker = worker
         self._router: Any = router  # a RouterHandle to share (hosts keep one per process)
         self._stops: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._halted = False  # a stop signal came inside interrupt_on_signals: later batches start stopped
         self._lock = threading.Lock()
         self._router_lock = threading.Lock()
         #: THE redactor: built once from the config and the Resolver's env lookup (every secret-named
@@ -169,6 +170,9 @@ class Delegator:
         from .warmup import warm_up  # noqa: PLC0415
 
         await warm_up(self.router, calls=calls)
+        # litellm's catalog (prices, context windows: ~20 ms to index), read on a first task's
+        # context-window or price lookup
+        await asyncio.to_thread(lambda: self.resolver.catalog)
 
     async def complete(self, resolution: Resolution, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         """One routed completion for a host's own agent loop: the Router picks the deployment, the
@@ -285,9 +289,20 @@ class Delegator:
         return planned, cap
 
     # -- running (I/O) ----------------------------------------------------------------------
+    def _concurrency(self, max_concurrency: Any) -> int:
+        """How many tasks may run at once: `max_concurrency` (a whole number ≥ 1), else the config's."""
+        if max_concurrency is None:
+            return self.config.delegation.max_concurrency
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise UsageError(f"max_concurrency must be a whole number of at least 1 (got {max_concurrency!r}).",
+                             hint="Pass a positive integer, or leave it out to use delegation.max_concurrency "
+                                  f"({self.config.delegation.max_concurrency}).")
+        return max_concurrency
+
     async def run(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, model: str | None = None,
                   budget_usd: float | None = None, on_event: EventCallback | None = None,
                   max_concurrency: int | None = None) -> BatchResult:
+        self._concurrency(max_concurrency)
         planned, cap = self.plan(tasks, model=model, budget_usd=budget_usd)
         return await self.run_planned(planned, cap=cap, on_event=on_event, max_concurrency=max_concurrency)
 
@@ -295,23 +310,36 @@ class Delegator:
                           on_event: EventCallback | None = None,
                           max_concurrency: int | None = None) -> BatchResult:
         s = self.config.delegation
-        if self._worker is None:
-            from .warmup import import_for_first_call  # noqa: PLC0415
-
-            # litellm, and what its first completion imports lazily (~1 s), before the clock starts and
-            # off the event loop: a deployment's first request (which goes alone while its limits are
-            # learned) must not wait on them
-            await asyncio.to_thread(import_for_first_call)
-            self.router.router  # noqa: B018 - build the Router before the clock starts
-        budget = Budget(cap) if cap is not None else None
+        concurrency = self._concurrency(max_concurrency)
+        # The stop exists before the start-up (litellm's import and the Router's build take seconds): an
+        # interrupt() meanwhile is not lost, the batch then starts stopped (every task `interrupted`,
+        # nothing sent). Inside interrupt_on_signals, a stop signal that came earlier counts too.
         stop = asyncio.Event()
         key = (asyncio.get_running_loop(), stop)
         with self._lock:
             self._stops.add(key)
-        t0 = time.perf_counter()
+            if self._halted:
+                stop.set()
         try:
+            if self._worker is None and not stop.is_set():
+                from .warmup import import_for_first_call  # noqa: PLC0415
+
+                # litellm, and what its first completion imports lazily (~1 s), before the clock starts
+                # and off the event loop: a deployment's first request (which goes alone while its
+                # limits are learned) must not wait on them
+                await asyncio.to_thread(import_for_first_call)
+                if not stop.is_set():
+                    self.router.router  # noqa: B018 - build the Router before the clock starts
+                    # the build runs on the loop: a signal that came meanwhile reaches its handler, and
+                    # interrupt() sets the stop, within a few turns of the loop (about four)
+                    for _ in range(8):
+                        await asyncio.sleep(0)
+            if self._router is not None and self._router.built:
+                self._router.new_batch()  # shared windows found down before are tried again
+            budget = Budget(cap) if cap is not None else None
+            t0 = time.perf_counter()
             results = await fan_out(planned, self.worker, system_prompt=s.system_prompt,
-                                    max_concurrency=max_concurrency or s.max_concurrency,
+                                    max_concurrency=concurrency,
                                     timeout_s=s.task_timeout_s, max_tokens=self._max_tokens(cap),
                                     budget=budget, on_event=on_event, stop=stop, redactor=self.redactor)
         finally:
@@ -335,6 +363,7 @@ class Delegator:
         """Run a batch from synchronous code. With handle_sigint, Ctrl-C (and SIGTERM, SIGHUP)
         interrupts the batch cleanly (unfinished tasks come back `interrupted`) instead of raising
         KeyboardInterrupt or killing the process."""
+        self._concurrency(kw.get("max_concurrency"))
         planned, cap = self.plan(tasks, model=kw.pop("model", None), budget_usd=kw.pop("budget_usd", None))
         return self.run_planned_sync(planned, cap=cap, on_signal=self.interrupt if handle_sigint else None, **kw)
 
@@ -349,8 +378,20 @@ class Delegator:
     @contextlib.contextmanager
     def interrupt_on_signals(self) -> Iterator[Callable[[], None]]:
         """For a whole command (a CLI): a stop signal interrupts this Delegator's batches and never kills
-        the process, so what is known is always printed. Yields the `stop` to pass as `on_signal`."""
+        the process, so what is known is always printed. Yields the `stop` to pass as `on_signal` (a
+        host calls it too for a signal it caught before). Once stopped, a batch started later inside the
+        block, or one still starting up (litellm's import, the Router's build), starts stopped: every
+        task `interrupted`, nothing sent."""
         from .sync import signals_interrupt  # noqa: PLC0415
 
-        with signals_interrupt(self.interrupt) as stop:
-            yield stop
+        def halt() -> None:
+            with self._lock:
+                self._halted = True
+            self.interrupt()
+
+        try:
+            with signals_interrupt(halt) as stop:
+                yield stop
+        finally:
+            with self._lock:
+                self._halted = False

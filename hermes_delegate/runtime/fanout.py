@@ -30,6 +30,15 @@ def _base(p: PlannedTask, status: str) -> TaskResult:
                       model_source=p.model_source, resolved_via=p.resolution.resolved_via)
 
 
+def _not_started(p: PlannedTask, redactor: Any) -> TaskResult:
+    res = _base(p, "interrupted")
+    res.error = {"type": "interrupted", "retryable": True,
+                 "message": "The batch was interrupted before it started; nothing was sent."}
+    if redactor is not None:
+        _redact_result(res, redactor)
+    return res
+
+
 def _redact_result(res: TaskResult, redactor: Any) -> None:
     """Every string a result carries (summary, error, attempt errors, structured output, goal) redacted."""
     res.goal, res.summary, res.error, output, errors = redactor.scrub(
@@ -57,6 +66,8 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                   stop: asyncio.Event | None = None, redactor: Any = None) -> list[TaskResult]:
     """Run every planned task; return one result per task, in input order."""
     total = len(planned)
+    if stop is not None and stop.is_set():  # stopped before it started (a signal during start-up)
+        return [_not_started(p, redactor) for p in planned]
     results: list[TaskResult | None] = [None] * total
     sem = asyncio.Semaphore(max_concurrency)
 

@@ -18,10 +18,10 @@ from pydantic import ValidationError
 
 from ..core.config import (_PROXY_KEY_HINT, IGNORED_SECTIONS, LITELLM_SETTINGS, ROUTER_SECTIONS, Config,
                            RouterSection)
-from ..core.errors import ConfigError, DelegateError
+from ..core.errors import BudgetError, ConfigError, DelegateError
 
-__all__ = ["load_config", "config_from_dict", "default_config_path", "read_yaml_file", "NoAliasLoader",
-           "load_tasks"]
+__all__ = ["load_config", "config_from_dict", "default_config_path", "read_yaml_file", "read_bounded",
+           "NoAliasLoader", "BoundedAliasLoader", "load_tasks", "MAX_YAML_BYTES", "MAX_YAML_NODES"]
 
 log = logging.getLogger(__name__)
 
@@ -32,55 +32,166 @@ def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "hermes-delegate" / "config.yaml"
 
 
-def _format_validation(err: ValidationError, where: str) -> ConfigError:
-    lines = []
+def _format_validation(err: ValidationError, where: str) -> ConfigError | BudgetError:
+    """One sentence naming the file and each bad key. Our own validators' messages (pydantic prefixes
+    them "Value error, ") name their keys already. Only budget_usd wrong: a BudgetError, as from every
+    other door a budget comes through."""
+    lines, keys = [], set()
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"{loc}: {e['msg']}")
-    msg = f"Invalid config {where}: " + "; ".join(lines)
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = str(e["msg"]).strip()
+        ours = msg.startswith(_VALUE_ERROR)
+        msg = msg[len(_VALUE_ERROR):] if ours else msg
+        lines.append(msg.rstrip(".") if ours and not loc else f"{loc or '(top level)'}: {msg.rstrip('.')}")
+        keys.add(e["loc"][-1] if e["loc"] else None)
+    msg = f"Invalid config {where}: " + "; ".join(lines) + "."
+    if keys == {"budget_usd"}:
+        return BudgetError(msg, hint="Set budget_usd to a positive number of US dollars (e.g. 0.5), or leave it "
+                                     "out for no cap.")
     return ConfigError(msg, hint="Fix the named keys; see configs/ for working examples.")
+
+
+_VALUE_ERROR = "Value error, "
+
+
+#: The largest file read as YAML (a config, an included or litellm_config file, hermes's config.yaml, a
+#: tasks file): at most this many bytes (+1, to tell) are read, so /dev/zero or a FIFO is never read
+#: whole, and a bigger file is refused before any parsing.
+MAX_YAML_BYTES = 8 * 1024 * 1024
+#: The most YAML nodes a config file may hold once its aliases are expanded (each alias counts as the
+#: whole node it names): bounds "billion laughs" alias bombs while loading, before anything expands.
+MAX_YAML_NODES = 1_000_000
+
+
+def _a(what: str) -> str:
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MiB" if n >= 1024 * 1024 else f"{n:,} bytes"
+
+
+class _Refused(yaml.YAMLError):
+    """YAML we read but do not accept (an alias where none is allowed, an alias bomb)."""
+
+    def __init__(self, problem: str, mark: Any, hint: str):
+        super().__init__(problem)
+        self.problem, self.problem_mark, self.hint = problem, mark, hint
 
 
 class NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors' aliases (*name): they allow exponential "billion laughs"
-    documents. Plain YAML config and tasks files never need them."""
+    documents. Tasks files never need them."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed",
-                                              event.start_mark)
+            raise _Refused("YAML aliases (*name) are not allowed in {a_what}", event.start_mark,
+                           "Write each task out in full: a tasks file takes no &anchors, *aliases or <<: merge keys.")
         return super().compose_node(parent, index)
 
 
+class BoundedAliasLoader(yaml.SafeLoader):
+    """SafeLoader for config files: anchors, aliases and merge keys (`<<: *common`) as LiteLLM and
+    hermes accept them, with the expanded node count bounded while the document is composed. Each
+    node's expanded size (1 + its children's, an alias counting as the node it names) is known when
+    the node ends, so an alias bomb is refused after a few dozen nodes, before anything expands; an
+    alias to a node that contains it (a structure with no end) is refused too."""
+
+    max_nodes = MAX_YAML_NODES
+
+    def compose_document(self) -> Any:
+        self._sizes: dict[int, int] = {}  # id(node) -> expanded size; nodes stay alive in the tree
+        try:
+            return super().compose_document()
+        finally:
+            self._sizes = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        node = super().compose_node(parent, index)
+        if isinstance(event, yaml.AliasEvent):
+            if id(node) not in self._sizes:
+                raise _Refused(f"the alias *{event.anchor} is used inside the node it names, which makes a "
+                               "structure with no end", event.start_mark,
+                               "Point aliases only at nodes that are complete where the alias is used.")
+            return node
+        if isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._sizes[id(v)] for v in node.value)
+        else:
+            size = 1
+        if size > self.max_nodes:
+            raise _Refused(f"more than {self.max_nodes:,} YAML nodes once its aliases are expanded, the limit "
+                           "for {a_what} (an alias bomb?)", event.start_mark,
+                           "Use anchors and aliases (<<: *defaults) for shared settings, not to multiply data.")
+        self._sizes[id(node)] = size
+        return node
+
+
+def read_bounded(path: Path, max_bytes: int = MAX_YAML_BYTES) -> bytes:
+    """At most `max_bytes` + 1 bytes of the file (OSError as open/read raise it): a caller that gets
+    more than `max_bytes` knows the file is too large without reading an endless stream to its end."""
+    chunks, total = [], 0
+    with open(path, "rb") as f:
+        while total <= max_bytes:  # in chunks: a small file does not cost a max_bytes buffer
+            chunk = f.read(min(_CHUNK, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    return b"".join(chunks)
+
+
+_CHUNK = 64 * 1024
+
+
 def read_yaml_file(path: Path, what: str, error: type[DelegateError] = ConfigError, *,
-                   not_found_hint: str = "", nested_hint: str = "") -> Any:
-    """The one reader of our YAML files (configs and tasks files): plain YAML only (no !!python tags,
-    no *aliases), every way a file can be unusable as one typed `error` naming `what` and the path."""
+                   not_found_hint: str = "", nested_hint: str = "", aliases: bool = False,
+                   max_bytes: int = MAX_YAML_BYTES) -> Any:
+    """The one reader of our YAML files (configs and tasks files): plain YAML only (no !!python tags),
+    at most `max_bytes`; `aliases` (config files): anchors, aliases and merge keys, bounded by
+    MAX_YAML_NODES once expanded; otherwise (tasks files) no aliases at all. Every way a file can be
+    unusable is one typed `error` naming `what` and the path, each sentence ending in a full stop."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_bounded(path, max_bytes)
     except FileNotFoundError:
-        raise error(f"{what[:1].upper()}{what[1:]} not found: {path}", hint=not_found_hint) from None
+        raise error(f"{what[:1].upper()}{what[1:]} not found: {path}.", hint=not_found_hint) from None
     except OSError as exc:
-        raise error(f"Cannot read {what} {path}: {exc.strerror or exc}.") from None
+        reason = str(exc.strerror or exc)
+        raise error(f"Cannot read {what} {path}: {reason[:1].lower()}{reason[1:]}.") from None
+    if len(raw) > max_bytes:
+        raise error(f"Cannot read {what} {path}: it is larger than {_mib(max_bytes)}, the limit for a YAML file.",
+                    hint="Split it into smaller files (several tasks files, or a LiteLLM config's include:), "
+                         "and let workers read large inputs from files instead of pasting them.")
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise error(f"Cannot read {what} {path}: it is not UTF-8 text.") from None
+    loader = BoundedAliasLoader if aliases else NoAliasLoader
     try:
-        return yaml.load(text, Loader=NoAliasLoader)  # safe: refuses !!python/object and aliases
+        return yaml.load(text, Loader=loader)  # safe: refuses !!python/object; aliases refused or bounded
     except RecursionError:
-        raise error(f"{path} is nested too deeply to be a {what}.", hint=nested_hint) from None
+        raise error(f"{path} is nested too deeply to be {_a(what)}.", hint=nested_hint) from None
+    except MemoryError:
+        raise error(f"{path} is too large to load as {_a(what)}.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        if isinstance(exc, _Refused):
+            raise error(f"{path}{at}: {problem.replace('{a_what}', _a(what))}.", hint=exc.hint) from None
+        plain = "no !!python tags" if aliases else "no !!python tags, no *aliases"
         raise error(f"{path}{at} is not valid YAML: {problem}.",
-                    hint="Only plain YAML is accepted (no !!python tags, no *aliases).") from None
+                    hint=f"Only plain YAML is accepted ({plain}).") from None
 
 
 def load_tasks(path: str | os.PathLike[str]) -> tuple[list[Any], str | None]:
     """A tasks file (what `hermes-delegate run` takes): a list of tasks or goal strings, or a mapping
     {tasks: [...], model: ...}. Returns (tasks, the file's model or None); TaskPayloadError otherwise.
-    Read like a config (plain YAML only); the tasks themselves are checked by Delegator.plan."""
+    Read like a config (plain YAML, at most 8 MiB) but with no aliases; the tasks themselves are checked
+    by Delegator.plan."""
     from ..core.errors import TaskPayloadError  # noqa: PLC0415
 
     shape = "Each task has goal (required), context and model."
@@ -100,7 +211,7 @@ def load_tasks(path: str | os.PathLike[str]) -> tuple[list[Any], str | None]:
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    data = read_yaml_file(path, what, not_found_hint="Check the path, or pass --config PATH.")
+    data = read_yaml_file(path, what, not_found_hint="Check the path, or pass --config PATH.", aliases=True)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -124,7 +235,7 @@ def _includes(data: Mapping[str, Any], where: Path) -> list[str]:
         return []
     if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
         raise ConfigError(f"{where}: include: must be a list of file paths.",
-                          hint="include: [models.yaml, more_models.yaml] (paths relative to this file)")
+                          hint="Write include: [models.yaml, more_models.yaml] (paths relative to this file).")
     return entries
 
 
@@ -162,7 +273,7 @@ def _check_litellm_settings(settings: Any, where: str) -> None:
     params = settings.get("cache_params")
     if params is not None and not isinstance(params, Mapping):
         raise ConfigError(f"{where}: litellm_settings.cache_params: must be a mapping.",
-                          hint="cache_params: {type: local} or {type: redis, host: ..., port: ...}")
+                          hint="Write cache_params: {type: local} or {type: redis, host: ..., port: ...}.")
 
 
 def _load_litellm_config(path: Path) -> dict[str, Any]:
@@ -236,5 +347,5 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
             return Config()
         path = default
     p = Path(os.path.expanduser(str(path)))
-    data = _read_yaml(p, "Config file")
+    data = _read_yaml(p, "config file")
     return config_from_dict(data, source=str(p), base_dir=p.parent)

@@ -7,7 +7,8 @@
       aliases: {small: haiku}   # plus `tiers` (merged into aliases), `router` or `litellm_config`,
       router: {model_list: [...], router_settings: {num_retries: 2}}   # and the plugin's own keys
 
-Read with config.read_yaml_file (plain YAML, no aliases), never written. Imports no host code.
+Read with config_file.read_yaml_file (plain YAML; anchors and merge keys bounded), never written.
+Imports no host code.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..core.config import Config
-from .config_file import config_from_dict, default_config_path, read_yaml_file
-from ..core.errors import ConfigError
+from .config_file import config_from_dict, default_config_path, read_bounded, read_yaml_file
+from ..core.errors import BudgetError, ConfigError
 
 BLOCK = "hermes_delegate"
 ROUTER_KEYS = ("router", "litellm_config")
@@ -34,7 +35,8 @@ def home_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def read_hermes_yaml(path: Path) -> dict[str, Any]:
-    data = read_yaml_file(path, "hermes config file", not_found_hint="Pass the HERMES_HOME that holds config.yaml.")
+    data = read_yaml_file(path, "hermes config file", not_found_hint="Pass the HERMES_HOME that holds config.yaml.",
+                          aliases=True)  # anchors and merge keys, as hermes reads it; bounded
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -46,7 +48,7 @@ def detect(env: Mapping[str, str] | None = None) -> Path | None:
     """The HERMES_HOME ($HERMES_HOME, else ~/.hermes) whose config.yaml has a `hermes_delegate:` block."""
     path = home_dir(env) / "config.yaml"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path).decode("utf-8")  # at most MAX_YAML_BYTES + 1: never an endless stream whole
     except (OSError, UnicodeDecodeError):
         return None
     return path.parent if re.search(rf"^{BLOCK}\s*:", text, re.MULTILINE) else None
@@ -134,7 +136,7 @@ def config_from_hermes(raw: Mapping[str, Any], *, path: Path | None,
     source = f"{path} ({BLOCK})" if path else BLOCK
     try:
         return config_from_dict(data, source=source, base_dir=path.parent if path else None)
-    except ConfigError as exc:
+    except (ConfigError, BudgetError) as exc:  # a bad budget_usd is a BudgetError, named the same way
         exc.message = exc.message.replace("delegation.", f"{BLOCK}.")
         if getattr(exc, "hint", None):
             exc.hint = hermes_keys(exc.hint)

@@ -27,6 +27,7 @@ from ..core.errors import DelegateError, ProviderError, TaskPayloadError, TaskPr
 from ..core.planning import Task
 from ..core.precedence import is_unset
 from ..core.redact import default_redactor
+from ..core.text import finite, utf8, utf8_deep
 
 if TYPE_CHECKING:
     from ..runtime.delegator import Delegator
@@ -51,7 +52,8 @@ _TASK_SHAPE = '{"goal": "...", "context": "...", "model": "..."}'
 def tool_error(exc: DelegateError) -> dict[str, Any]:
     """THE mapping of our errors to a JSON tool error: {error, hint, suggestions, type[, tasks]}.
     Redacted with the process-wide redactor (it knows every Delegator's secrets): a host may call this
-    without a Delegator, e.g. for a config that did not load."""
+    without a Delegator, e.g. for a config that did not load. Every string in it encodes as UTF-8 (a lone
+    surrogate echoed from the input becomes U+FFFD)."""
     out: dict[str, Any] = {"error": exc.message, "hint": exc.hint, "suggestions": list(exc.suggestions),
                            "type": exc.kind}
     if isinstance(exc, ProviderError):
@@ -61,7 +63,7 @@ def tool_error(exc: DelegateError) -> dict[str, Any]:
         out["tasks"] = [p.to_dict() for p in problems]
         if not out["suggestions"] and all(p.suggestions == problems[0].suggestions for p in problems):
             out["suggestions"] = list(problems[0].suggestions)  # one fix for the whole call
-    return default_redactor().scrub(out)
+    return utf8_deep(default_redactor().scrub(out))
 
 
 def internal_error(exc: BaseException) -> dict[str, Any]:
@@ -349,8 +351,11 @@ class DelegateTools:
 
     # -- output -----------------------------------------------------------------------------
     def _dump(self, obj: Any) -> str:
-        """The one way a tool answer leaves: redacted with the Delegator's redactor."""
-        return json.dumps(self.delegator.redactor.scrub(obj), ensure_ascii=False, default=str)
+        """The one way a tool answer leaves: redacted with the Delegator's redactor, strict JSON (a NaN
+        or infinity, e.g. in a provider's structured answer, becomes null) and valid UTF-8 (a lone
+        surrogate, e.g. echoed by a provider, becomes U+FFFD)."""
+        return utf8(json.dumps(finite(self.delegator.redactor.scrub(obj)), ensure_ascii=False, default=str,
+                               allow_nan=False))
 
     def _internal(self, tool: str, exc: BaseException) -> str:
         # our loggers carry the redacting filter (installed when the Delegator was created)

@@ -1,0 +1,313 @@
+"""Hardening, second pass (issue 13): a stop signal while `run`/`demo` is still starting up, Redis down
+from the start or frozen mid-batch, the stray "Task exception was never retrieved" in a host's own
+loop, --concurrency / max_concurrency out of range, and `doctor` on loopback:// configs.
+
+Signals go to a real `hermes-delegate` process (cli.main, run as `python -c`) held at a chosen start-up
+step: the step prints a marker on stderr and waits for a line on stdin, so the signal provably arrives
+during that step (no sleeps to guess the timing); the test then lets the step finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hermes_delegate import Delegator, Task, UsageError, config_from_dict
+from hermes_delegate.hosts.cli import main
+from hermes_delegate.loopback import LoopbackProvider
+from helpers import free_port, start_redis, stop_process
+
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+#: Runs the CLI with one start-up step held until a line arrives on stdin (announced on stderr).
+HELD_CLI = textwrap.dedent('''
+    import sys
+
+    step = sys.argv[1]
+
+    def held(fn):
+        def wrapper(*args, **kwargs):
+            print(f"HELD AT {step}", file=sys.stderr, flush=True)
+            sys.stdin.readline()
+            return fn(*args, **kwargs)
+        return wrapper
+
+    from hermes_delegate.hosts import cli, demo
+    from hermes_delegate.routing import router
+    from hermes_delegate.runtime import warmup
+
+    if step == "config":  # the config file loading
+        cli._config = held(cli._config)
+    elif step == "demo-config":  # the demo's config loading (and its providers starting)
+        demo.loopback_config = held(demo.loopback_config)
+    elif step == "import":  # litellm's import, on a worker thread ("loading providers…")
+        warmup.import_for_first_call = held(warmup.import_for_first_call)
+    elif step == "build":  # the Router's build, on the event loop
+        router.RouterHandle._build = held(router.RouterHandle._build)
+    sys.exit(cli.main(sys.argv[2:]))
+''')
+
+
+def _files(tmp_path: Path, provider: LoopbackProvider, n: int = 3) -> tuple[Path, Path]:
+    cfg = {"delegation": {"task_timeout_s": 60},
+           "router": {"model_list": [{"model_name": "slow", "litellm_params": {
+               "model": "openai/slow-model", "api_base": provider.base_url, "api_key": "sk-loopback-test"}}],
+               "router_settings": {"num_retries": 0}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"model": "slow", "tasks": [f"task {i}" for i in range(n)]}),
+                                     encoding="utf-8")
+    return tmp_path / "c.yaml", tmp_path / "t.yaml"
+
+
+def _held_cli(tmp_path: Path, step: str, argv: list[str]) -> subprocess.Popen[str]:
+    script = tmp_path / "held_cli.py"
+    script.write_text(HELD_CLI, encoding="utf-8")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(script), step, *argv], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+
+
+def _signal_while_held(proc: subprocess.Popen[str], step: str, sig: signal.Signals) -> tuple[str, str]:
+    """Wait for the held step's marker, send `sig`, let the step go on; return (stdout, stderr)."""
+    assert proc.stderr is not None and proc.stdin is not None
+    seen: list[str] = []
+    for line in proc.stderr:  # stderr lines until the marker (a failure before it ends the loop)
+        seen.append(line)
+        if line.strip() == f"HELD AT {step}":
+            break
+    else:
+        proc.wait(30)
+        pytest.fail(f"never reached {step}: rc={proc.returncode} {''.join(seen)[-2000:]}")
+    proc.send_signal(sig)
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    out, err = proc.communicate(timeout=60)
+    return out, "".join(seen) + err
+
+
+@POSIX
+@pytest.mark.parametrize("step,sig", [
+    ("config", signal.SIGTERM), ("config", signal.SIGHUP),
+    ("import", signal.SIGTERM), ("import", signal.SIGINT), ("import", signal.SIGHUP),
+    ("build", signal.SIGTERM),
+], ids=lambda v: v.name if isinstance(v, signal.Signals) else v)
+def test_a_stop_signal_during_start_up_interrupts_before_anything_is_sent(tmp_path: Path, step: str,
+                                                                          sig: signal.Signals):
+    with LoopbackProvider("slowpoke", latency_s=2.0).start() as provider:
+        cfg, tasks = _files(tmp_path, provider)
+        proc = _held_cli(tmp_path, step, ["--config", str(cfg), "run", str(tasks), "--json"])
+        try:
+            out, err = _signal_while_held(proc, step, sig)
+        finally:
+            proc.kill()
+        sent = len(provider.requests)
+    assert proc.returncode == 1, (proc.returncode, err[-2000:])
+    batch = json.loads(out)
+    assert [t["status"] for t in batch["results"]] == ["interrupted"] * 3
+    assert {t["error"]["type"] for t in batch["results"]} == {"interrupted"}
+    assert sent == 0, "nothing may be sent after a stop signal"
+    assert "Traceback" not in err, err[-2000:]
+
+
+@POSIX
+def test_a_stop_signal_while_the_demo_loads_its_config_still_prints_the_result(tmp_path: Path):
+    proc = _held_cli(tmp_path, "demo-config", ["demo", "--json"])
+    try:
+        out, err = _signal_while_held(proc, "demo-config", signal.SIGTERM)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, (proc.returncode, err[-2000:])
+    statuses = {t["status"] for t in json.loads(out)["results"]}
+    assert statuses == {"interrupted"}
+    assert "Traceback" not in err, err[-2000:]
+
+
+def test_interrupt_during_start_up_is_not_lost_in_an_async_host():
+    """Delegator.interrupt() while run() is still importing litellm: the batch starts stopped."""
+    from hermes_delegate.runtime import warmup
+
+    real = warmup.import_for_first_call
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_import() -> None:
+        entered.set()
+        release.wait(30)
+        real()
+
+    with LoopbackProvider("slowpoke", latency_s=2.0).start() as provider:
+        d = Delegator(config_from_dict({"router": {"model_list": [{"model_name": "slow", "litellm_params": {
+            "model": "openai/slow-model", "api_base": provider.base_url, "api_key": "sk-loopback-test"}}]}},
+            source="(start-up test)"))
+
+        async def host() -> Any:
+            run = asyncio.ensure_future(d.run([Task(f"t{i}", model="slow") for i in range(3)]))
+            await asyncio.to_thread(entered.wait, 30)
+            d.interrupt()
+            release.set()
+            return await run
+
+        warmup.import_for_first_call = slow_import
+        try:
+            batch = asyncio.run(host())
+        finally:
+            warmup.import_for_first_call = real
+            release.set()
+        assert [r.status for r in batch.results] == ["interrupted"] * 3
+        assert provider.requests == []
+    # and the next batch of the same Delegator runs normally
+    with LoopbackProvider("fast", latency_s=0.01).start() as provider:
+        d = Delegator(config_from_dict({"router": {"model_list": [{"model_name": "fast", "litellm_params": {
+            "model": "openai/fast-model", "api_base": provider.base_url, "api_key": "sk-loopback-test"}}]}},
+            source="(start-up test)"))
+        assert d.run_sync([Task("again", model="fast")]).counts() == {"completed": 1}
+
+
+# -- Redis down from the start, frozen mid-batch --------------------------------------------------
+
+def _redis_config(provider: LoopbackProvider, port: int, rpm: int = 600) -> Any:
+    return config_from_dict({
+        "delegation": {"max_concurrency": 64, "task_timeout_s": 60},
+        "router": {"model_list": [{"model_name": "limited", "litellm_params": {
+            "model": "openai/limited-model", "api_base": provider.base_url, "api_key": "sk-loopback-test",
+            "rpm": rpm}, "model_info": {"id": f"t{os.getpid()}-{time.time_ns()}-limited"}}],
+            "router_settings": {"num_retries": 0, "redis_host": "127.0.0.1", "redis_port": port}}},
+        source="(redis outage test)")
+
+
+def test_redis_down_from_the_start_fails_fast_and_quietly_in_an_async_host(caplog: pytest.LogCaptureFixture,
+                                                                           capfd: pytest.CaptureFixture[str]):
+    """A host awaiting Delegator.run() in its own loop (as the MCP server does): the Router's build does
+    not stall on redis-py's retries, every task fails typed, and LiteLLM's unawaited Redis health ping
+    leaves no "Task exception was never retrieved"."""
+    port = free_port()  # nothing listens there
+    with LoopbackProvider("limited", latency_s=0.01).start() as provider:
+        d = Delegator(_redis_config(provider, port))
+
+        async def host() -> tuple[Any, float]:
+            assert asyncio.get_running_loop().get_exception_handler() is None  # the host's own default
+            t0 = time.monotonic()
+            d.router.router  # noqa: B018 - the build, on this loop
+            build_s = time.monotonic() - t0
+            batch = await d.run([Task(f"t{i}", model="limited") for i in range(6)])
+            await asyncio.sleep(0.2)  # LiteLLM's ping has long failed by now
+            gc.collect()  # and its task is gone: an unretrieved exception would be reported now
+            await asyncio.sleep(0)
+            return batch, build_s
+
+        batch, build_s = asyncio.run(host())
+        gc.collect()
+        assert provider.requests == []
+    cache = d.router.router.cache.redis_cache
+    assert cache.redis_kwargs["socket_connect_timeout"] <= 1 and cache.redis_kwargs["socket_timeout"] <= 1
+    assert cache.redis_kwargs["retry"]._retries == 0
+    # redis-py's default retries with backoff made this ~8 s; now one refused connection per ping
+    assert build_s < 4, build_s
+    assert [(r.status, r.error["type"]) for r in batch.results] == [("failed", "limiter_unavailable")] * 6
+    out, err = capfd.readouterr()
+    logged = caplog.text + out + err
+    assert "never retrieved" not in logged and "Traceback" not in logged, logged[-2000:]
+    assert "synchronous redis.retry.Retry" not in logged, logged[-2000:]
+
+
+def test_a_frozen_redis_fails_the_rest_of_the_batch_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                            capfd: pytest.CaptureFixture[str]):
+    """A redis-server stopped (SIGSTOP) mid-batch answers nothing: one ~1 s timeout, then every task
+    still queued fails `limiter_unavailable` at once (no 2 s tries and pauses one after another), and
+    nothing more is sent. The next batch tries Redis again."""
+    port = free_port()
+    server = start_redis(port, tmp_path)
+    frozen: dict[str, float] = {}
+    try:
+        with LoopbackProvider("limited", latency_s=0.02).start() as provider:
+            d = Delegator(_redis_config(provider, port, rpm=120))  # 2/s: the batch queues
+            d.router.router  # noqa: B018 - build before the batch
+
+            def freeze_after_two() -> None:
+                while len(provider.requests) < 2:
+                    time.sleep(0.02)
+                os.kill(server.pid, signal.SIGSTOP)
+                frozen["at"] = time.monotonic()
+
+            freezer = threading.Thread(target=freeze_after_two, daemon=True)
+            freezer.start()
+            batch = d.run_sync([Task(f"task {i}", model="limited") for i in range(20)])
+            took_s = time.monotonic() - frozen["at"]
+            freezer.join(5)
+            statuses = [r.status for r in batch.results]
+            failed = [r for r in batch.results if r.status != "completed"]
+            assert len(failed) >= 15, statuses
+            assert {(r.status, r.error["type"]) for r in failed} == {("failed", "limiter_unavailable")}
+            assert len(provider.requests) == statuses.count("completed"), "nothing sent for a failed task"
+            # before: 6.3 s (each try waited 2 s, then a 2 s pause, then another try); now one 1 s timeout
+            # of ours, plus at most one of LiteLLM's own Redis calls (the same 1 s) for a task under way
+            assert took_s < 4.5, took_s
+
+            os.kill(server.pid, signal.SIGCONT)  # Redis answers again: the next batch uses it at once
+            again = d.run_sync([Task(f"again {i}", model="limited") for i in range(2)])
+            assert again.counts() == {"completed": 2}, [r.error for r in again.results]
+    finally:
+        if server.poll() is None:
+            os.kill(server.pid, signal.SIGCONT)
+        stop_process(server)
+    out, err = capfd.readouterr()
+    logged = caplog.text + out + err
+    assert "never retrieved" not in logged and "Traceback" not in logged, logged[-2000:]
+
+
+# -- max_concurrency, from the CLI and from Python -------------------------------------------------
+
+@pytest.mark.parametrize("value", ["-1", "0", "x", "1.5"])
+def test_cli_concurrency_must_be_a_positive_whole_number(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         value: str):
+    (tmp_path / "t.yaml").write_text("- hi\n", encoding="utf-8")
+    code = main(["run", str(tmp_path / "t.yaml"), "--concurrency", value], out=io.StringIO())
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--concurrency" in err and "at least 1" in err and "Traceback" not in err and "Semaphore" not in err
+
+
+@pytest.mark.parametrize("value", [-1, 0, 1.5, "4", True])
+def test_python_max_concurrency_out_of_range_is_a_usage_error(value: Any):
+    with LoopbackProvider("fast", latency_s=0.01).start() as provider:
+        d = Delegator(config_from_dict({"router": {"model_list": [{"model_name": "fast", "litellm_params": {
+            "model": "openai/fast-model", "api_base": provider.base_url, "api_key": "sk-loopback-test"}}]}},
+            source="(concurrency test)"))
+        with pytest.raises(UsageError, match="max_concurrency must be a whole number of at least 1"):
+            d.run_sync([Task("a", model="fast")], max_concurrency=value)
+        with pytest.raises(UsageError, match="at least 1"):
+            asyncio.run(d.run([Task("a", model="fast")], max_concurrency=value))
+        planned, cap = d.plan([Task("a", model="fast")])
+        with pytest.raises(UsageError, match="at least 1"):
+            asyncio.run(d.run_planned(planned, cap=cap, max_concurrency=value))
+        assert provider.requests == []
+        assert d.run_sync([Task("b", model="fast")], max_concurrency=1).counts() == {"completed": 1}
+
+
+# -- doctor on a loopback:// config ----------------------------------------------------------------
+
+def test_doctor_reports_loopback_api_bases_as_run_does(capsys: pytest.CaptureFixture[str]):
+    demo_cfg = Path(__file__).resolve().parents[1] / "hermes_delegate" / "demo_data" / "demo.yaml"
+    out = io.StringIO()
+    code = main(["doctor", "--config", str(demo_cfg)], out=out)
+    text = out.getvalue()
+    assert code == 1, text
+    assert "ok: no problems found" not in text
+    assert "only works under `hermes-delegate demo`" in text and "python -m hermes_delegate.loopback" in text
+    out = io.StringIO()
+    assert main(["doctor", "--config", str(demo_cfg), "--json"], out=out) == 1
+    problems = json.loads(out.getvalue())["problems"]
+    assert any("loopback://" in p and "hermes-delegate demo" in p for p in problems), problems

@@ -200,3 +200,37 @@ def run_together(script: Path, args_list: "list[list[str]]", cwd: Path, timeout_
         assert p.returncode == 0, err.decode(errors="replace")[-2000:]
         outs.append(out.decode().strip().splitlines()[-1])
     return outs
+
+
+# -- the real LiteLLM proxy (its own venv: .ci/run installs litellm[proxy] into .proxyvenv) -----------
+PROXY_KEY = "sk-proxy-master-key-0123456789"
+PROXY_HOW = ('python -m venv .proxyvenv && .proxyvenv/bin/pip install "litellm[proxy]" (.ci/run does it), '
+             "or set HERMES_DELEGATE_TEST_LITELLM_PROXY to such a venv's bin/litellm")
+_PROXY_MODULES = ("fastapi", "uvicorn", "backoff", "apscheduler", "orjson")
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def proxy_binary() -> str | None:
+    """A `litellm` executable whose interpreter has the proxy extras (litellm[proxy]), or None."""
+    candidates = [os.environ.get("HERMES_DELEGATE_TEST_LITELLM_PROXY"), str(_ROOT.parent / "proxyvenv/bin/litellm"),
+                  str(_ROOT / ".proxyvenv/bin/litellm"), shutil.which("litellm")]
+    check = "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in %r) else 1)" % (
+        _PROXY_MODULES,)
+    for cand in candidates:
+        if not cand or not os.access(cand, os.X_OK):
+            continue
+        python = Path(cand).parent / "python"
+        if python.exists() and subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0:
+            return cand
+    return None
+
+
+def require_proxy() -> str:
+    """The real proxy's `litellm` executable; when it is missing or lacks its extras the calling test is
+    skipped locally and FAILS under CI=true."""
+    binary = proxy_binary()
+    if binary is None:
+        default = os.environ.get("HERMES_DELEGATE_TEST_LITELLM_PROXY") or str(_ROOT / ".proxyvenv/bin/litellm")
+        require_binary(default, PROXY_HOW)
+        missing(f"{default} exists but its interpreter lacks the proxy extras {_PROXY_MODULES}", PROXY_HOW)
+    return binary

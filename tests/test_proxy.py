@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -34,11 +32,10 @@ from hermes_delegate.routing._litellm import import_litellm
 from hermes_delegate.loopback import LoopbackProvider, closed_port_url
 from hermes_delegate.sources.groups import resolver_for
 from hermes_delegate.sources.remote_proxy import fetch_groups
-from helpers import missing, require_binary
+from helpers import PROXY_KEY, free_port, require_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_KEYS = {"AZURE_API_KEY_EU": "sk-upstream-eu-0123456789", "AZURE_API_KEY_CA": "sk-upstream-ca-0123456789"}
-PROXY_KEY = "sk-proxy-master-key-0123456789"
 
 DOCS_CONFIG = """\
 model_list:
@@ -342,44 +339,14 @@ def test_remote_groups_are_what_list_models_and_the_cli_list(fake_proxy: FakePro
 
 
 # -- remote mode against a real LiteLLM proxy ----------------------------------------------------
-_PROXY_MODULES = ("fastapi", "uvicorn", "backoff", "apscheduler", "orjson")
-
-
-PROXY_HOW = ('python -m venv .proxyvenv && .proxyvenv/bin/pip install "litellm[proxy]" (.ci/run does it), '
-             "or set HERMES_DELEGATE_TEST_LITELLM_PROXY to such a venv's bin/litellm")
-
-
-def _proxy_binary() -> str | None:
-    """A `litellm` executable whose interpreter has the proxy extras (litellm[proxy])."""
-    candidates = [os.environ.get("HERMES_DELEGATE_TEST_LITELLM_PROXY"), str(ROOT.parent / "proxyvenv/bin/litellm"),
-                  str(ROOT / ".proxyvenv/bin/litellm"), shutil.which("litellm")]
-    check = "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in %r) else 1)" % (
-        _PROXY_MODULES,)
-    for cand in candidates:
-        if not cand or not os.access(cand, os.X_OK):
-            continue
-        python = Path(cand).parent / "python"
-        if python.exists() and subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0:
-            return cand
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def real_proxy(providers: LoopbackPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = _proxy_binary()
-    if binary is None:  # skip locally, FAIL under CI=true
-        default = os.environ.get("HERMES_DELEGATE_TEST_LITELLM_PROXY") or str(ROOT / ".proxyvenv/bin/litellm")
-        require_binary(default, PROXY_HOW)
-        missing(f"{default} exists but its interpreter lacks the proxy extras {_PROXY_MODULES}", PROXY_HOW)
+    binary = require_proxy()  # skip locally, FAIL under CI=true
     work = tmp_path_factory.mktemp("litellm-proxy")
     (work / "config.yaml").write_text(docs_config(providers), encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "LANG": "C.UTF-8",
            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_PROXY": "127.0.0.1,localhost",
            "no_proxy": "127.0.0.1,localhost", "PROXY_MASTER_KEY": PROXY_KEY, **UPSTREAM_KEYS}

@@ -234,3 +234,18 @@ def require_proxy() -> str:
         require_binary(default, PROXY_HOW)
         missing(f"{default} exists but its interpreter lacks the proxy extras {_PROXY_MODULES}", PROXY_HOW)
     return binary
+
+
+def slow_run_files(tmp_path: Path, api_base: str, n: int = 3) -> tuple[Path, Path]:
+    """A config (one group `slow` on `api_base`, no retries) and a tasks file of `n` tasks on it, for
+    `hermes-delegate run` subprocesses that get a signal mid-batch or mid-start-up."""
+    import yaml  # noqa: PLC0415
+
+    cfg = {"delegation": {"task_timeout_s": 60},
+           "router": {"model_list": [{"model_name": "slow", "litellm_params": {
+               "model": "openai/slow-model", "api_base": api_base, "api_key": "sk-loopback-test"}}],
+               "router_settings": {"num_retries": 0}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"model": "slow", "tasks": [f"task {i}" for i in range(n)]}),
+                                     encoding="utf-8")
+    return tmp_path / "c.yaml", tmp_path / "t.yaml"

@@ -12,21 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from helpers import slow_run_files
 from hermes_delegate.loopback import LoopbackProvider
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
 def _start_run(tmp_path: Path, provider: LoopbackProvider, n: int = 4) -> subprocess.Popen[str]:
-    cfg = {"delegation": {"task_timeout_s": 60},
-           "router": {"model_list": [{"model_name": "slow", "litellm_params": {
-               "model": "openai/slow-model", "api_base": provider.base_url, "api_key": "sk-loopback-test"}}],
-               "router_settings": {"num_retries": 0}}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"model": "slow", "tasks": [f"task {i}" for i in range(n)]}),
-                                     encoding="utf-8")
+    slow_run_files(tmp_path, provider.base_url, n)
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     return subprocess.Popen([sys.executable, "-m", "hermes_delegate.hosts.cli", "--config", str(tmp_path / "c.yaml"),
                              "run", str(tmp_path / "t.yaml"), "--json"],

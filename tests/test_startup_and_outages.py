@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from hermes_delegate import Delegator, Task, UsageError, config_from_dict
 from hermes_delegate.hosts.cli import main
 from hermes_delegate.loopback import LoopbackProvider
-from helpers import free_port, start_redis, stop_process
+from helpers import free_port, slow_run_files, start_redis, stop_process
 
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -60,17 +59,6 @@ HELD_CLI = textwrap.dedent('''
         router.RouterHandle._build = held(router.RouterHandle._build)
     sys.exit(cli.main(sys.argv[2:]))
 ''')
-
-
-def _files(tmp_path: Path, provider: LoopbackProvider, n: int = 3) -> tuple[Path, Path]:
-    cfg = {"delegation": {"task_timeout_s": 60},
-           "router": {"model_list": [{"model_name": "slow", "litellm_params": {
-               "model": "openai/slow-model", "api_base": provider.base_url, "api_key": "sk-loopback-test"}}],
-               "router_settings": {"num_retries": 0}}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"model": "slow", "tasks": [f"task {i}" for i in range(n)]}),
-                                     encoding="utf-8")
-    return tmp_path / "c.yaml", tmp_path / "t.yaml"
 
 
 def _held_cli(tmp_path: Path, step: str, argv: list[str]) -> subprocess.Popen[str]:
@@ -108,7 +96,7 @@ def _signal_while_held(proc: subprocess.Popen[str], step: str, sig: signal.Signa
 def test_a_stop_signal_during_start_up_interrupts_before_anything_is_sent(tmp_path: Path, step: str,
                                                                           sig: signal.Signals):
     with LoopbackProvider("slowpoke", latency_s=2.0).start() as provider:
-        cfg, tasks = _files(tmp_path, provider)
+        cfg, tasks = slow_run_files(tmp_path, provider.base_url)
         proc = _held_cli(tmp_path, step, ["--config", str(cfg), "run", str(tasks), "--json"])
         try:
             out, err = _signal_while_held(proc, step, sig)

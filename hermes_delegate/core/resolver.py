@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .catalog import FAMILIES, Catalog, default_catalog
 from .config import Config, Deployment
 from .credentials import deployment_provider, unset_refs
-from .errors import AmbiguousModelError, ConfigError, ProviderError, SpecError, UnknownModelError
+from .errors import AmbiguousModelError, ConfigError, DelegateError, ProviderError, SpecError, UnknownModelError
 from .routes import THINKING_BUDGET, RouteMatch, RouteTable, thinking_params
 from .providers import (FIRST_PARTY, VENDOR_PREFIXED, aggregator_vendor, credential_envs, has_credentials,
                         is_litellm_provider, provider_for_slug)
@@ -119,6 +119,13 @@ class Resolver:
         return self._catalog
 
     # -- public -----------------------------------------------------------------------------
+    def resolve_or_error(self, name: str) -> dict[str, Any]:
+        """`resolve(name).to_dict()`, or `{input, error}` when it does not resolve (listings, doctor)."""
+        try:
+            return self.resolve(name).to_dict()
+        except DelegateError as exc:
+            return {"input": name, "error": str(exc)}
+
     def resolve(self, text: str) -> Resolution:
         hit = self._cache.get(text) if isinstance(text, str) else None
         if hit is not None:

@@ -9,7 +9,7 @@ import argparse
 import time
 from typing import Any, Callable, TextIO
 
-from .. import DelegateError, Delegator, Resolver
+from .. import DelegateError, Delegator
 
 __all__ = ["cmd_resolve", "cmd_models", "cmd_doctor", "models_inventory"]
 
@@ -29,13 +29,6 @@ def cmd_resolve(args: argparse.Namespace, delegator: Delegator, out: TextIO, pri
     return EXIT_OK
 
 
-def _try(resolver: Resolver, name: str) -> dict[str, Any]:
-    try:
-        return resolver.resolve(name).to_dict()
-    except DelegateError as exc:
-        return {"input": name, "error": str(exc)}
-
-
 def models_inventory(delegator: Delegator) -> dict[str, Any]:
     """`models --json`: {default, aliases (name → resolution), groups (name → [{model, credentials,
     key_env}]), families, allow[, learned_limits]}. The groups are the one listing's (the Resolver's
@@ -47,7 +40,7 @@ def models_inventory(delegator: Delegator) -> dict[str, Any]:
               for name, group in listing["groups"].items()}
     inv = {
         "default": cfg.delegation.model,
-        "aliases": {a: _try(resolver, a) for a in cfg.delegation.aliases},
+        "aliases": {a: resolver.resolve_or_error(a) for a in cfg.delegation.aliases},
         "groups": groups,
         "families": {f: resolver.catalog.family(f) for f in resolver.names()["families"]},
         "allow": cfg.delegation.allow,

@@ -203,13 +203,6 @@ def learned_limits(delegator: Delegator) -> dict[str, Any]:
                                if k in ids or (v.get("group"), v.get("model")) in ours}}
 
 
-def _resolved(r: Resolver, name: str) -> dict[str, Any]:
-    try:
-        return r.resolve(name).to_dict()
-    except DelegateError as exc:
-        return {"input": name, "error": str(exc)}
-
-
 def doctor_report(delegator: Delegator) -> dict[str, Any]:
     """The config checked, for `hermes-delegate doctor`: {config, deployments (group, model, credentials,
     key_env), aliases (name → id or error), ignored, problems[, learned_limits]}. Every deployment is
@@ -219,7 +212,7 @@ def doctor_report(delegator: Delegator) -> dict[str, Any]:
     report: dict[str, Any] = {"config": cfg.source or "(defaults: no config file)", "deployments": [],
                               "aliases": {}, "problems": problems}
     for name in [*cfg.delegation.aliases, *([cfg.delegation.model] if cfg.delegation.model else [])]:
-        res = _resolved(r, name)
+        res = r.resolve_or_error(name)
         report["aliases"][name] = res.get("model") or res.get("error")
         if "error" in res:
             problems.append(f"{name}: {res['error']}")

@@ -13,6 +13,13 @@ One fresh process, one HERMES_HOME, loopback providers on 127.0.0.1 (no network,
 
     python bench/bench_hermes_delegation.py [--calls 15] [--idle 5]
 
+Runs the measurement twice, each in a fresh interpreter: once with this process's environment as it
+is, once with the CA-bundle variables hermes's SSL guard reads (HERMES_CA_BUNDLE, SSL_CERT_FILE,
+REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) unset, hermes's default. hermes loads and parses every bundle
+those name each time it builds an AIAgent (agent.ssl_guard.verify_ca_bundle), a child included; on a
+machine whose variables point at the system bundle that is ~90 ms per child, paid by built-in
+children too. `hermes_ssl_guard_ms` reports it for the first child.
+
 Prints numbers only; asserts nothing. Foreground (stateless) batches, so each call is timed inline.
 """
 
@@ -22,6 +29,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,11 +37,28 @@ from pathlib import Path
 from typing import Any
 
 
+CA_VARS = ("HERMES_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=15)
     ap.add_argument("--idle", type=float, default=5.0)
+    ap.add_argument("--one", action="store_true", help="one measurement in this interpreter")
     ns = ap.parse_args()
+    if not ns.one:
+        out = {}
+        for label, drop in (("environment_as_is", ()), ("ca_bundle_variables_unset", CA_VARS)):
+            env = {k: v for k, v in os.environ.items() if k not in drop}
+            cmd = [sys.executable, __file__, "--one", "--calls", str(ns.calls), "--idle", str(ns.idle)]
+            run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            out[label] = {"ca_bundle_variables": {k: os.environ[k] for k in CA_VARS if k in env}, **json.loads(run.stdout)}
+        print(json.dumps(out, indent=2))
+        return
+    measure(ns)
+
+
+def measure(ns: argparse.Namespace) -> None:
     if "run_agent" in sys.modules:
         raise SystemExit("run in a fresh interpreter")
     import yaml
@@ -92,6 +117,19 @@ def main() -> None:
         finally:
             llm.append((session_id, time.perf_counter() - t0))
 
+    import agent.ssl_guard as ssl_guard  # agent_init imports the guard at call time: time it here
+
+    guard_ms: list[float] = []
+    real_guard = ssl_guard.verify_ca_bundle_with_fallback
+
+    def timed_guard() -> None:
+        t0 = time.perf_counter()
+        try:
+            real_guard()
+        finally:
+            guard_ms.append((time.perf_counter() - t0) * 1000)
+
+    ssl_guard.verify_ca_bundle_with_fallback = timed_guard
     mw = get_plugin_manager()._middleware  # bench-only: put the timers outermost
     mw.setdefault("tool_execution", []).insert(0, stamp_tool)
     mw.setdefault("llm_execution", []).insert(0, time_llm)
@@ -101,6 +139,7 @@ def main() -> None:
                     quiet_mode=True, skip_context_files=True, skip_memory=True, max_iterations=4)
     agent._print_fn = lambda *a, **k: None
     time.sleep(ns.idle)  # the session sits idle; the warm-up runs now
+    guard_ms.clear()
     warmed = "litellm" in sys.modules
     res = agent.run_conversation("first routed delegation", task_id="bench-0")
     first_child = min(r.time for r in alpha.requests) if alpha.requests else None
@@ -136,6 +175,7 @@ def main() -> None:
         "a_first_delegation_tool_call_to_first_child_request_ms": round(first_ms, 1) if first_ms else None,
         "a_of_which_until_child_llm_call_ms": round(build_ms, 1) if build_ms else None,
         "a_first_batch_completed": ok_first,
+        "hermes_ssl_guard_ms": round(guard_ms[0], 1) if guard_ms else None,
         "warm_tool_call_to_first_child_request_median_ms": {k: round(statistics.median(v), 1)
                                                              for k, v in to_first.items() if v},
         "b_routed_child_llm_call_median_ms": round(med_r * 1000, 2),

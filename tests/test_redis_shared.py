@@ -288,3 +288,35 @@ def test_a_window_admits_evenly_spaced_never_a_burst(redis_port: int, shared: bo
             await store.aclose()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
+def test_the_spacing_keeps_its_schedule_when_sends_are_late(redis_port: int, shared: bool) -> None:
+    """L = 4 per 1 s (W/L = 0.25 s): a request restamped when it finally leaves, or a waiter woken a
+    little late, does not push the next admission back. Spaced from the send stamps, every gap also
+    took the admission-to-send time, a few % of the rate (issue 14's P3 share). The L-per-W window
+    over the send stamps still holds."""
+    import asyncio  # noqa: PLC0415
+
+    from hermes_delegate.ratelimit.windows import Ask, LocalWindows  # noqa: PLC0415
+
+    async def go() -> None:
+        store = _stores(redis_port, 1)[0] if shared else LocalWindows()
+        key = _unique("schedule")
+        ask = lambda tok: Ask(tok, rpm=(4, 1.0))  # noqa: E731
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        admitted_at = []
+        for i in range(3):
+            while (wait := await store.admit(key, ask(f"r{i}"))) > 0:
+                await asyncio.sleep(wait + 0.03)  # woken 30 ms late every time
+            admitted_at.append(loop.time() - t0)
+            await asyncio.sleep(0.04)
+            await store.restamp(key, f"r{i}")  # sent 40 ms after admission
+        # on schedule: 0, 0.25, 0.5 (+ the late wake-up, once, not accumulated with the send delay)
+        assert admitted_at[1] < 0.25 + 0.06, admitted_at
+        assert admitted_at[2] < 0.50 + 0.06, admitted_at
+        if shared:
+            await store.aclose()
+
+    asyncio.run(go())

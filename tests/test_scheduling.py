@@ -107,6 +107,33 @@ def test_no_deployment_exceeds_its_rpm(trio: Trio):
     assert d.router.gate.waits > 0
 
 
+def test_every_paced_request_is_counted_again_when_it_reaches_the_wire(trio: Trio):
+    """The rpm window counts a request from when litellm hands it to the HTTP client (its pre-API-call
+    log point), not only from the deployment hook before litellm builds it: at a batch's start that
+    gap is tens of ms, and a window stamped early let the provider see L+1 requests in one second
+    (issue 14's P3 bench). Guards litellm still calling that point on the Router's path."""
+    for p in trio:
+        p.rps, p.latency_s = R, 0.02
+    d = delegator([dep("g", f"g-{p.name}", p, rpm=60 * R) for p in trio])
+    gate = d.router.gate
+    restamps: Counter[str] = Counter()
+    real = gate.windows.restamp
+
+    async def counting(key: str, token: str) -> None:
+        restamps[token] += 1
+        await real(key, token)
+
+    gate.windows.restamp = counting
+    n = 9
+    batch = d.run_sync([Task(f"task {i}", model="g") for i in range(n)])
+
+    assert batch.counts() == {"completed": n}
+    assert sum(p.stats()["requests"] for p in trio) == n
+    # each request: once at the deployment hook, once at the wire; nothing left waiting for its wire
+    assert sorted(restamps.values()) == [2] * n, restamps
+    assert gate._unwired == {}
+
+
 def test_without_rpm_the_same_batch_overloads_the_providers(trio: Trio):
     """Control for the test above: the limit is kept by the queue, not by luck (and with limits not
     learned from the providers' headers either: tests/test_learned_limits.py)."""

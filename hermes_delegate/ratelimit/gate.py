@@ -75,6 +75,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         self._tasks: set[asyncio.Task[None]] = set()
         self._counting: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._unsent: dict[str, deque[str]] = defaultdict(deque)
+        self._unwired: dict[str, tuple[str, str]] = {}  # call id -> (deployment, its rpm token): sent, not yet on the wire
         self.waits = 0
         self.wait_s = 0.0
 
@@ -195,10 +196,11 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         except TimeoutError:
             pass
 
-    async def sent(self, dep_id: str) -> None:
+    async def sent(self, dep_id: str, call_id: str | None = None) -> None:
         """A request to this deployment is leaving now. Its window slot was taken at admission, a
         variable while earlier (the Router still had work to do): move the slot to now, so the
-        provider's window and ours line up even on a loaded machine."""
+        provider's window and ours line up even on a loaded machine; `on_wire` moves it again when
+        the request is handed to the HTTP client."""
         st = self._state[dep_id]
         st.sending += 1
         if self.learn:
@@ -206,10 +208,28 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         q = self._unsent.get(dep_id)
         if q:
             token = q.popleft()
+            if call_id is not None:
+                self._unwired[call_id] = (dep_id, token)
             try:
                 await self.windows.restamp(dep_id, token)
             except Exception:  # noqa: BLE001 - best effort: the slot was taken at admission
                 pass
+
+    def on_wire(self, call_id: str | None) -> None:
+        """The call's request is being handed to the HTTP client now (litellm's pre-API-call log
+        point, synchronous, after its own request building). From the deployment hook to here
+        litellm spends a few ms, tens when a batch starts and every task is being routed at once;
+        a window stamped at the hook then opened that much early, and the provider saw L+1 requests
+        in one window. Counted again from here (after this loop turn: later, never earlier, than
+        the wire), and the deployment's next admission waits for the count."""
+        sent = self._unwired.pop(call_id, None) if call_id is not None else None
+        if sent is not None:
+            self._background(self.windows.restamp(*sent), counting=sent[0])
+
+    def forget_call(self, call_id: str | None) -> None:
+        """The call is over: a request that never reached the wire has nothing left to restamp."""
+        if call_id is not None:
+            self._unwired.pop(call_id, None)
 
     def finished(self, dep_id: str) -> None:
         """A request `sent` earlier is off the wire (answered, failed or cancelled)."""

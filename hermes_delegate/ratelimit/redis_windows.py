@@ -43,10 +43,11 @@ def limiter_unavailable(detail: str, *, calling: bool = True) -> ProviderError:
         hint="Start the Redis server named by router_settings (redis_host/redis_port or redis_url), or remove "
              "those settings to keep the request windows in this process.", num_retries=0)
 
-#: KEYS: rpm window, parallel slots, token window, token bucket, waiters, waiters' deadlines of one
-#: deployment. ARGV: the request's token; rpm L, W (ms); parallel limit, lease (ms); tokens; tpm budget,
-#: its window (ms); bucket rate (tokens/ms), capacity (a 0 limit is no limit); the waiter (a process's
-#: queue head; '' for none). All of it is taken, or nothing: returns 0, or the ms until it could be
+#: KEYS: rpm window, parallel slots, token window, token bucket, waiters, waiters' deadlines, the next
+#: spaced admission's due time, of one deployment. ARGV: the request's token; rpm L, W (ms); parallel
+#: limit, lease (ms); tokens; tpm budget, its window (ms); bucket rate (tokens/ms), capacity (a 0 limit
+#: is no limit); the waiter (a process's queue head; '' for none); its grace and poll (ms); the rpm
+#: spacing step W/L (ms; 0: none). All of it is taken, or nothing: returns 0, or the ms until it could be
 #: (-1: until a parallel slot frees).
 #:
 #: Fair across processes: a waiter refused is queued here by the time it was first refused, and is
@@ -64,6 +65,7 @@ local amount = tonumber(ARGV[6])
 local B, TW = tonumber(ARGV[7]), tonumber(ARGV[8])
 local rate, cap = tonumber(ARGV[9]), tonumber(ARGV[10])
 local me, grace, poll = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
+local step = tonumber(ARGV[14])
 local wait, par_full, free = 0, false, 1000000000
 local ahead = 0
 if me ~= '' then
@@ -88,10 +90,9 @@ if L > 0 then
   if n >= L then
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     wait = math.max(wait, tonumber(oldest[2]) + W - now)
-  elseif L > 1 and n > 0 then  -- evenly spaced, W/L apart (as LocalWindows.admit)
-    local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-    local gap = tonumber(newest[2]) + W / L - now
-    if gap > 0 then wait = math.max(wait, gap) else free = math.min(free, 1) end
+  elseif step > 0 then  -- evenly spaced, on a schedule step = W/L apart (windows.next_due)
+    local due = tonumber(redis.call('GET', KEYS[7]) or '0')
+    if due > now then wait = math.max(wait, due - now) else free = math.min(free, 1) end
   else free = math.min(free, L > 1 and 1 or L - n) end
 end
 if B > 0 then
@@ -142,6 +143,11 @@ if L > 0 then
   redis.call('ZADD', KEYS[1], now, tok)
   redis.call('PEXPIRE', KEYS[1], W * 2 + 1000)
 end
+if step > 0 then
+  local due = tonumber(redis.call('GET', KEYS[7]) or '0')
+  if now - due < step then due = due + step else due = now + step end
+  redis.call('SET', KEYS[7], tostring(due), 'PX', math.ceil(W * 2 + 1000))
+end
 if B > 0 then
   redis.call('ZADD', KEYS[3], now, tok .. ':' .. amount)
   redis.call('PEXPIRE', KEYS[3], TW * 2 + 1000)
@@ -191,7 +197,7 @@ LEARNED_TTL_S = 3600
 
 
 class RedisWindows:
-    """A WindowStore (see windows.py) in Redis. Keys: `hermes_delegate:{rpm,par,tpm,bucket,learned}:<deployment id>`."""
+    """A WindowStore (see windows.py) in Redis. Keys: `hermes_delegate:{rpm,par,tpm,bucket,wait,due,next,learned}:<deployment id>`."""
 
     shared = True
 
@@ -262,7 +268,7 @@ class RedisWindows:
         self._down_until = 0.0
 
     def _keys(self, key: str) -> list[str]:
-        return [f"{self.prefix}{kind}:{key}" for kind in ("rpm", "par", "tpm", "bucket", "wait", "due")]
+        return [f"{self.prefix}{kind}:{key}" for kind in ("rpm", "par", "tpm", "bucket", "wait", "due", "next")]
 
     async def admit(self, key: str, ask: Ask) -> float:
         limit, window_s = ask.rpm or (0, 0.0)
@@ -271,7 +277,8 @@ class RedisWindows:
         wait_ms = await self._run(lambda: self._script(keys=self._keys(key), args=[
             ask.token or uuid.uuid4().hex, limit, int(window_s * 1000), ask.parallel or 0, int(LEASE_S * 1000),
             repr(float(ask.tokens)), repr(float(budget)), int(per_s * 1000), repr(rate / 1000.0), repr(float(cap)),
-            ask.waiter, FAIR_GRACE_MS, int(PARALLEL_POLL_S * 1000)]))
+            ask.waiter, FAIR_GRACE_MS, int(PARALLEL_POLL_S * 1000),
+            repr(window_s * 1000.0 / limit) if limit > 1 else "0"]))
         if int(wait_ms) < 0:
             return PARALLEL_POLL_S
         if int(wait_ms) == 0 and ask.parallel:
@@ -288,7 +295,7 @@ class RedisWindows:
                 token or uuid.uuid4().hex, int(ago_s * 1000), int(window_s * 2000) + 1000]))
             return
         await self._run(lambda: self._script(keys=self._keys(key), args=[
-            token or uuid.uuid4().hex, 1_000_000, int(window_s * 1000), 0, 0, "0", "0", 0, "0", "0", "", 0, 0]))
+            token or uuid.uuid4().hex, 1_000_000, int(window_s * 1000), 0, 0, "0", "0", 0, "0", "0", "", 0, 0, "0"]))
 
     async def release(self, key: str, token: str) -> None:
         held = self._held.get(key)

@@ -108,6 +108,7 @@ def make_hooks(handle: "RouterHandle") -> Any:
             usage = getattr(answer, "usage", None)
             gate.used_tokens(dep_id, log.estimated[call_id], float(getattr(usage, "prompt_tokens", 0) or 0),
                              float(getattr(usage, "completion_tokens", 0) or 0))
+        gate.forget_call(call_id)
         held = log.held.get(call_id or "", [])
         if dep_id in held:
             held.remove(dep_id)
@@ -158,8 +159,11 @@ def make_hooks(handle: "RouterHandle") -> Any:
                         gate.finished(left)
                     log.sending[call_id] = dep_id
                     gate.picked(call_id, dep_id)
-                    await gate.sent(dep_id)
+                    await gate.sent(dep_id, call_id)
             return None
+
+        def on_wire(self, data: Mapping[str, Any]) -> None:
+            gate.on_wire(_call_id(data))
 
         async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
             release(request_data, None, response, record(request_data, None))
@@ -210,6 +214,12 @@ def install_dispatcher(litellm: Any) -> None:
             async def async_pre_call_deployment_hook(self, kwargs, call_type):  # noqa: ANN001
                 h = hooks_for(kwargs)
                 return None if h is None else await h.async_pre_call_deployment_hook(kwargs, call_type)
+
+            def log_pre_api_call(self, model, messages, kwargs):  # noqa: ANN001
+                # litellm's last stop before the HTTP client (Logging.pre_call): the wire time
+                h = hooks_for(kwargs)
+                if h is not None:
+                    h.on_wire(kwargs)
 
             async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
                 h = hooks_for(request_data)

@@ -271,6 +271,7 @@ class RouterHandle:
         finally:
             unregister_call(call_id)
             self.gate.unreserve(call_id)
+            self.gate.forget_call(call_id)
             left = self.calls.sending.pop(call_id, None)  # an attempt cancelled on the wire
             if left is not None:
                 self.gate.finished(left)

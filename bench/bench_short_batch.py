@@ -12,6 +12,11 @@ the later ones show the steady state.
 
 Goal: the first batch's wall time on one deployment ÷ on three ≥ 2.8 (the ideal is 3: 18 vs 6
 waves of 0.2 s). Writes bench/out/short_batch.json.
+
+Baseline, in the same run: LiteLLM's Router alone, the same warm-up and batches, each task sent
+straight to a deployment chosen round-robin (`model=<deployment id>`) behind a semaphore of 4 per
+deployment: the best a client can do through litellm on this machine, with no queue, no hooks and
+no result building. Its 1 ÷ 3 ratio shows what litellm's own per-request time leaves of the ideal 3.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ OUT = HERE / "out"
 GOAL = 2.8
 
 
-def side_main(n_deps: int, n: int, rounds: int, latency: float) -> None:
+def side_main(n_deps: int, n: int, rounds: int, latency: float, raw: bool = False) -> None:
     from _providers import RemoteProviders  # noqa: PLC0415
     from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
 
@@ -55,10 +60,13 @@ def side_main(n_deps: int, n: int, rounds: int, latency: float) -> None:
         out = []
         for r in range(rounds):
             t0, c0 = time.perf_counter(), time.process_time()
-            batch = await d.run([Task(f"round {r} item {i}", model="g") for i in range(n)])
+            if raw:
+                completed = await raw_batch(d.router.router, n_deps, n, r)
+            else:
+                batch = await d.run([Task(f"round {r} item {i}", model="g") for i in range(n)])
+                completed = batch.counts().get("completed", 0)
             wall = time.perf_counter() - t0
-            out.append({"wall_s": wall, "cpu_s": time.process_time() - c0,
-                        "completed": batch.counts().get("completed", 0)})
+            out.append({"wall_s": wall, "cpu_s": time.process_time() - c0, "completed": completed})
         return out
 
     rows = asyncio.run(host())
@@ -69,9 +77,25 @@ def side_main(n_deps: int, n: int, rounds: int, latency: float) -> None:
                       "max_in_flight": [s["max_in_flight"] for s in stats]}))
 
 
-def run_side(n_deps: int, args: argparse.Namespace) -> dict:
+async def raw_batch(router: object, n_deps: int, n: int, r: int) -> int:
+    """The baseline: the Router alone, round-robin over the deployments, 4 in flight at each."""
+    slots = {f"d{k + 1}": asyncio.Semaphore(4) for k in range(n_deps)}
+
+    async def one(i: int) -> bool:
+        dep = f"d{i % n_deps + 1}"
+        async with slots[dep]:
+            try:
+                await router.acompletion(model=dep, messages=[{"role": "user", "content": f"round {r} item {i}"}])  # type: ignore[attr-defined]
+                return True
+            except Exception:  # noqa: BLE001 - counted as not completed
+                return False
+
+    return sum(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def run_side(n_deps: int, args: argparse.Namespace, raw: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--side", str(n_deps), "--tasks", str(args.tasks), "--rounds", str(args.rounds),
-           "--latency", str(args.latency)]
+           "--latency", str(args.latency), *(["--raw"] if raw else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -82,11 +106,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--side", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
-        side_main(args.side, args.tasks, args.rounds, args.latency)
+        side_main(args.side, args.tasks, args.rounds, args.latency, raw=args.raw)
         return
     one, three = run_side(1, args), run_side(3, args)
+    raw_one, raw_three = run_side(1, args, raw=True), run_side(3, args, raw=True)
+    raw_first = raw_one["rounds"][0]["wall_s"] / raw_three["rounds"][0]["wall_s"]
+    raw_later = [a["wall_s"] / b["wall_s"] for a, b in zip(raw_one["rounds"][1:], raw_three["rounds"][1:])]
     first = one["rounds"][0]["wall_s"] / three["rounds"][0]["wall_s"]
     later = [a["wall_s"] / b["wall_s"] for a, b in zip(one["rounds"][1:], three["rounds"][1:])]
     lost = sum(args.tasks - r["completed"] for side in (one, three) for r in side["rounds"])
@@ -95,12 +123,21 @@ def main() -> None:
         walls = ", ".join(f"{r['wall_s']:.2f}" for r in side["rounds"])
         print(f"  {name:14} batch wall s: {walls}   429s {side['provider_429']} of {side['provider_requests']}, "
               f"max in flight {side['max_in_flight']}")
+    for name, side in (("Router alone, 1", raw_one), ("Router alone, 3", raw_three)):
+        walls = ", ".join(f"{r['wall_s']:.2f}" for r in side["rounds"])
+        print(f"  {name:14} batch wall s: {walls}   429s {side['provider_429']} of {side['provider_requests']}")
     steady = statistics.median(later) if later else float("nan")
+    raw_steady = statistics.median(raw_later) if raw_later else float("nan")
     print(f"first batch, 1 ÷ 3: {first:.2f}×   later batches (median): {steady:.2f}×   lost {lost}   "
           f"goal ≥ {GOAL}× on the first batch: {'met' if first >= GOAL and lost == 0 else 'MISSED'}")
+    print(f"Router alone (baseline), 1 ÷ 3: first batch {raw_first:.2f}×, later (median) {raw_steady:.2f}×; "
+          f"hermes-delegate's first batch ÷ the Router's: 3 deployments {three['rounds'][0]['wall_s'] / raw_three['rounds'][0]['wall_s']:.3f}, "
+          f"1 deployment {one['rounds'][0]['wall_s'] / raw_one['rounds'][0]['wall_s']:.3f}")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "short_batch.json").write_text(json.dumps({"one": one, "three": three, "first_ratio": first,
-                                                      "later_ratios": later, "lost": lost, "goal": GOAL}, indent=1))
+    (OUT / "short_batch.json").write_text(json.dumps({
+        "one": one, "three": three, "first_ratio": first, "later_ratios": later, "lost": lost, "goal": GOAL,
+        "router_alone": {"one": raw_one, "three": raw_three, "first_ratio": raw_first, "later_ratios": raw_later}},
+        indent=1))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
   CapacityGate's queue until a healthy deployment has room, and offer the Router only that one;
   while a deployment has not answered yet, offer every one the Router may choose except those
   whose first request is still out (`admit_unknown`);
+- `async_pre_call_deployment_hook` and `log_pre_api_call` (litellm's last step before the HTTP
+  client): the request is leaving; its rpm window slot is counted from then (CapacityGate.sent,
+  CapacityGate.on_wire);
 - per-attempt success/failure deployment hooks: release the slot; hand the gate the response's
   rate-limit headers (it learns limits nobody configured) and status (a 429 holds the deployment
   for its Retry-After, and adapts the pace of one that states no limits);

@@ -66,6 +66,7 @@ local B, TW = tonumber(ARGV[7]), tonumber(ARGV[8])
 local rate, cap = tonumber(ARGV[9]), tonumber(ARGV[10])
 local me, grace, poll = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
 local step = tonumber(ARGV[14])
+local due = step > 0 and tonumber(redis.call('GET', KEYS[7]) or '0') or 0
 local wait, par_full, free = 0, false, 1000000000
 local ahead = 0
 if me ~= '' then
@@ -91,7 +92,6 @@ if L > 0 then
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     wait = math.max(wait, tonumber(oldest[2]) + W - now)
   elseif step > 0 then  -- evenly spaced, on a schedule step = W/L apart (windows.next_due)
-    local due = tonumber(redis.call('GET', KEYS[7]) or '0')
     if due > now then wait = math.max(wait, due - now) else free = math.min(free, 1) end
   else free = math.min(free, L > 1 and 1 or L - n) end
 end
@@ -144,7 +144,6 @@ if L > 0 then
   redis.call('PEXPIRE', KEYS[1], W * 2 + 1000)
 end
 if step > 0 then
-  local due = tonumber(redis.call('GET', KEYS[7]) or '0')
   if now - due < step then due = due + step else due = now + step end
   redis.call('SET', KEYS[7], tostring(due), 'PX', math.ceil(W * 2 + 1000))
 end

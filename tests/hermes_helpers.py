@@ -66,9 +66,13 @@ def hook_events(home: Path) -> list[dict[str, Any]]:
 
 
 def run_scenario(home: Path, *, parent_url: str | None = None, conversations: Sequence[Mapping[str, Any]] = (),
-                 timeout: float = 120, probe_only: bool = False, break_hermes: bool = False) -> dict[str, Any]:
+                 timeout: float = 120, probe_only: bool = False, break_hermes: bool = False,
+                 exit_after_s: float | None = None) -> dict[str, Any]:
+    """exit_after_s: instead of conversations, build one agent, wait that long and exit; the names of
+    the plugin's threads still alive after its atexit handler land in HOME/exit-threads.json."""
     spec = {"home": str(home), "parent_url": parent_url, "conversations": list(conversations),
-            "probe_only": probe_only, "break_hermes": break_hermes, "out": str(home / "scenario-out.json")}
+            "probe_only": probe_only, "break_hermes": break_hermes, "out": str(home / "scenario-out.json"),
+            "exit_after_s": exit_after_s}
     spec_path = home / "scenario.json"
     spec_path.write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERMES_")}
@@ -152,6 +156,16 @@ def _main(spec_path: str) -> None:
 
     spec = json.loads(Path(spec_path).read_text())
     os.environ["HERMES_HOME"] = spec["home"]
+    if spec.get("exit_after_s") is not None:
+        import atexit
+
+        def _threads_at_finalization() -> None:
+            # registered before the plugin loads, so it runs after the plugin's own atexit handler:
+            # what is still alive here is what the interpreter's finalisation would kill mid-step
+            alive = sorted(t.name for t in threading.enumerate() if t.name.startswith("hermes-delegate"))
+            Path(spec["home"], "exit-threads.json").write_text(json.dumps(alive))
+
+        atexit.register(_threads_at_finalization)
     net: list[Any] = []
     _guard_network(net)
     out: dict[str, Any] = {"network": net, "conversations": []}
@@ -181,6 +195,16 @@ def _main(spec_path: str) -> None:
         return
     from run_agent import AIAgent
 
+    if spec.get("exit_after_s") is not None:  # a session that ends while the plugin's warm-up may run
+        agent = AIAgent(base_url=spec["parent_url"], api_key="sk-parent-test", model="parent-model",
+                        provider="custom", quiet_mode=True, skip_context_files=True, skip_memory=True,
+                        max_iterations=1, disabled_toolsets=[])
+        out["tools"] = sorted(t["function"]["name"] for t in agent.tools or [])  # the schema build starts it
+        time.sleep(spec["exit_after_s"])
+        out["litellm_at_exit"] = "litellm" in sys.modules
+        agent.close()
+        Path(spec["out"]).write_text(json.dumps(out))
+        return
     for conv in spec["conversations"]:
         agent = AIAgent(base_url=spec["parent_url"], api_key="sk-parent-test", model=conv.get("model", "parent-model"),
                         provider="custom", quiet_mode=True, skip_context_files=True, skip_memory=True,

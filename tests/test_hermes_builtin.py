@@ -157,6 +157,24 @@ def test_stateless_session_runs_synchronously_and_parent_finishes_on_result(tmp_
     _network_ok(out)
 
 
+# -- a session that ends while the background warm-up runs ------------------------------------------
+@pytest.mark.parametrize("exit_after_s", [0.2, 0.9, 1.6, 2.4])
+def test_a_session_ending_during_the_warm_up_exits_cleanly(tmp_path: Path, providers, parent,
+                                                           exit_after_s: float) -> None:
+    """`hermes -z` can end before the warm-up (litellm's import, the Router's build) has finished.
+    The interpreter must not finalise with a plugin thread mid-step: killed holding an import lock,
+    it left hermes hanging on exit (a litellm __del__ waiting on that lock) or aborting (rc -6,
+    "FATAL: exception not rethrown"). The exits are spread over the warm-up's steps."""
+    home = _home(tmp_path, _block(providers))
+    out = run_scenario(home, parent_url=parent.base_url, exit_after_s=exit_after_s, timeout=90)
+    assert "delegate_task" in out["tools"]  # the plugin was loaded and its schema built
+    # nothing of the plugin's is left running when the interpreter finalises
+    assert json.loads((home / "exit-threads.json").read_text()) == []
+    for bad in ("FATAL", "Traceback", "Task was destroyed but it is pending", "Fatal Python error"):
+        assert bad not in out["stderr"], out["stderr"][-3000:]
+    assert not providers.alpha.requests and not providers.beta.requests and not parent.requests
+
+
 # -- the built-in untouched: no task names a model; the plugin disabled -------------------------------
 @pytest.mark.parametrize("plugin", ["enabled", "disabled"])
 def test_builtin_untouched_without_model_or_plugin(tmp_path: Path, providers, parent, plugin: str) -> None:

@@ -3,11 +3,18 @@
 hermes runs agents on plain threads; a litellm Router and its async HTTP clients belong to one
 event loop. So every Router call, from any child thread, goes to this loop through
 asyncio.run_coroutine_threadsafe, and the batch fan-out runs here too. Started on first use.
+
+At interpreter exit (`shutdown`, an atexit handler) the warm-up stops at its next step and the loop
+stops, before Python finalises. A daemon thread still importing litellm or building the Router when
+the interpreter finalises is killed holding an import lock; a litellm `__del__` on the main thread
+then waits on that lock forever (hermes hangs on exit), or the kill aborts the process ("FATAL:
+exception not rethrown").
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import json
 import threading
@@ -15,11 +22,14 @@ from typing import Any, Coroutine
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+_loop_thread: threading.Thread | None = None
 _handles: dict[str, Any] = {}
+_stopping = threading.Event()
+EXIT_WAIT_S = 15.0  # at exit, the longest we wait for a synchronous step (litellm import, Router build)
 
 
 def loop() -> asyncio.AbstractEventLoop:
-    global _loop
+    global _loop, _loop_thread
     with _lock:
         if _loop is None or _loop.is_closed():
             new = asyncio.new_event_loop()
@@ -30,9 +40,10 @@ def loop() -> asyncio.AbstractEventLoop:
                 new.call_soon(ready.set)
                 new.run_forever()
 
-            threading.Thread(target=run, name="hermes-delegate-loop", daemon=True).start()
+            thread = threading.Thread(target=run, name="hermes-delegate-loop", daemon=True)
+            thread.start()
             ready.wait()
-            _loop = new
+            _loop, _loop_thread = new, thread
         return _loop
 
 
@@ -57,21 +68,24 @@ def delegator_for(config: Any) -> Any:
 
 WARM_DELAY_S = 0.5  # let hermes finish building its first agent before litellm's import competes
 _warm_started = threading.Event()
+_warm_thread: threading.Thread | None = None
 
 
 def warm_in_background(delay_s: float = WARM_DELAY_S) -> threading.Thread | None:
     """Once per process: after `delay_s`, import litellm and build the Router for the config in force,
     on a daemon thread, so the first delegation of a session pays neither (issue 11).
-    `hermes_delegate.warm_up: false` turns it off. Never raises; a bad config is reported by the tools."""
+    `hermes_delegate.warm_up: false` turns it off. Never raises; a bad config is reported by the tools.
+    Interpreter exit stops it at its next step (`shutdown`)."""
+    global _warm_thread
     if _warm_started.is_set():
         return None
     _warm_started.set()
 
     def run() -> None:
         import logging  # noqa: PLC0415
-        import time  # noqa: PLC0415
 
-        time.sleep(delay_s)
+        if _stopping.wait(delay_s):
+            return
         try:
             from . import settings  # noqa: PLC0415
 
@@ -79,10 +93,48 @@ def warm_in_background(delay_s: float = WARM_DELAY_S) -> threading.Thread | None
             if isinstance(block, dict) and block.get("warm_up") is False:
                 return
             base = delegator_for(settings.load_plugin_config())
-            submit(base.warm_up(calls=True)).result(timeout=120)
+            if _stopping.is_set():
+                return
+            fut = submit(base.warm_up(calls=True))
+            while not _stopping.is_set():
+                try:
+                    fut.result(timeout=0.2)
+                    return
+                except concurrent.futures.TimeoutError:
+                    continue
+            fut.cancel()  # exit: the loop's task is cancelled at its next await
         except Exception:  # noqa: BLE001 - the first delegation then warms (and reports) itself
             logging.getLogger("hermes_delegate.hermes").debug("warm-up skipped", exc_info=True)
 
-    t = threading.Thread(target=run, name="hermes-delegate-warm", daemon=True)
+    t = _warm_thread = threading.Thread(target=run, name="hermes-delegate-warm", daemon=True)
     t.start()
     return t
+
+
+@atexit.register
+def shutdown(wait_s: float = EXIT_WAIT_S) -> None:
+    """Stop the warm-up and the loop before the interpreter finalises (see the module docstring).
+    Work still running on the loop is cancelled; each step waits at most `wait_s`. Idempotent."""
+    _stopping.set()
+    warm = _warm_thread
+    if warm is not None and warm.is_alive():
+        warm.join(wait_s)
+    with _lock:
+        lp, thread = _loop, _loop_thread
+    if lp is None or thread is None or not thread.is_alive() or lp.is_closed():
+        return
+
+    async def _cancel_all() -> None:
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=min(wait_s, 2.0))
+        asyncio.get_running_loop().stop()
+
+    try:
+        asyncio.run_coroutine_threadsafe(_cancel_all(), lp)
+    except RuntimeError:  # closed in between
+        return
+    thread.join(wait_s)

@@ -158,7 +158,7 @@ def test_stateless_session_runs_synchronously_and_parent_finishes_on_result(tmp_
 
 
 # -- a session that ends while the background warm-up runs ------------------------------------------
-@pytest.mark.parametrize("exit_after_s", [0.2, 0.9, 1.6, 2.4])
+@pytest.mark.parametrize("exit_after_s", [0.2, 1.0, 2.2])
 def test_a_session_ending_during_the_warm_up_exits_cleanly(tmp_path: Path, providers, parent,
                                                            exit_after_s: float) -> None:
     """`hermes -z` can end before the warm-up (litellm's import, the Router's build) has finished.

@@ -195,20 +195,20 @@ def _main(spec_path: str) -> None:
         return
     from run_agent import AIAgent
 
+    def new_agent(model: str = "parent-model", **kw: Any) -> AIAgent:
+        return AIAgent(base_url=spec["parent_url"], api_key="sk-parent-test", model=model, provider="custom",
+                       quiet_mode=True, skip_context_files=True, skip_memory=True, **kw)
+
     if spec.get("exit_after_s") is not None:  # a session that ends while the plugin's warm-up may run
-        agent = AIAgent(base_url=spec["parent_url"], api_key="sk-parent-test", model="parent-model",
-                        provider="custom", quiet_mode=True, skip_context_files=True, skip_memory=True,
-                        max_iterations=1, disabled_toolsets=[])
+        agent = new_agent(max_iterations=1, disabled_toolsets=[])
         out["tools"] = sorted(t["function"]["name"] for t in agent.tools or [])  # the schema build starts it
         time.sleep(spec["exit_after_s"])
-        out["litellm_at_exit"] = "litellm" in sys.modules
         agent.close()
         Path(spec["out"]).write_text(json.dumps(out))
         return
     for conv in spec["conversations"]:
-        agent = AIAgent(base_url=spec["parent_url"], api_key="sk-parent-test", model=conv.get("model", "parent-model"),
-                        provider="custom", quiet_mode=True, skip_context_files=True, skip_memory=True,
-                        max_iterations=6, disabled_toolsets=conv.get("disabled_toolsets", ["delegation"]))
+        agent = new_agent(conv.get("model", "parent-model"), max_iterations=6,
+                          disabled_toolsets=conv.get("disabled_toolsets", ["delegation"]))
         warm = None
         if conv.get("wait_warm"):  # the plugin's background warm-up, before any delegation
             from hermes_delegate_hermes import runtime as _rt

@@ -42,19 +42,20 @@ def not_first_delegator(providers: LoopbackPair) -> None:
 
 
 def test_results_in_input_order_when_later_tasks_finish_first(providers: LoopbackPair):
-    n_beta = 3
+    models = ["alpha", "alpha", "beta", "beta", "beta"]
+    beta = {i for i, m in enumerate(models) if m == "beta"}
+
     # alpha answers only once beta has answered all its requests: later (beta) tasks finish first.
     def gate(body, provider):
         deadline = time.monotonic() + 15
         # until the engine has finished the beta tasks (the provider's own count comes earlier:
         # the client may still be reading beta's last answer when alpha's goes out)
-        while len({2, 3, 4} & set(done)) < n_beta and time.monotonic() < deadline:
+        while not beta <= set(done) and time.monotonic() < deadline:
             time.sleep(0.01)
         return None
 
     providers.alpha.latency_s = 0.3
     providers.alpha.responder = gate
-    models = ["alpha", "alpha", "beta", "beta", "beta"]
     done: list[int] = []
     d = Delegator(loopback_config(providers))
     batch = d.run_sync([Task(f"goal-{i}", model=m) for i, m in enumerate(models)],
@@ -65,7 +66,7 @@ def test_results_in_input_order_when_later_tasks_finish_first(providers: Loopbac
         assert r.goal == f"goal-{i}"
         assert r.summary.startswith(f"[{m}] {m}-model:") and f"goal-{i}" in r.summary
         assert r.deployment.deployment_id == f"{m}-1"
-    assert set(done[:n_beta]) == {2, 3, 4}, done  # the beta tasks finished first...
+    assert beta == {2, 3, 4} and set(done[:len(beta)]) == beta, done  # the beta tasks finished first...
     assert [r.index for r in batch.results] != done  # ...yet results keep the input order
 
 

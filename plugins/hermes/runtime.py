@@ -72,8 +72,9 @@ _warm_thread: threading.Thread | None = None
 
 
 def warm_in_background(delay_s: float = WARM_DELAY_S) -> threading.Thread | None:
-    """Once per process: after `delay_s`, import litellm and build the Router for the config in force,
-    on a daemon thread, so the first delegation of a session pays neither (issue 11).
+    """Once per process: after `delay_s`, a daemon thread loads the config in force and hands the
+    warm-up (litellm's import, the Router's build, one mocked call per group) to the plugin's loop,
+    so the first delegation of a session pays none of it (issue 11).
     `hermes_delegate.warm_up: false` turns it off. Never raises; a bad config is reported by the tools.
     Interpreter exit stops it at its next step (`shutdown`)."""
     global _warm_thread
@@ -81,9 +82,15 @@ def warm_in_background(delay_s: float = WARM_DELAY_S) -> threading.Thread | None
         return None
     _warm_started.set()
 
-    def run() -> None:
-        import logging  # noqa: PLC0415
+    import logging  # noqa: PLC0415
 
+    log = logging.getLogger("hermes_delegate.hermes")
+
+    def skipped(fut: concurrent.futures.Future) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.debug("warm-up skipped", exc_info=fut.exception())
+
+    def run() -> None:
         if _stopping.wait(delay_s):
             return
         try:
@@ -93,18 +100,10 @@ def warm_in_background(delay_s: float = WARM_DELAY_S) -> threading.Thread | None
             if isinstance(block, dict) and block.get("warm_up") is False:
                 return
             base = delegator_for(settings.load_plugin_config())
-            if _stopping.is_set():
-                return
-            fut = submit(base.warm_up(calls=True))
-            while not _stopping.is_set():
-                try:
-                    fut.result(timeout=0.2)
-                    return
-                except concurrent.futures.TimeoutError:
-                    continue
-            fut.cancel()  # exit: the loop's task is cancelled at its next await
+            if not _stopping.is_set():  # the rest runs on the loop, where `shutdown` cancels it
+                submit(base.warm_up(calls=True)).add_done_callback(skipped)
         except Exception:  # noqa: BLE001 - the first delegation then warms (and reports) itself
-            logging.getLogger("hermes_delegate.hermes").debug("warm-up skipped", exc_info=True)
+            log.debug("warm-up skipped", exc_info=True)
 
     t = _warm_thread = threading.Thread(target=run, name="hermes-delegate-warm", daemon=True)
     t.start()

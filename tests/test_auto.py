@@ -260,3 +260,19 @@ def test_the_schemas_list_auto():
     for prop in (fn["parameters"]["properties"]["model"], fn["parameters"]["properties"]["tasks"]["items"]["properties"]["model"]):
         assert "`auto`" in prop["description"]
     assert "`auto`" in STATIC[DELEGATE_TOOL]["parameters"]["properties"]["model"]["description"]
+
+
+def test_list_models_and_doctor_show_the_auto_mapping(providers: LoopbackPair):
+    import json
+
+    from hermes_delegate import DelegateTools
+
+    d = Delegator(loopback_config(providers, model="auto", allow=["small"]))
+    out = json.loads(DelegateTools(d).list_models_sync({"model": "auto"}))
+    assert out["resolved_via"] == "auto"
+    assert out["tiers"]["SIMPLE"] == {"model": "small", "resolves_to": "alpha", "on_allowlist": True}
+    assert out["tiers"]["COMPLEX"]["on_allowlist"] is False
+    assert "not configured" in out["tiers"]["MEDIUM"]["error"]
+    report = d.doctor()
+    assert [p for p in report["problems"] if p.startswith("delegation.auto.MEDIUM")]  # the default model is auto
+    assert not [p for p in report["problems"] if p.startswith("auto:")]  # `auto` itself is no unknown model

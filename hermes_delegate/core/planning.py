@@ -122,8 +122,8 @@ def _check_encodable(task: Task) -> None:
 def _resolve(model: object, task: Task, resolver: Resolver, settings: DelegationSettings,
              classify: Classify | None) -> tuple[Resolution, AutoPick | None]:
     """The task's resolution; for `auto`, the model its complexity tier maps to (resolved_via auto)."""
-    spec = parse_model_string(model)
-    if not is_auto(spec):
+    spec = parse_model_string(model) if isinstance(model, str) and model.lstrip().startswith("auto") else None
+    if spec is None or not is_auto(spec):  # (the Resolver parses, and caches, every other model string)
         return resolver.resolve(model), None  # type: ignore[arg-type]
     if classify is None:
         raise UsageError("model auto needs the complexity classifier, which this planner was not given.",

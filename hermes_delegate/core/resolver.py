@@ -335,6 +335,11 @@ class Resolver:
 
     def _from_catalog(self, spec: ModelSpec, chain: tuple[str, ...]) -> Resolution:
         cands = self.catalog.providers_for(spec.name)
+        if not cands and spec.name == "auto":
+            raise UnknownModelError("`auto` is not one model: a task's `model: auto` is resolved when it is "
+                                    "planned, to the model its complexity tier maps to (delegation.auto).",
+                                    hint="Check one of the models delegation.auto maps to (list_models with "
+                                         "model auto shows the mapping).")
         if not cands and spec.name in TIER_NAMES:
             tiers = [a for a in self.aliases if a in TIER_NAMES]
             raise UnknownModelError(f"Tier {spec.base!r} is not configured.",

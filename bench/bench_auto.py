@@ -126,7 +126,7 @@ def main() -> None:
         "plan_added_per_task_us": round(plan_added_us, 1),
         "plan_auto_one_task_us": round(plan_auto_us, 1),
         "plan_fixed_one_task_us": round(plan_fixed_us, 1),
-        "fresh_process": {k: round(v, 3) for k, v in fresh.items()},
+        "fresh_process": {k: round(v, 6) for k, v in fresh.items()},
         "agreement": agree / len(EVAL_CASES),
         "tiers": tiers,
         "litellm_eval_pass": f"{litellm_pass}/{len(EVAL_CASES)}",

@@ -89,7 +89,7 @@ def main() -> None:
 
     d = Delegator(config_from_dict({"delegation": {"aliases": LADDER, "max_tokens": MAX_TOKENS}}),
                   env={"ANTHROPIC_API_KEY": "k"})
-    direct = ComplexityRouter(model_name="bench", litellm_router_instance=None)
+    direct = ComplexityRouter("bench", None)  # its Router, unused by classify (1.106: litellm_router_instance, 1.110: ctx)
     prompts = [c.prompt for c in EVAL_CASES]
 
     # 1. time per task

@@ -31,8 +31,8 @@ OWN_PROMPTS = [
 
 def litellm_tier(text: str, config: dict[str, Any] | None = None) -> tuple[str, float]:
     """LiteLLM's classifier, called directly (as its own eval suite does)."""
-    router = litellm_cr.ComplexityRouter(model_name="direct", litellm_router_instance=None,
-                                         complexity_router_config=config)
+    # its Router is the second argument (1.106 `litellm_router_instance`, 1.110 `ctx`); classify ignores it
+    router = litellm_cr.ComplexityRouter("direct", None, complexity_router_config=config)
     tier, score, _signals = router.classify(text)
     return tier.value, score
 

@@ -71,8 +71,9 @@ def complexity_router(config: dict[str, Any]) -> Any:
     import_litellm()
     from litellm.router_strategy.complexity_router.complexity_router import ComplexityRouter  # noqa: PLC0415
 
-    return ComplexityRouter(model_name="hermes-delegate-auto", litellm_router_instance=None,  # type: ignore[arg-type]
-                            complexity_router_config=config or None)
+    # the second argument is its Router (litellm 1.106: `litellm_router_instance`; 1.110: `ctx`, a routing
+    # context), positional so both take it; classify() never reads it
+    return ComplexityRouter("hermes-delegate-auto", None, complexity_router_config=config or None)
 
 
 async def close_loop_clients() -> int:

@@ -36,7 +36,7 @@ class AutoClassifier:
                 if self._router is None:
                     try:
                         self._router = complexity_router(dict(self.options))
-                    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+                    except ValueError as exc:  # LiteLLM's config model refused it (pydantic's ValidationError)
                         first = str(exc).strip().splitlines()
                         raise ConfigError(
                             f"delegation.auto: LiteLLM's complexity_router_config refused it: "

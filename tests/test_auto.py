@@ -276,3 +276,17 @@ def test_list_models_and_doctor_show_the_auto_mapping(providers: LoopbackPair):
     report = d.doctor()
     assert [p for p in report["problems"] if p.startswith("delegation.auto.MEDIUM")]  # the default model is auto
     assert not [p for p in report["problems"] if p.startswith("auto:")]  # `auto` itself is no unknown model
+
+
+def test_the_hermes_block_takes_auto_the_ladder_and_downgrade():
+    from hermes_delegate_hermes.settings import plugin_dict
+
+    d = plugin_dict({"hermes_delegate": {"tiers": ["small", "large"], "aliases": {"small": "haiku", "large": "opus"},
+                                         "budget": {"on_over_budget": "downgrade"}, "model": "auto",
+                                         "auto": {"MEDIUM": "small"}}})
+    s = config_from_dict(d).delegation
+    assert (s.tiers, s.budget.on_over_budget, s.model, s.auto) == (["small", "large"], "downgrade", "auto",
+                                                                   {"MEDIUM": "small"})
+    # a tiers mapping stays what it was: aliases (their tier names, in order, are then the ladder)
+    d = plugin_dict({"hermes_delegate": {"tiers": {"small": "haiku", "large": "opus"}}})
+    assert d["delegation"]["aliases"] == {"small": "haiku", "large": "opus"} and "tiers" not in d["delegation"]

@@ -10,8 +10,8 @@ No provider and no network: everything here is planning (pure) plus LiteLLM's lo
    called directly (the baseline, same run), and what `auto` adds to `Delegator.plan` per task (the
    median one-task plan with `model: auto` minus the same with an explicit model). Goal: the median
    ≤ 1 ms per task. Means are not used: on a shared machine a few calls in a hundred are preempted
-   for 5–30 ms by other processes, whatever they run. The one-time cost (litellm's import, when nothing imported it before) is
-   measured in a fresh process and reported apart.
+   for 5–30 ms by other processes, whatever they run. The one-time cost (litellm's import, when nothing
+   imported it before) is measured in a fresh process and reported apart.
 2. Agreement with LiteLLM's classifier on its own eval cases
    (`litellm.router_strategy.complexity_router.evals.eval_complexity_router.EVAL_CASES`): the tier
    `plan` chose for each case ÷ the tier LiteLLM's classifier gives the same text. Goal: 100 %.
@@ -89,7 +89,7 @@ def main() -> None:
 
     d = Delegator(config_from_dict({"delegation": {"aliases": LADDER, "max_tokens": MAX_TOKENS}}),
                   env={"ANTHROPIC_API_KEY": "k"})
-    direct = ComplexityRouter("bench", None)  # its Router, unused by classify (1.106: litellm_router_instance, 1.110: ctx)
+    direct = ComplexityRouter("bench", None)  # its Router: unused by classify (1.106 litellm_router_instance, 1.110 ctx)
     prompts = [c.prompt for c in EVAL_CASES]
 
     # 1. time per task

@@ -257,7 +257,8 @@ def test_the_schemas_list_auto():
     from hermes_delegate_hermes.schema import STATIC, DELEGATE_TOOL
 
     fn = DelegateTools(Delegator(config_from_dict({}), env={})).delegate_task_function()
-    for prop in (fn["parameters"]["properties"]["model"], fn["parameters"]["properties"]["tasks"]["items"]["properties"]["model"]):
+    props = fn["parameters"]["properties"]
+    for prop in (props["model"], props["tasks"]["items"]["properties"]["model"]):
         assert "`auto`" in prop["description"]
     assert "`auto`" in STATIC[DELEGATE_TOOL]["parameters"]["properties"]["model"]["description"]
 

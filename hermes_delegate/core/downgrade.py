@@ -69,7 +69,8 @@ class Ladder:
 
 def fit_or_downgrade(name: str, res: Resolution, *, amount: Callable[[Resolution], float],
                      fits: Callable[[float], bool], ladder: Ladder | None,
-                     refuse: Callable[[Resolution, float, str], DelegateError]) -> tuple[Rung, tuple[Rung, ...], str | None]:
+                     refuse: Callable[[Resolution, float, str], DelegateError],
+                     ) -> tuple[Rung, tuple[Rung, ...], str | None]:
     """Where a task runs under a budget: (its rung, the cheaper rungs below it that it may still move to
     at run time, best first, and the model it was downgraded from, or None). Without a ladder (refuse)
     or for a pinned model, a reservation that does not fit is `refuse(res, amount, why)`, raised."""

@@ -108,7 +108,8 @@ _OUTPUT_SCHEMA_PROPERTY: dict[str, Any] = {
 
 def _model_property(call_level: bool) -> dict[str, Any]:
     if call_level:
-        text = f"Model for every task without its own. {MODEL_EXAMPLES} {AUTO_DOC} {COLON_DO_NOT} {PRECEDENCE} {UNSET}"
+        text = (f"Model for every task without its own. {MODEL_EXAMPLES} {AUTO_DOC} {COLON_DO_NOT} "
+                f"{PRECEDENCE} {UNSET}")
     else:
         text = (f"This task's model; overrides the call-level model. Same forms as the top-level model "
                 f"(`auto`: picked from this task's complexity). {UNSET}")

@@ -291,3 +291,34 @@ def test_the_hermes_block_takes_auto_the_ladder_and_downgrade():
     # a tiers mapping stays what it was: aliases (their tier names, in order, are then the ladder)
     d = plugin_dict({"hermes_delegate": {"tiers": {"small": "haiku", "large": "opus"}}})
     assert d["delegation"]["aliases"] == {"small": "haiku", "large": "opus"} and "tiers" not in d["delegation"]
+
+
+def test_auto_settings_and_downgrade_plan_without_importing_litellm(tmp_path):
+    """The classifier is built on the first `auto` task only: a config with auto settings, a ladder and
+    downgrade plans (and downgrades) a batch without auto in a process that never imports litellm."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent("""
+        import json, sys
+        from hermes_delegate import Delegator, Task, config_from_dict
+        cfg = config_from_dict({"delegation": {
+            "aliases": {"small": "haiku", "large": "opus"}, "max_tokens": 1000, "tiers": ["small", "large"],
+            "budget": {"on_over_budget": "downgrade"},
+            "auto": {"MEDIUM": "small", "tier_boundaries": {"simple_medium": 0.2}}}})
+        d = Delegator(cfg, env={"ANTHROPIC_API_KEY": "k"})
+        (p,), _ = d.plan([Task("a", model="large")], budget_usd=0.005)
+        litellm = sorted(m for m in sys.modules if m.startswith("litellm"))
+        print(json.dumps({"from": p.downgraded_from, "litellm": litellm}))
+    """)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"from": "large", "litellm": []}

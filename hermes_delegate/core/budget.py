@@ -95,6 +95,14 @@ class Pricing:
     def reservation(self, res: Resolution, task: Task) -> float | None:
         if self.cap_usd is None:
             return None
+        amount = self.amount(res, task)
+        if not self.fits(amount):
+            raise self.over_cap(res, amount)
+        return amount
+
+    def amount(self, res: Resolution, task: Task) -> float:
+        """What one task on `res` is reserved at; BudgetError when its price is unknown (and that is not
+        allowed)."""
         price = self.price(res)
         if price is None:
             if self.allow_unpriced:
@@ -105,13 +113,17 @@ class Pricing:
                      "or set delegation.allow_unpriced: true.",
             )
         tokens_in = estimate_tokens(self.system_prompt + task.goal + (task.context or ""))
-        amount = tokens_in * price.input_per_token + self.max_tokens * price.output_per_token
-        if amount > self.cap_usd:
-            raise BudgetError(
-                f"One task on {res.model} may cost up to ${amount:.6f}; the budget is ${self.cap_usd:.6f}.",
-                hint=f"Raise budget_usd to at least {amount:.6f}, lower max_tokens, or pick a cheaper model.",
-            )
-        return amount
+        return tokens_in * price.input_per_token + self.max_tokens * price.output_per_token
+
+    def fits(self, amount: float) -> bool:
+        """Whether one reservation of `amount` fits the per-call cap (the plan-time check)."""
+        return self.cap_usd is None or amount <= self.cap_usd
+
+    def over_cap(self, res: Resolution, amount: float, why: str = "") -> BudgetError:
+        return BudgetError(
+            f"One task on {res.model} may cost up to ${amount:.6f}; the budget is ${self.cap_usd:.6f}.{why}",
+            hint=f"Raise budget_usd to at least {amount:.6f}, lower max_tokens, or pick a cheaper model.",
+        )
 
 
 @dataclass

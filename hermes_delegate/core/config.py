@@ -8,6 +8,9 @@
       allow: [small, "anthropic/*"]
       max_tasks: 50
       budget_usd: 1.00
+      budget: {on_over_budget: refuse}   # or downgrade: move a task that does not fit down `tiers`
+      tiers: [small, medium, large]      # the ladder, cheapest first (default: the tier aliases, in order)
+      auto: {SIMPLE: small, MEDIUM: medium, COMPLEX: large, REASONING: large}   # `model: auto`
     router:                # LiteLLM's own format, for litellm.Router (os.environ/ refs resolved by us)
       model_list: [...]
       router_settings: {...}
@@ -26,13 +29,16 @@ proxy's groups are listed by `sources/remote_proxy.py` and handed to the Resolve
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .auto import check_auto_settings
 
 __all__ = [
     "Config",
     "DelegationSettings",
+    "BudgetSettings",
     "RouterSection",
     "RemoteProxy",
     "Deployment",
@@ -66,6 +72,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BudgetSettings(_Strict):
+    """`delegation.budget`: what happens to a task whose model does not fit the budget."""
+
+    on_over_budget: Literal["refuse", "downgrade"] = Field(
+        "refuse", description="refuse: a typed budget error before anything is sent; downgrade: the task moves "
+                              "down the tier ladder (delegation.tiers) to the best tier that fits")
+
+
 class DelegationSettings(_Strict):
     model: str | None = None
     aliases: dict[str, str] = Field(default_factory=dict)
@@ -80,6 +94,24 @@ class DelegationSettings(_Strict):
     max_input_chars: int = Field(200_000, ge=1, description="largest goal+context accepted per task")
     learn_limits: bool = Field(True, description="pace a deployment with no configured rpm/tpm by the rate-limit "
                                                  "headers it sends, and adapt on its 429s when it sends none")
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    tiers: list[str] | None = Field(None, description="the tier ladder, cheapest first (downgrade moves down it); "
+                                                      "default: the aliases named like tiers, in order")
+    auto: dict[str, Any] = Field(default_factory=dict, description="`model: auto`: complexity tier → model "
+                                 "(SIMPLE, MEDIUM, COMPLEX, REASONING); other keys go to LiteLLM's "
+                                 "complexity_router_config")
+
+    @field_validator("tiers")
+    @classmethod
+    def _tier_names(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or any(not t.strip() for t in v) or len(set(v)) != len(v)):
+            raise ValueError("must list model strings (usually tier aliases), cheapest first, each once")
+        return v
+
+    @field_validator("auto")
+    @classmethod
+    def _auto_settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return check_auto_settings(v)
 
     @field_validator("budget_usd", mode="before")
     @classmethod

@@ -1,4 +1,8 @@
-"""The model-string grammar, and nothing else: `NAME[:VARIANT] [--provider SLUG] [flags]`.
+"""The model-string grammar, and nothing else: `NAME[:VARIANT][!] [--provider SLUG] [flags]`.
+
+A trailing `!` on the name pins the model (`opus!`): it means the same model, and it is never
+downgraded when `delegation.budget.on_over_budget: downgrade` would otherwise move the task down the
+tier ladder.
 
 `parse_model_string()` only splits and checks the shape. Deciding what a name means is
 `resolver.py`'s job (the pydantic-ai split: parse_model_id vs infer_model).
@@ -8,7 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import SpecError
 
@@ -38,10 +42,17 @@ class ModelSpec:
     variant: str | None = None
     provider: str | None = None
     ignored_flags: tuple[str, ...] = ()
+    pinned: bool = False  # a trailing `!` on the name: never downgraded
 
     @property
     def base(self) -> str:
         return f"{self.name}:{self.variant}" if self.variant else self.name
+
+    def unpinned(self) -> "ModelSpec":
+        """The same spec without its `!` (its raw text too, so a resolution's chain shows the name)."""
+        if not self.pinned:
+            return self
+        return replace(self, raw=self.raw.replace(f"{self.base}!", self.base, 1), pinned=False)
 
 
 def _split(text: str) -> list[str]:
@@ -105,6 +116,12 @@ def parse_model_string(text: object) -> ModelSpec:
     if name is None:
         raise SpecError(f"Model string {raw.strip()!r} has no model name.",
                         hint="Write NAME [--provider SLUG], e.g. `glm-4.7 --provider zai`.")
+    pinned = name.endswith("!")
+    if pinned:
+        name = name[:-1]
+        if not name:
+            raise SpecError(f"Model string {raw.strip()!r} has no model name before its `!`.",
+                            hint="Write the model to pin, e.g. `opus!`.")
     m = _COLON_PREFIX_RE.match(name)
     if m:
         fixed = f"{m.group(2)} --provider {m.group(1)}"
@@ -116,11 +133,13 @@ def parse_model_string(text: object) -> ModelSpec:
     if not _NAME_RE.match(name):
         raise SpecError(
             f"{name!r} is not a valid model name.",
-            hint="Model names use letters, digits and . _ / @ + - with an optional :variant suffix.",
+            hint="Model names use letters, digits and . _ / @ + - with an optional :variant suffix "
+                 "(and a trailing ! to pin it).",
         )
     variant = None
     if ":" in name:
         name, variant = name.split(":", 1)
     if provider is not None:
         provider = provider.strip().lower()
-    return ModelSpec(raw=raw, name=name, variant=variant, provider=provider, ignored_flags=tuple(ignored))
+    return ModelSpec(raw=raw, name=name, variant=variant, provider=provider, ignored_flags=tuple(ignored),
+                     pinned=pinned)

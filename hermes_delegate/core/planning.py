@@ -1,19 +1,23 @@
 """Turn a batch of tasks into planned jobs, or refuse the whole batch before anything runs.
 
-Pure: resolution, precedence, the allowlist, size limits and budget pricing. A batch with any bad
-task raises one BatchValidationError listing every bad task, so an LLM can fix the call in one retry.
+Pure: resolution, precedence, `model: auto` (the classifier is handed in), the allowlist, size limits,
+budget pricing and downgrade. A batch with any bad task raises one BatchValidationError listing every
+bad task, so an LLM can fix the call in one retry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Sequence
 
+from .auto import AutoPick, Classify, auto_map, is_auto, pick_auto, task_text, unmapped
 from .budget import Pricing
 from .config import DelegationSettings
+from .downgrade import Ladder, Rung, fit_or_downgrade, ladder_names
 from .errors import (BatchValidationError, BudgetError, DelegateError, NotAllowedError, ProviderError,
-                     TaskPayloadError, TaskProblem)
+                     TaskPayloadError, TaskProblem, UsageError)
+from .grammar import parse_model_string
 from .precedence import pick_model
 from .resolver import Resolution, Resolver
 
@@ -38,10 +42,25 @@ class PlannedTask:
     model_source: str
     resolution: Resolution
     reserve_usd: float | None = None  # what the budget holds back while it runs
+    auto: AutoPick | None = None  # what `model: auto` chose (tier, score, model string)
+    downgraded_from: str | None = None  # the model it would have run on, had that fitted the budget
+    fallbacks: tuple[Rung, ...] = ()  # cheaper rungs it may still move to (downgrade), the best first
 
     @property
     def goal(self) -> str:
         return self.task.goal
+
+    @property
+    def origin(self) -> str:
+        """The model string the task was to run on: auto's pick, or what was asked for."""
+        return self.auto.model if self.auto else self.model_requested
+
+    def downgraded(self, rung: Rung) -> "PlannedTask":
+        """This task moved down to `rung` (one of its fallbacks)."""
+        res = replace(rung.resolution, resolved_via="auto") if self.auto else rung.resolution
+        rest = self.fallbacks[self.fallbacks.index(rung) + 1:] if rung in self.fallbacks else ()
+        return replace(self, resolution=res, reserve_usd=rung.reserve_usd,
+                       downgraded_from=self.downgraded_from or self.origin, fallbacks=rest)
 
 
 class Allowlist:
@@ -100,10 +119,31 @@ def _check_encodable(task: Task) -> None:
                          "(\\ude00), or removed.") from None
 
 
+def _resolve(model: object, task: Task, resolver: Resolver, settings: DelegationSettings,
+             classify: Classify | None) -> tuple[Resolution, AutoPick | None]:
+    """The task's resolution; for `auto`, the model its complexity tier maps to (resolved_via auto)."""
+    spec = parse_model_string(model) if isinstance(model, str) and model.lstrip().startswith("auto") else None
+    if spec is None or not is_auto(spec):  # (the Resolver parses, and caches, every other model string)
+        return resolver.resolve(model), None  # type: ignore[arg-type]
+    if classify is None:
+        raise UsageError("model auto needs the complexity classifier, which this planner was not given.",
+                         hint="Plan through Delegator.plan, or pass a model.")
+    pick = pick_auto(task_text(task.goal, task.context), classify, auto_map(settings.auto))
+    try:
+        res = resolver.resolve(pick.model)
+    except ProviderError:
+        raise
+    except DelegateError as exc:
+        raise unmapped(pick, exc) from None
+    return replace(res, resolved_via="auto", pinned=res.pinned or spec.pinned), pick
+
+
 def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSettings, *,
                call_model: str | None = None, parent_model: str | None = None,
-               allow: Allowlist | None = None, pricing: Pricing | None = None) -> list[PlannedTask]:
-    """Resolve every task's model and check it, or raise before anything is spent."""
+               allow: Allowlist | None = None, pricing: Pricing | None = None,
+               classify: Classify | None = None) -> list[PlannedTask]:
+    """Resolve every task's model and check it, or raise before anything is spent. `classify` is
+    LiteLLM's complexity classifier (text → tier, score), used only for tasks whose model is `auto`."""
     if not tasks:
         raise TaskPayloadError("The batch has no tasks.", hint="Give at least one task with a goal.")
     if len(tasks) > settings.max_tasks:
@@ -112,6 +152,10 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
             hint=f"Split the work into calls of at most {settings.max_tasks} tasks.",
         )
     allow = allow or Allowlist(settings.allow, resolver)
+    ladder: Ladder | None = None
+    if pricing is not None and settings.budget.on_over_budget == "downgrade":
+        ladder = Ladder(ladder_names(settings.tiers, settings.aliases), resolver,
+                        usable=lambda r: allow.allows(r) and _callable(resolver, r))
     planned: list[PlannedTask] = []
     problems: list[TaskProblem] = []
     for i, task in enumerate(tasks):
@@ -126,15 +170,22 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
                     f"Goal plus context is {size:,} characters; the limit is {settings.max_input_chars:,}.",
                     hint="Summarise the context, or point the worker at a file instead of pasting it.")
             model, source = pick_model(task.model, call_model, settings.model, parent_model)
-            res = resolver.resolve(model)  # type: ignore[arg-type]
+            res, auto = _resolve(model, task, resolver, settings, classify)
             try:
                 resolver.check_callable(res)  # an unset os.environ/ key or api_base: auth, nothing is sent
             except ProviderError as exc:  # this task's problem, listed with the others (type auth)
                 problems.append(_problem(i, model, exc))
                 continue
             allow.check(res)
-            reserve = pricing.reservation(res, task) if pricing else None
-            planned.append(PlannedTask(i, task, str(model).strip(), source, res, reserve))
+            p = PlannedTask(i, task, str(model).strip(), source, res, auto=auto)
+            if pricing is not None and pricing.cap_usd is not None:
+                rung, fallbacks, downgraded_from = fit_or_downgrade(
+                    p.origin, res, amount=lambda r: pricing.amount(r, task), fits=pricing.fits, ladder=ladder,
+                    refuse=pricing.over_cap)
+                if downgraded_from is not None:
+                    p = p.downgraded(rung)
+                p = replace(p, reserve_usd=rung.reserve_usd, fallbacks=fallbacks)
+            planned.append(p)
         except ProviderError:
             raise  # a remote proxy that cannot be listed is not a fault of this task's model
         except DelegateError as exc:
@@ -151,3 +202,11 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
             hint = ""
         raise BatchValidationError(problems, hint=hint)
     return planned
+
+
+def _callable(resolver: Resolver, res: Resolution) -> bool:
+    try:
+        resolver.check_callable(res)
+    except ProviderError:
+        return False
+    return True

@@ -46,6 +46,7 @@ class Resolution:
     key_env: str | None = field(default=None, compare=False)
     pattern: str | None = None  # the wildcard model_name, or the group a model_group_alias names
     params: Mapping[str, Any] = field(default_factory=dict, compare=False)  # request params (a mapped variant)
+    pinned: bool = False  # written with a trailing `!` (here or in an alias it went through): never downgraded
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -60,6 +61,8 @@ class Resolution:
             out["pattern"] = self.pattern
         if self.params:
             out["params"] = dict(self.params)
+        if self.pinned:
+            out["pinned"] = True
         return out
 
 
@@ -175,6 +178,8 @@ class Resolver:
 
     # -- steps ------------------------------------------------------------------------------
     def _resolve(self, spec: ModelSpec, chain: tuple[str, ...], depth: int) -> Resolution:
+        if spec.pinned:  # `opus!` means opus, pinned (also through an alias whose value is pinned)
+            return replace(self._resolve(spec.unpinned(), chain, depth), pinned=True)
         base = spec.base
         chain = chain + (spec.raw.strip(),)
         if depth > _MAX_DEPTH:
@@ -330,6 +335,11 @@ class Resolver:
 
     def _from_catalog(self, spec: ModelSpec, chain: tuple[str, ...]) -> Resolution:
         cands = self.catalog.providers_for(spec.name)
+        if not cands and spec.name == "auto":
+            raise UnknownModelError("`auto` is not one model: a task's `model: auto` is resolved when it is "
+                                    "planned, to the model its complexity tier maps to (delegation.auto).",
+                                    hint="Check one of the models delegation.auto maps to (list_models with "
+                                         "model auto shows the mapping).")
         if not cands and spec.name in TIER_NAMES:
             tiers = [a for a in self.aliases if a in TIER_NAMES]
             raise UnknownModelError(f"Tier {spec.base!r} is not configured.",

@@ -46,7 +46,9 @@ class TaskResult:
     model_requested: str | None = None
     model: str | None = None
     model_source: str | None = None
-    resolved_via: str | None = None
+    resolved_via: str | None = None  # how model_requested resolved; "auto": chosen by the classifier
+    auto: dict[str, Any] | None = None  # model auto's choice: {tier, score, model}
+    downgraded_from: str | None = None  # on_over_budget downgrade: the model it did not fit on
     deployment: DeploymentInfo | None = None
     attempts: list[Attempt] = field(default_factory=list)
     duration_s: float = 0.0

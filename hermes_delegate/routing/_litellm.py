@@ -21,7 +21,7 @@ from ..core.errors import ProviderError
 from ..core.redact import LITELLM_LOGGERS, install_engine_log_filters, redact
 
 __all__ = ["import_litellm", "map_litellm_errors", "to_provider_error", "exception_text", "close_loop_clients",
-           "LITELLM_LOGGERS"]
+           "complexity_router", "LITELLM_LOGGERS"]
 
 log = logging.getLogger("hermes_delegate.litellm")
 _NOISE = re.compile(r"^(?:litellm\.)?\w+(?:Error|Exception)?:\s*(?:litellm\.\w+:\s*)?(?:\w+Error:\s*)?"
@@ -62,6 +62,18 @@ def _import_litellm() -> Any:
         install_engine_log_filters()  # the same filters a Delegator installs (a host may import litellm first)
         _configured = True
     return mod
+
+
+def complexity_router(config: dict[str, Any]) -> Any:
+    """LiteLLM's own complexity router (`litellm.router_strategy.complexity_router`), built with `config`
+    (its complexity_router_config) and no Router: only its local `classify(prompt)` is used, which scores
+    the text by rules and calls nothing. Raises what LiteLLM's config model raises (ValueError)."""
+    import_litellm()
+    from litellm.router_strategy.complexity_router.complexity_router import ComplexityRouter  # noqa: PLC0415
+
+    # the second argument is its Router (litellm 1.106: `litellm_router_instance`; 1.110: `ctx`, a routing
+    # context), positional so both take it; classify() never reads it
+    return ComplexityRouter("hermes-delegate-auto", None, complexity_router_config=config or None)
 
 
 async def close_loop_clients() -> int:

@@ -30,6 +30,7 @@ from ..core.planning import Allowlist, PlannedTask, Task, plan_batch
 from ..core.redact import Redactor, default_redactor, install_engine_log_filters, log_filter
 from ..core.resolver import Resolution, Resolver
 from ..sources.groups import resolver_for
+from ..routing.auto import AutoClassifier
 from ..core.results import BatchResult
 from .worker import Worker
 
@@ -104,6 +105,8 @@ class Delegator:
         self.env = os.environ if env is None else env
         self.resolver = resolver_for(self.config, env=self.env)
         self.allowlist = Allowlist(self.config.delegation.allow, self.resolver)
+        #: `model: auto`'s classifier (LiteLLM's, local), built on the first task that asks for auto
+        self.auto_classifier = AutoClassifier(self.config.delegation.auto)
         self.parent_model = parent_model
         self._worker = worker
         self._router: Any = router  # a RouterHandle to share (hosts keep one per process)
@@ -160,6 +163,7 @@ class Delegator:
         interrupt (hosts keep one Delegator per config and derive one per call)."""
         d = Delegator(self.config, worker=worker, parent_model=parent_model, env=self.env, router=self.router)
         d.resolver, d.allowlist, d.redactor = self.resolver, self.allowlist, self.redactor
+        d.auto_classifier = self.auto_classifier
         return d
 
     # -- operations for hosts that run their own agent loop ------------------------------------
@@ -170,6 +174,8 @@ class Delegator:
         from .warmup import warm_up  # noqa: PLC0415
 
         await warm_up(self.router, calls=calls)
+        with contextlib.suppress(DelegateError):  # free once litellm is in; a bad delegation.auto is plan's to say
+            await asyncio.to_thread(self.auto_classifier.build)
         # litellm's catalog (prices, context windows: ~20 ms to index), read on a first task's
         # context-window or price lookup
         await asyncio.to_thread(lambda: self.resolver.catalog)
@@ -282,7 +288,8 @@ class Delegator:
                 pricing = Pricing(self.config, self.resolver, cap_usd=cap, max_tokens=self._max_tokens(cap) or 0,
                                   system_prompt=s.system_prompt, allow_unpriced=s.allow_unpriced)
             planned = plan_batch(coerce_tasks(tasks), self.resolver, s, call_model=model,
-                                 parent_model=self.parent_model, allow=self.allowlist, pricing=pricing)
+                                 parent_model=self.parent_model, allow=self.allowlist, pricing=pricing,
+                                 classify=self.auto_classifier)
         except DelegateError as exc:
             self._redacted(exc)
             raise

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from ..routing._litellm import to_provider_error
 from ..core.budget import Budget
+from ..core.downgrade import first_fit
 from ..core.errors import ProviderError
 from ..core.planning import PlannedTask
 from ..core.results import ProgressEvent, TaskResult
@@ -27,7 +28,8 @@ EventCallback = Callable[[ProgressEvent], None]
 def _base(p: PlannedTask, status: str) -> TaskResult:
     return TaskResult(index=p.index, goal=p.goal, status=status,  # type: ignore[arg-type]
                       model_requested=p.model_requested, model=p.resolution.model,
-                      model_source=p.model_source, resolved_via=p.resolution.resolved_via)
+                      model_source=p.model_source, resolved_via=p.resolution.resolved_via,
+                      auto=p.auto.to_dict() if p.auto else None, downgraded_from=p.downgraded_from)
 
 
 def _not_started(p: PlannedTask, redactor: Any) -> TaskResult:
@@ -80,7 +82,11 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
             async with sem:
                 if budget is not None:
                     while not budget.try_reserve(p.reserve_usd or 0.0):
-                        if not budget.in_flight:
+                        if not budget.in_flight:  # it will not fit: a cheaper tier (downgrade), else skipped
+                            rung = first_fit(p.fallbacks, lambda r: budget.try_reserve(r.reserve_usd or 0.0))
+                            if rung is not None:
+                                p = p.downgraded(rung)
+                                break
                             res = _base(p, "skipped_budget")
                             res.error = {"type": "budget", "retryable": False,
                                          "message": f"Not started: the batch budget of ${budget.cap_usd} "

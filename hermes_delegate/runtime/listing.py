@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ..core.auto import AUTO_DOC, auto_map, is_auto
 from ..core.budget import Pricing, deployment_price
 from ..core.catalog import FAMILIES, ModelPrice
 from ..core.credentials import deployment_credentials, deployment_provider, unset_refs
 from ..core.env_refs import resolve_env_ref
 from ..core.errors import DelegateError, TaskPayloadError
+from ..core.grammar import parse_model_string
 from ..core.resolver import TIER_NAMES, Resolution, Resolver
 from ..core.results import api_host
 from ..ratelimit.gate import Limits
@@ -159,6 +161,8 @@ async def check_model(delegator: Delegator, model: Any) -> dict[str, Any]:
     """What one model string resolves to, and whether it can run here (raises DelegateError)."""
     if not isinstance(model, str):
         raise TaskPayloadError("model must be a string.", hint='E.g. {"model": "glm-4.7"}.')
+    if is_auto(parse_model_string(model)):
+        return {"input": model, "resolved_via": "auto", "note": AUTO_DOC, "tiers": _auto_targets(delegator)}
     res = delegator.resolver.resolve(model)
     out: dict[str, Any] = {"input": model, "resolves_to": res.model, "resolved_via": res.resolved_via}
     if res.pattern is not None:
@@ -177,6 +181,21 @@ async def check_model(delegator: Delegator, model: Any) -> dict[str, Any]:
                               for i, d in enumerate(delegator.resolver.model_list) if d.model_name == group]
     else:
         out.update(_model_facts(delegator, res))
+    return out
+
+
+def _auto_targets(delegator: Delegator) -> dict[str, dict[str, Any]]:
+    """`model: auto`'s mapping: each complexity tier → its model string, what that resolves to (or why
+    not), and whether the allowlist lets it run."""
+    out: dict[str, dict[str, Any]] = {}
+    for tier, target in auto_map(delegator.config.delegation.auto).items():
+        row: dict[str, Any] = {"model": target}
+        try:
+            res = delegator.resolver.resolve(target)
+            row.update(resolves_to=res.model, on_allowlist=delegator.allowlist.allows(res))
+        except DelegateError as exc:
+            row["error"] = exc.message
+        out[tier] = row
     return out
 
 
@@ -211,7 +230,9 @@ def doctor_report(delegator: Delegator) -> dict[str, Any]:
     problems: list[str] = []
     report: dict[str, Any] = {"config": cfg.source or "(defaults: no config file)", "deployments": [],
                               "aliases": {}, "problems": problems}
-    for name in [*cfg.delegation.aliases, *([cfg.delegation.model] if cfg.delegation.model else [])]:
+    default_auto = bool(cfg.delegation.model) and is_auto(parse_model_string(cfg.delegation.model))
+    for name in [*cfg.delegation.aliases, *([cfg.delegation.model] if cfg.delegation.model and not default_auto
+                                             else [])]:
         res = r.resolve_or_error(name)
         report["aliases"][name] = res.get("model") or res.get("error")
         if "error" in res:
@@ -230,6 +251,10 @@ def doctor_report(delegator: Delegator) -> dict[str, Any]:
         for ref in unset_refs(dep.litellm_params, r.env):  # api_base and any other reference too
             if ref != cred.key_env:
                 problems.append(f"{dep.model_name} ({row['model']}): os.environ/{ref} is not set")
+    report["auto"] = _auto_targets(delegator)
+    if default_auto:  # every task without a model goes through the mapping: each tier must resolve
+        problems += [f"delegation.auto.{tier} → {row['model']}: {row['error']}"
+                     for tier, row in report["auto"].items() if "error" in row]
     report["ignored"] = [f"{k} (proxy-server settings: not used by hermes-delegate)"
                          for k in cfg.router.ignored_sections]
     report.update(learned_limits(delegator))

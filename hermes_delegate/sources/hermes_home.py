@@ -4,7 +4,8 @@
     delegation:                 # hermes's own block; we read model/provider/base_url/api_key,
       model: small              # max_concurrent_children and child_timeout_seconds from it
     hermes_delegate:            # ours: hermes_delegate.Config's `delegation` keys at top level,
-      aliases: {small: haiku}   # plus `tiers` (merged into aliases), `router` or `litellm_config`,
+      aliases: {small: haiku}   # plus `tiers` (a mapping: merged into aliases; a list: the downgrade
+                                # ladder, as delegation.tiers), `router` or `litellm_config`,
       router: {model_list: [...], router_settings: {num_retries: 2}}   # and the plugin's own keys
 
 Read with config_file.read_yaml_file (plain YAML; anchors and merge keys bounded), never written.
@@ -91,9 +92,12 @@ def plugin_dict(raw: Mapping[str, Any], *, default_concurrency: int = DEFAULT_CO
     hermes_deleg = raw.get("delegation") if isinstance(raw.get("delegation"), Mapping) else {}
     settings = {k: v for k, v in block.items() if k not in ROUTER_KEYS and k != "tiers" and k not in PLUGIN_KEYS}
     tiers = block.get("tiers")
-    if tiers is not None:
+    if isinstance(tiers, list):  # the downgrade ladder itself, as `delegation.tiers`
+        settings["tiers"] = tiers
+    elif tiers is not None:
         if not isinstance(tiers, Mapping):
-            raise ConfigError(f"config.yaml: `{BLOCK}.tiers` must map tier names to models.")
+            raise ConfigError(f"config.yaml: `{BLOCK}.tiers` must map tier names to models, or list the "
+                              "downgrade ladder (tier names, cheapest first).")
         settings["aliases"] = {**tiers, **(settings.get("aliases") or {})}
     data: dict[str, Any] = {k: block[k] for k in ROUTER_KEYS if block.get(k) is not None}
     if settings.get("model") is None:

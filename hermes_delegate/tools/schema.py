@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..core.auto import AUTO_DOC
 from ..core.errors import DelegateError
 from ..core.resolver import TIER_NAMES
 
@@ -107,9 +108,11 @@ _OUTPUT_SCHEMA_PROPERTY: dict[str, Any] = {
 
 def _model_property(call_level: bool) -> dict[str, Any]:
     if call_level:
-        text = f"Model for every task without its own. {MODEL_EXAMPLES} {COLON_DO_NOT} {PRECEDENCE} {UNSET}"
+        text = (f"Model for every task without its own. {MODEL_EXAMPLES} {AUTO_DOC} {COLON_DO_NOT} "
+                f"{PRECEDENCE} {UNSET}")
     else:
-        text = f"This task's model; overrides the call-level model. Same forms as the top-level model. {UNSET}"
+        text = (f"This task's model; overrides the call-level model. Same forms as the top-level model "
+                f"(`auto`: picked from this task's complexity). {UNSET}")
     return {"type": "string", "description": text}
 
 

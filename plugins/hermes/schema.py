@@ -22,7 +22,8 @@ DELEGATE_TOOL = "delegate_tasks"
 LIST_TOOL = "list_models"
 
 _MODEL = {"type": "string", "description": "Model string: tier, alias, bare id, provider/id, "
-                                           "or `id --provider SLUG`. null = unset."}
+                                           "or `id --provider SLUG`; `auto` picks the tier from the task's "
+                                           "complexity (LiteLLM's local classifier). null = unset."}
 STATIC = {
     DELEGATE_TOOL: {
         "name": DELEGATE_TOOL,

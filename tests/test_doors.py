@@ -315,6 +315,16 @@ def test_list_models_reports_a_broken_deployment_and_lists_the_rest(providers: L
     assert [r for p in providers for r in p.requests] == []  # refused before anything was sent
 
 
+def test_a_deployment_timeout_that_is_not_seconds_is_refused_before_anything_is_sent(providers: LoopbackPair):
+    data = loopback_dict(providers)
+    data["router"]["model_list"][1]["litellm_params"]["timeout"] = "soon"  # group beta
+    tools = DelegateTools(Delegator(config_from_dict(data)))
+    out = delegate(tools, one="large", two="alpha")  # large → beta
+    assert out.get("type") == "invalid_tasks" and [t["model"] for t in out["tasks"]] == ["large"], out
+    assert "router.model_list[1].litellm_params.timeout must be a number of seconds" in out["tasks"][0]["problem"]
+    assert [r for p in providers for r in p.requests] == []
+
+
 @pytest.mark.slow
 def test_api_base_port_out_of_range_from_the_cli(providers: LoopbackPair, tmp_path: Path):
     cfg = write(tmp_path / "c.yaml", broken_port_config(providers))

@@ -292,6 +292,19 @@ def test_a_bad_setting_is_a_config_error_naming_the_key_from_every_command(tmp_p
     assert out.stdout == ""
 
 
+def test_doctor_reports_bad_values_behind_environment_references(tmp_path: Path):
+    """A value given as `os.environ/NAME` is checked once resolved: doctor lists it with the rest."""
+    cfg = write(tmp_path / "c.yaml", {"router": {
+        "model_list": [{"model_name": "alpha", "litellm_params": {"model": "openai/alpha-model", "api_key": LOOPBACK_KEY,
+                                                                  "api_base": "os.environ/ALPHA_BASE"}}],
+        "router_settings": {"redis_host": "127.0.0.1", "redis_port": "os.environ/SHARED_REDIS_PORT"}}})
+    out = cli("doctor", "--config", str(cfg), cwd=tmp_path, ALPHA_BASE="http://127.0.0.1:99999/v1",
+              SHARED_REDIS_PORT="notaport")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "router.model_list[0].litellm_params.api_base" in out.stdout
+    assert "router_settings.redis_port must be a port number" in out.stdout
+
+
 def broken_port_config(providers: LoopbackPair) -> dict[str, Any]:
     data = loopback_dict(providers)
     data["router"]["model_list"][0]["litellm_params"]["api_base"] = "http://127.0.0.1:99999/v1"  # group alpha

@@ -19,7 +19,7 @@ from ..core.catalog import FAMILIES, ModelPrice
 from ..core.config_values import ROUTER_SETTINGS, check_values, deployment_problems
 from ..core.credentials import deployment_credentials, deployment_provider, unset_refs
 from ..core.env_refs import resolve_env_ref
-from ..core.errors import DelegateError, TaskPayloadError
+from ..core.errors import ConfigError, DelegateError, TaskPayloadError
 from ..core.resolver import TIER_NAMES, Resolution, Resolver
 from ..core.results import api_host
 from ..ratelimit.gate import Limits
@@ -239,7 +239,10 @@ def doctor_report(delegator: Delegator) -> dict[str, Any]:
                 problems.append(f"{dep.model_name} ({row['model']}): os.environ/{ref} is not set")
     report["ignored"] = [f"{k} (proxy-server settings: not used by hermes-delegate)"
                          for k in cfg.router.ignored_sections]
-    report.update(learned_limits(delegator))
+    try:
+        report.update(learned_limits(delegator))
+    except ConfigError as exc:  # a Redis setting given as an os.environ/ reference, bad once resolved
+        problems.append(exc.message)
     if "learned_limits_error" in report:  # every run would fail typed (limiter_unavailable)
         problems.append(f"router_settings: {report['learned_limits_error']}")
     return report

@@ -154,8 +154,9 @@ class FakeProxy:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
-                fake.seen.append((self.path, self.headers.get("Authorization")))
-                status, body, delay = fake.routes.get(self.path, (404, {"detail": "Not Found"}, 0.0))
+                path = self.path.split("?", 1)[0]  # /v1/models?return_wildcard_routes=true is /v1/models
+                fake.seen.append((path, self.headers.get("Authorization")))
+                status, body, delay = fake.routes.get(path, (404, {"detail": "Not Found"}, 0.0))
                 time.sleep(delay)
                 raw = body if isinstance(body, bytes) else json.dumps(body).encode()
                 try:

@@ -161,6 +161,16 @@ class RouterSection(BaseModel):
             return {str(k): ("" if val is None else str(val)) for k, val in v.items()}
         return v
 
+    @model_validator(mode="after")
+    def _setting_values(self) -> "RouterSection":
+        from .config_values import LITELLM_SETTINGS, ROUTER_SETTINGS, settings_problems  # noqa: PLC0415
+
+        problems = [*settings_problems(self.router_settings, ROUTER_SETTINGS, "router_settings"),
+                    *settings_problems(self.litellm_settings, LITELLM_SETTINGS, "litellm_settings")]
+        if problems:  # ports, Redis URLs, timeouts: what would otherwise fail deep inside litellm or redis
+            raise ValueError("; ".join(problems))
+        return self
+
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -171,6 +181,8 @@ class RemoteProxy(_Strict):
     base_url: str = Field(min_length=1, description="the proxy's URL, e.g. http://127.0.0.1:4000")
     api_key_env: str | None = Field("LITELLM_PROXY_API_KEY", description="env var holding the proxy key")
     timeout_s: float = Field(10.0, gt=0, le=300, description="for listing the groups")
+    allow_direct: bool = Field(False, description="let a name that is not a proxy group go directly to its "
+                                                  "provider with this machine's keys (off: it is refused)")
 
     @field_validator("base_url")
     @classmethod

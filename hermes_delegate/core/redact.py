@@ -22,15 +22,19 @@ from .env_refs import resolve_env_ref
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["Redactor", "redact", "default_redactor", "config_secrets", "install_log_filter",
+__all__ = ["Redactor", "redact", "default_redactor", "config_secrets", "url_secrets", "install_log_filter",
            "install_engine_log_filters", "log_filter", "SECRET_ENV_RE", "LITELLM_LOGGERS"]
 
 SECRET_ENV_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
+#: A URL parameter whose name says it carries a credential (?key=, api_key=, access_token=, X-Amz-Signature=, …).
+_CREDENTIAL_PARAM = r"[\w.\-]*?(?:key|token|secret|passw(?:or)?d|pwd|auth|sig|signature|credential|session|code)[\w.\-]*"
+_CREDENTIAL_PARAM_RE = re.compile(rf"(?i)^{_CREDENTIAL_PARAM}$")
 _PATTERNS = [
     (re.compile(r"(?i)(://)([^/\s:@]+):([^/\s@]+)@"), r"\1***:***@"),  # user:pass@host
+    (re.compile(r"(?i)(://)[^/\s:@'\"<>]+@"), r"\1***@"),  # token@host (userinfo without a password)
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-***"),
-    (re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token|sig)=)[^&\s#]+"), r"\1***"),
+    (re.compile(rf"(?i)([?&;#]{_CREDENTIAL_PARAM}=)[^&;#\s\"'<>]+"), r"\1***"),
     (re.compile(r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s,}]{6,}"), r"\1***"),
 ]
 _MIN_SECRET_LEN = 6
@@ -44,15 +48,38 @@ def _secret_name(name: str) -> bool:
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
 
 
+def url_secrets(url: str) -> list[str]:
+    """The credentials a URL carries: its userinfo (`user:pass@`, or a token alone, `TOKEN@`) and the
+    value of every credential-named query or fragment parameter (`?key=`, `api_key=`, `token=`, …)."""
+    from urllib.parse import parse_qsl, unquote, urlsplit  # noqa: PLC0415
+
+    out: list[str] = []
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return out
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    for piece in (userinfo, *userinfo.split(":", 1)) if userinfo else ():
+        out += [piece, unquote(piece)]
+    for text in (parts.query, parts.fragment):
+        for name, value in parse_qsl(text, keep_blank_values=False):
+            if _CREDENTIAL_PARAM_RE.match(name):
+                out.append(value)
+    return [s for s in dict.fromkeys(out) if s]
+
+
 def config_secrets(config: "Config", env: Mapping[str, str]) -> list[str]:
     """Every credential a config names: the value of each secret-named `litellm_params` entry of its
     model_list (api_key, aws_secret_access_key, vertex_credentials, …; literal, or the value of the
-    `os.environ/NAME` it references, whatever NAME is), and the remote proxy's key. `env` is where
-    references are read (the Resolver's lookup: environment_variables over the process env)."""
+    `os.environ/NAME` it references, whatever NAME is), the credentials in any URL there (api_base's
+    `TOKEN@` or `?key=`: `url_secrets`), and the remote proxy's key. `env` is where references are read
+    (the Resolver's lookup: environment_variables over the process env)."""
     out: list[str] = []
     remote = config.remote
     if remote is not None and remote.api_key_env and env.get(remote.api_key_env):
         out.append(str(env[remote.api_key_env]))
+    if remote is not None:
+        out += url_secrets(remote.base_url)
 
     def collect(params: Mapping[str, Any]) -> None:
         for key, value in params.items():
@@ -62,6 +89,10 @@ def config_secrets(config: "Config", env: Mapping[str, str]) -> list[str]:
                 value = resolve_env_ref(value, env)
                 if value:
                     out.append(str(value))
+            elif isinstance(value, str) and value:
+                resolved = resolve_env_ref(value, env)
+                if isinstance(resolved, str) and "://" in resolved:
+                    out.extend(url_secrets(resolved))
 
     for dep in config.router.model_list:
         collect(dep.litellm_params)

@@ -7,6 +7,10 @@ Order (first hit wins):
     4. full LiteLLM ids `provider/model…` (prefix in litellm.provider_list)
     5. bare ids, looked up in the catalog (`glm-4.7` → `zai/glm-4.7`)
 `--provider SLUG` short-cuts to `<prefix>/<NAME>` (NAME may itself be a family alias).
+
+Remote mode (`remote:`) without `remote.allow_direct`: a name must land on a proxy group (directly,
+through an alias or tier, a `model_group_alias`, or one of the proxy's wildcard routes); anything
+else (a family, a LiteLLM id, a catalog id) is refused, so no task goes around the proxy.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import difflib
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from .catalog import FAMILIES, Catalog, default_catalog
 from .config import Config, Deployment
+from .config_values import deployment_problems
 from .credentials import deployment_provider, unset_refs
 from .errors import AmbiguousModelError, ConfigError, DelegateError, ProviderError, SpecError, UnknownModelError
 from .routes import THINKING_BUDGET, RouteMatch, RouteTable, thinking_params
@@ -133,15 +139,50 @@ class Resolver:
         hit = self._cache.get(text) if isinstance(text, str) else None
         if hit is not None:
             return hit
-        res = self._settle(self._resolve(parse_model_string(text), (), 0))
+        spec = parse_model_string(text)
+        if not self.proxy_only:
+            res = self._settle(self._resolve(spec, (), 0))
+        else:
+            try:
+                res = self._settle(self._resolve(spec, (), 0))
+            except (UnknownModelError, AmbiguousModelError):
+                raise self._not_a_proxy_group(text, None) from None
+            if not res.is_group:
+                raise self._not_a_proxy_group(text, res)
         self._cache[text] = res
         return res
 
+    @property
+    def proxy_only(self) -> bool:
+        """Remote mode without `remote.allow_direct`: every name must reach one of the proxy's groups."""
+        remote = self.config.remote
+        return remote is not None and not remote.allow_direct
+
+    def _not_a_proxy_group(self, text: str, res: Resolution | None) -> UnknownModelError:
+        name = text.strip()
+        own = [*self.aliases, *self.routes.aliases, *(g for g in self.groups if "*" not in g)]
+        suggestions = difflib.get_close_matches(name, own, n=3, cutoff=0.5)
+        tail = name.split(" ", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
+        suggestions += [m for m in difflib.get_close_matches(tail, own, n=3, cutoff=0.5) if m not in suggestions]
+        groups = [g for g in self.groups if "*" in g] + [g for g in self.groups if "*" not in g]
+        shown = ", ".join(groups[:20]) + (f" and {len(groups) - 20} more" if len(groups) > 20 else "")
+        url = urlsplit(self.config.remote.base_url if self.config.remote else "")
+        where = f"{url.scheme}://{url.hostname or ''}{f':{url.port}' if url.port else ''}{url.path}"
+        went = f" (it would go to {res.model} directly, via {res.resolved_via})" if res is not None else ""
+        return UnknownModelError(
+            f"{name!r} is not a model group of the LiteLLM proxy at {where}{went}. In remote mode every task "
+            "goes through the proxy: nothing was sent.",
+            hint=f"Name one of the proxy's groups ({shown or 'it lists none'}), or an alias of one. To send "
+                 "names that are not proxy groups directly to their providers with this machine's keys, "
+                 "set remote.allow_direct: true.",
+            suggestions=suggestions[:3])
+
     def names(self) -> dict[str, list[str]]:
-        """Every name an agent may use, by kind."""
+        """Every name an agent may use, by kind (remote mode without allow_direct: no families)."""
         return {"aliases": sorted(self.aliases), "groups": [g for g in self.groups if "*" not in g],
                 "group_aliases": sorted(self.routes.aliases),
-                "wildcards": [p for _, p in self.routes.patterns], "families": list(FAMILIES)}  # catalog order
+                "wildcards": [p for _, p in self.routes.patterns],
+                "families": [] if self.proxy_only else list(FAMILIES)}  # catalog order
 
     def group_provider(self, group: str) -> str | None:
         provs = {self._deployment_provider(d.litellm_params) for d in self.groups.get(group, [])}
@@ -156,11 +197,19 @@ class Resolver:
         return [borrowed] if borrowed is not None else []
 
     def check_callable(self, res: Resolution) -> None:
-        """Refuse (auth) a resolution whose every configured deployment has an unset `os.environ/`
+        """Refuse (config) a resolution that can reach a deployment with a bad value (config_values).
+        Refuse (auth) a resolution whose every configured deployment has an unset `os.environ/`
         reference, or an implicit id whose own key variable (`--provider nous` → NOUS_API_KEY) is unset:
         LiteLLM would otherwise substitute its own default key or public endpoint, or send the literal
         reference as the key. Planning lists it as that task's problem."""
         params = self.reachable_params(res)
+        broken = [problem for i, dep in enumerate(self.model_list) if any(dep.litellm_params is p for p in params)
+                  for problem in deployment_problems(dep.litellm_params, f"router.model_list[{i}].litellm_params",
+                                                     self.env)]
+        if broken:  # a port out of range, a URL that is not one, a timeout that is not a number
+            raise ConfigError(f"{res.input.strip()!r} can reach a deployment whose config is wrong: "
+                              f"{'; '.join(broken)}.",
+                              hint="Fix the named key in the config (or remove that deployment); nothing was sent.")
         missing = [unset_refs(p, self.env) for p in params]
         if params and all(missing):
             names = sorted({n for m in missing for n in m})

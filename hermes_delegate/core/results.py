@@ -129,7 +129,10 @@ def api_host(url: str | None) -> str | None:
     """`https://user:pw@api.x.ai/v1?key=…` → `api.x.ai` (host[:port] only)."""
     if not url:
         return None
-    parts = urlsplit(url if "//" in url else f"//{url}")
-    if not parts.hostname:
+    try:
+        parts = urlsplit(url if "//" in url else f"//{url}")
+        if not parts.hostname:
+            return None
+        return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+    except ValueError:  # a port out of range or not a number: the config check names it (config_values)
         return None
-    return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname

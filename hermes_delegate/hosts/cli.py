@@ -189,7 +189,7 @@ def cmd_mcp(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     from .mcp_server import DEFAULT_TOKEN_ENV, serve_http, serve_stdio  # noqa: PLC0415
 
     if args.http:
-        anyio.run(serve_http, cfg, args.http, args.token_env or DEFAULT_TOKEN_ENV)
+        anyio.run(serve_http, cfg, args.http, args.token_env or DEFAULT_TOKEN_ENV, args.allow_host or ())
     else:
         anyio.run(serve_stdio, cfg)
     return EXIT_OK
@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "unless given; any other host requires a bearer token)")
     mcp.add_argument("--token-env", metavar="VAR", help="env var holding the HTTP bearer token "
                      "(default HERMES_DELEGATE_MCP_TOKEN)")
+    mcp.add_argument("--allow-host", action="append", metavar="NAME", help="with --http: also accept requests "
+                     "whose Host (and Origin) name NAME (repeatable); by default only the bound address "
+                     "and, on loopback, localhost")
     return p
 
 

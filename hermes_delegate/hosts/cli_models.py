@@ -35,7 +35,8 @@ def models_inventory(delegator: Delegator) -> dict[str, Any]:
     deployments: a remote proxy's groups in remote mode), as list_models shows them."""
     cfg, resolver = delegator.config, delegator.resolver
     listing = delegator.model_listing_sync()
-    groups = {name: [{"model": d["model"], "credentials": d["credentials"], "key_env": d["key_env"]}
+    groups = {name: [{"model": d["model"], "credentials": d["credentials"], "key_env": d["key_env"],
+                      **({"problem": d["problem"]} if d.get("problem") else {})}
                      for d in group["deployments"]]
               for name, group in listing["groups"].items()}
     inv = {
@@ -79,11 +80,17 @@ def cmd_models(args: argparse.Namespace, delegator: Delegator, out: TextIO, prin
         where = "router.model_list" if delegator.config.remote is None else "the remote LiteLLM proxy"
         print(f"model groups ({where}):", file=out)
         for name, deps in inv["groups"].items():
-            print(f"  {name:<14} → " + ", ".join(f"{d['model']} [{d['credentials']}]" for d in deps), file=out)
-    print("built-in families:", file=out)
-    for name, mid in inv["families"].items():
-        print(f"  {name:<14} → {mid or '(not in catalog)'}", file=out)
-    print("also: any LiteLLM id (provider/model), a bare catalog id (glm-4.7), or NAME --provider SLUG", file=out)
+            print(f"  {name:<14} → " + ", ".join(f"{d['model']} [{d['credentials']}]"
+                                                  + (f" PROBLEM: {d['problem']}" if d.get("problem") else "")
+                                                  for d in deps), file=out)
+    if delegator.resolver.proxy_only:
+        print("only the proxy's groups (and aliases of them) run: remote.allow_direct is off", file=out)
+    else:
+        print("built-in families:", file=out)
+        for name, mid in inv["families"].items():
+            print(f"  {name:<14} → {mid or '(not in catalog)'}", file=out)
+        print("also: any LiteLLM id (provider/model), a bare catalog id (glm-4.7), or NAME --provider SLUG",
+              file=out)
     if inv["allow"] is not None:
         print(f"allowed: {', '.join(inv['allow'])}", file=out)
     _print_learned(inv, out)

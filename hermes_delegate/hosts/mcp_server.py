@@ -279,9 +279,39 @@ class BearerGate:
         await self.app(scope, receive, send)
 
 
-def http_app(config: Config, host: str, token: str | None) -> Any:
+#: Host names a loopback bind answers to besides its own address.
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _host_name(host: str) -> str:
+    """A host as it appears in a Host header or an Origin: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def transport_security(host: str, allow_hosts: Any = ()) -> Any:
+    """The SDK's DNS-rebinding protection, on for every bind: the Host header must name the bound
+    address (a loopback bind: also 127.0.0.1, localhost, [::1]) or one of `allow_hosts`, with any
+    port; an Origin, when sent, must be http(s):// one of those. A wildcard bind (0.0.0.0, ::) answers
+    only to loopback names and `allow_hosts` (name the host names clients use with --allow-host)."""
+    from mcp.server.transport_security import TransportSecuritySettings  # noqa: PLC0415
+
+    names: list[str] = []
+    wildcard = host in ("0.0.0.0", "::", "")
+    for name in [*([] if wildcard else [host]), *(_LOOPBACK_NAMES if wildcard or is_loopback(host) else ()),
+                 *allow_hosts]:
+        name = _host_name(str(name).strip().lower())
+        if name and name not in names:
+            names.append(name)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[form for n in names for form in (n, f"{n}:*")],
+        allowed_origins=[form for n in names for scheme in ("http", "https")
+                         for form in (f"{scheme}://{n}", f"{scheme}://{n}:*")])
+
+
+def http_app(config: Config, host: str, token: str | None, allow_hosts: Any = ()) -> Any:
     server, mcp_host = build_server(config)
-    app = server.streamable_http_app(host=host)
+    app = server.streamable_http_app(host=host, transport_security=transport_security(host, allow_hosts))
     inner_lifespan = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -294,12 +324,12 @@ def http_app(config: Config, host: str, token: str | None) -> Any:
     return BearerGate(app, token) if token else app
 
 
-async def serve_http(config: Config, bind: str, token_env: str = DEFAULT_TOKEN_ENV) -> None:
+async def serve_http(config: Config, bind: str, token_env: str = DEFAULT_TOKEN_ENV, allow_hosts: Any = ()) -> None:
     import uvicorn  # noqa: PLC0415
 
     host, port = parse_bind(bind)
     token = bearer_token(host, token_env)
-    app = http_app(config, host, token)
+    app = http_app(config, host, token, allow_hosts)
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     srv = uvicorn.Server(cfg)
     await srv.serve()

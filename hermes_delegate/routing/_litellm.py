@@ -59,6 +59,7 @@ def _import_litellm() -> Any:
         if not os.environ.get("HERMES_DELEGATE_LITELLM_LOGS"):
             for name in LITELLM_LOGGERS:
                 logging.getLogger(name).setLevel(logging.CRITICAL)
+        _logs_to_stderr()
         install_engine_log_filters()  # the same filters a Delegator installs (a host may import litellm first)
         _configured = True
     return mod
@@ -74,6 +75,26 @@ def complexity_router(config: dict[str, Any]) -> Any:
     # the second argument is its Router (litellm 1.106: `litellm_router_instance`; 1.110: `ctx`, a routing
     # context), positional so both take it; classify() never reads it
     return ComplexityRouter("hermes-delegate-auto", None, complexity_router_config=config or None)
+
+
+def _logs_to_stderr() -> None:
+    """litellm's own log handler writes every record below WARNING to stdout, where a host's result
+    (`run --json`) or protocol (MCP over stdio) goes, and does so even at interpreter exit. Drop it: its
+    records reach the host's own handlers (stderr) by propagation; without any, a plain stderr handler
+    takes its place."""
+    for name in LITELLM_LOGGERS:
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if type(h).__name__ != "LevelRoutingStreamHandler" and getattr(h, "stream", None) is not sys.stdout:
+                continue
+            lg.removeHandler(h)
+            if not (lg.propagate and logging.getLogger().handlers):
+                repl = logging.StreamHandler(sys.stderr)
+                repl.setLevel(h.level)
+                repl.setFormatter(h.formatter)
+                for f in h.filters:
+                    repl.addFilter(f)
+                lg.addHandler(repl)
 
 
 async def close_loop_clients() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
+from ..core.config_values import LITELLM_SETTINGS, ROUTER_SETTINGS, check_values
 from ..core.env_refs import env_ref_name
 from ..core.errors import ConfigError
 
@@ -56,6 +57,8 @@ def resolved_settings(config: Any, model_list: Any, env: Mapping[str, str]) -> t
     router_settings = resolve_refs(dict(config.router.router_settings), lookup, "router_settings", unset="error")
     litellm_settings = resolve_refs(dict(config.router.litellm_settings), lookup, "litellm_settings",
                                     unset="error")
+    check_values(router_settings, ROUTER_SETTINGS, "router_settings")  # os.environ/ values, now resolved
+    check_values(litellm_settings, LITELLM_SETTINGS, "litellm_settings")
     return model_list, router_settings, litellm_settings
 
 

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..core.auto import AUTO_DOC, auto_map, is_auto
 from ..core.budget import Pricing, deployment_price
 from ..core.catalog import FAMILIES, ModelPrice
+from ..core.config_values import ROUTER_SETTINGS, check_values, deployment_problems
 from ..core.credentials import deployment_credentials, deployment_provider, unset_refs
 from ..core.env_refs import resolve_env_ref
-from ..core.errors import DelegateError, TaskPayloadError
+from ..core.errors import ConfigError, DelegateError, TaskPayloadError
 from ..core.grammar import parse_model_string
 from ..core.resolver import TIER_NAMES, Resolution, Resolver
 from ..core.results import api_host
@@ -36,8 +37,10 @@ def _prices(price: ModelPrice | None) -> dict[str, float | None]:
     return {"input_per_1m": pm["input"] if pm else None, "output_per_1m": pm["output"] if pm else None}
 
 
-def _deployment(delegator: Delegator, dep: Any, router_id: str | None, cooling: set[str] | None) -> dict[str, Any]:
+def _deployment(delegator: Delegator, dep: Any, router_id: str | None, cooling: set[str] | None,
+                index: int) -> dict[str, Any]:
     lp, info, env = dep.litellm_params, dep.model_info, delegator.resolver.env
+    problems = deployment_problems(lp, f"router.model_list[{index}].litellm_params", env)
     model = str(lp["model"])
     provider = deployment_provider(lp)
     catalog = delegator.resolver.catalog
@@ -53,6 +56,7 @@ def _deployment(delegator: Delegator, dep: Any, router_id: str | None, cooling: 
         **deployment_credentials(lp, env, provider=provider).to_dict(),
         "cooling_down": None if cooling is None else bool(rid and rid in cooling),
         "limits": _limits(delegator, rid, lp, info),
+        **({"problem": "; ".join(problems)} if problems else {}),  # refused by planning; the rest still listed
     }
 
 
@@ -117,9 +121,9 @@ async def model_listing(delegator: Delegator) -> dict[str, Any]:
             groups[name] = {"on_allowlist": allow.allows(as_group), "deployments": []}
             if via == "wildcard":
                 groups[name]["wildcard"] = True
-        groups[name]["deployments"].append(_deployment(delegator, dep, ids[i], cooling))
+        groups[name]["deployments"].append(_deployment(delegator, dep, ids[i], cooling, i))
     families: dict[str, str] = {}
-    for name in FAMILIES:
+    for name in () if r.proxy_only else FAMILIES:  # remote mode: a family would go around the proxy
         fam_id = r.catalog.family(name)
         if fam_id and name not in s.aliases and name not in groups:  # an alias or group shadows a family
             families[name] = fam_id
@@ -177,7 +181,7 @@ async def check_model(delegator: Delegator, model: Any) -> dict[str, Any]:
         group = res.pattern if res.resolved_via in ("wildcard", "group_alias") else res.model
         ids, cooling = await delegator.deployment_states()
         out["on_allowlist"] = delegator.allowlist.allows(res)
-        out["deployments"] = [_deployment(delegator, d, ids[i], cooling)
+        out["deployments"] = [_deployment(delegator, d, ids[i], cooling, i)
                               for i, d in enumerate(delegator.resolver.model_list) if d.model_name == group]
     else:
         out.update(_model_facts(delegator, res))
@@ -212,6 +216,7 @@ def learned_limits(delegator: Delegator) -> dict[str, Any]:
     r = delegator.resolver
     conn = {k: resolve_env_ref(v, r.env) if isinstance(v, str) else v for k, v in settings.items()
             if k in ("redis_host", "redis_port", "redis_url", "redis_password")}
+    check_values(conn, ROUTER_SETTINGS, "router_settings")  # an os.environ/ value, now resolved
     ours = {(d.model_name, d.litellm_params.get("model")) for d in r.model_list}
     ids = {str(d.model_info["id"]) for d in r.model_list if d.model_info.get("id")}
     try:
@@ -242,10 +247,12 @@ def doctor_report(delegator: Delegator) -> dict[str, Any]:
                 r.check_callable(r.resolve(name))
             except DelegateError as exc:
                 problems.append(f"{name}: {exc.message}")
-    for dep in r.model_list:
+    for i, dep in enumerate(r.model_list):
         cred = deployment_credentials(dep.litellm_params, r.env)
         row = {"group": dep.model_name, "model": dep.litellm_params.get("model"), **cred.to_dict()}
         report["deployments"].append(row)
+        for bad in deployment_problems(dep.litellm_params, f"router.model_list[{i}].litellm_params", r.env):
+            problems.append(f"{dep.model_name} ({row['model']}): {bad}")
         if not cred.present:
             problems.append(f"{dep.model_name} ({row['model']}): credentials missing — set {cred.key_env}")
         for ref in unset_refs(dep.litellm_params, r.env):  # api_base and any other reference too
@@ -257,7 +264,10 @@ def doctor_report(delegator: Delegator) -> dict[str, Any]:
                      for tier, row in report["auto"].items() if "error" in row]
     report["ignored"] = [f"{k} (proxy-server settings: not used by hermes-delegate)"
                          for k in cfg.router.ignored_sections]
-    report.update(learned_limits(delegator))
+    try:
+        report.update(learned_limits(delegator))
+    except ConfigError as exc:  # a Redis setting given as an os.environ/ reference, bad once resolved
+        problems.append(exc.message)
     if "learned_limits_error" in report:  # every run would fail typed (limiter_unavailable)
         problems.append(f"router_settings: {report['learned_limits_error']}")
     return report

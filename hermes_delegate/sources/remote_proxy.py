@@ -5,14 +5,16 @@
       api_key_env: LITELLM_PROXY_API_KEY     # the env var holding a proxy key (virtual or master)
 
 On first use (the first resolution, listing or budget check, never at load time) the groups are
-listed from `GET {base_url}/v1/models`, and from `GET /model/info` when the proxy answers it (its
+listed from `GET {base_url}/v1/models` (with the proxy's wildcard routes, `anthropic/*`, which stay
+wildcard groups here), and from `GET /model/info` when the proxy answers it (its
 upstream models, prices and rpm/tpm; optional: a 404 or a refusal there is fine). Each group
 becomes one deployment of the local Router:
 
     {model_name: G, litellm_params: {model: litellm_proxy/G, api_base: base_url,
                                      api_key: os.environ/<api_key_env>}, model_info: {id: remote:G, …}}
 
-so the rest of the engine treats remote groups exactly like configured ones. Synchronous HTTP
+so the rest of the engine treats remote groups exactly like configured ones. A name that is not a
+proxy group is refused before anything is sent (the Resolver's rule), unless `remote.allow_direct`. Synchronous HTTP
 (httpx) with a short timeout; a failed listing is a typed ProviderError (connection, timeout, auth, …)
 with a hint, is not cached, and never shows the key. Bad `remote` settings are ConfigErrors at load.
 """
@@ -62,10 +64,12 @@ def _display(url: str) -> str:
 
 
 def _endpoints(base_url: str) -> tuple[str, str]:
-    """(models URL, model-info URL) for a base URL given with or without /v1."""
+    """(models URL, model-info URL) for a base URL given with or without /v1. The models URL asks for
+    the proxy's wildcard routes too (`anthropic/*`): they become wildcard groups here, so a name they
+    match resolves to the proxy (an OpenAI-compatible server ignores the parameter)."""
     base = base_url.rstrip("/")
     root = base[:-3] if base.endswith("/v1") else base
-    return f"{root}/v1/models", f"{root}/model/info"
+    return f"{root}/v1/models?return_wildcard_routes=true", f"{root}/model/info"
 
 
 def _api_key(remote: "RemoteProxy", env: Mapping[str, str]) -> str | None:

@@ -18,12 +18,14 @@ import atexit
 import concurrent.futures
 import json
 import threading
+from collections import OrderedDict
 from typing import Any, Coroutine
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_thread: threading.Thread | None = None
-_handles: dict[str, Any] = {}
+_handles: "OrderedDict[str, Any]" = OrderedDict()  # config content → base Delegator, least recently used first
+MAX_BASES = 8  # distinct configs kept at once (each holds a Router, learned limits and cooldowns)
 _stopping = threading.Event()
 EXIT_WAIT_S = 15.0  # at exit, the longest we wait for a synchronous step (litellm import, Router build)
 
@@ -52,17 +54,21 @@ def submit(coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
 
 
 def delegator_for(config: Any) -> Any:
-    """The plugin's base Delegator for this config's router section (one per distinct section); each
-    call derives its own from it (`Delegator.derive`), sharing the one Router. The Router itself, and
-    the litellm import, are built lazily on first use, on the loop."""
+    """The plugin's base Delegator for this config (one per distinct content: every section, so two
+    configs that alternate each keep their own Router, learned limits and cooldowns; the
+    `MAX_BASES` most recently used are kept); each call derives its own from it
+    (`Delegator.derive`), sharing the one Router. The Router itself, and the litellm import, are
+    built lazily on first use, on the loop."""
     from hermes_delegate import Delegator  # noqa: PLC0415
 
-    key = json.dumps(config.router.model_dump(mode="json"), sort_keys=True, default=str)
+    key = json.dumps(config.model_dump(mode="json"), sort_keys=True, default=str)
     with _lock:
         base = _handles.get(key)
         if base is None:
-            _handles.clear()
             base = _handles[key] = Delegator(config)
+            while len(_handles) > MAX_BASES:
+                _handles.popitem(last=False)
+        _handles.move_to_end(key)
         return base
 
 

@@ -66,6 +66,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Names no task may read by path (matched against every path component): credentials, git internals.
+DEFAULT_FILE_DENY: tuple[str, ...] = (".env", ".env.*", "*.pem", "*.key", "id_*", ".git", ".netrc", ".pgpass",
+                                      "*.p12", "*.pfx", "credentials", "credentials.json", ".npmrc", ".pypirc")
+
+
+class FilesSettings(_Strict):
+    """`delegation.files`: what a task may name in `files` (read by sources/files.py)."""
+
+    roots: list[str] = Field(default_factory=list, description="more roots besides the host's working directory")
+    deny: list[str] = Field(default_factory=lambda: list(DEFAULT_FILE_DENY),
+                            description="glob patterns matched against every path component")
+    max_file_bytes: int = Field(100_000, ge=1)
+    max_task_bytes: int = Field(200_000, ge=1)
+
+
 class DelegationSettings(_Strict):
     model: str | None = None
     aliases: dict[str, str] = Field(default_factory=dict)
@@ -80,6 +95,7 @@ class DelegationSettings(_Strict):
     max_input_chars: int = Field(200_000, ge=1, description="largest goal+context accepted per task")
     learn_limits: bool = Field(True, description="pace a deployment with no configured rpm/tpm by the rate-limit "
                                                  "headers it sends, and adapt on its 429s when it sends none")
+    files: FilesSettings = Field(default_factory=FilesSettings)
 
     @field_validator("budget_usd", mode="before")
     @classmethod

@@ -132,7 +132,8 @@ def _run_batch(delegator: Delegator, tasks: list[Any], model: str | None, args: 
                signals: _StopSignals | None = None) -> int:
     from .render import Progress, summary_lines  # noqa: PLC0415
 
-    planned, cap = delegator.plan(tasks, model=model, budget_usd=getattr(args, "budget", None))
+    roots = [os.getcwd(), *getattr(args, "root", [])]  # where tasks' `files` may be read from
+    planned, cap = delegator.plan(tasks, model=model, budget_usd=getattr(args, "budget", None), roots=roots)
     progress_out = err if args.json else out
     if before and not args.json:
         before(out)
@@ -182,16 +183,20 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context, out: TextIO, err: TextIO,
             p.stop()
 
 
-def cmd_mcp(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+def cmd_mcp(args: argparse.Namespace, cfg: Config, out: TextIO, err: TextIO) -> int:
     """Serve the tools over MCP (stdio, or streamable HTTP with --http) until the client goes away."""
-    import anyio  # noqa: PLC0415
+    try:
+        import anyio  # noqa: PLC0415
 
-    from .mcp_server import DEFAULT_TOKEN_ENV, serve_http, serve_stdio  # noqa: PLC0415
-
+        from .mcp_server import DEFAULT_TOKEN_ENV, serve_http, serve_stdio  # noqa: PLC0415
+    except ImportError as exc:  # the [mcp] extra is not installed (mcp, mcp_types, uvicorn, …)
+        print(f"hermes-delegate: `mcp` needs the MCP SDK, which is not installed ({exc.name or exc}).\n"
+              "Install it with: pip install 'hermes-delegate[mcp]'", file=err)
+        return EXIT_USAGE
     if args.http:
-        anyio.run(serve_http, cfg, args.http, args.token_env or DEFAULT_TOKEN_ENV)
+        anyio.run(serve_http, cfg, args.http, args.token_env or DEFAULT_TOKEN_ENV, args.root)
     else:
-        anyio.run(serve_stdio, cfg)
+        anyio.run(serve_stdio, cfg, args.root)
     return EXIT_OK
 
 
@@ -243,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "unless given; any other host requires a bearer token)")
     mcp.add_argument("--token-env", metavar="VAR", help="env var holding the HTTP bearer token "
                      "(default HERMES_DELEGATE_MCP_TOKEN)")
+    for sp in (run, mcp):
+        sp.add_argument("--root", action="append", default=[], metavar="DIR",
+                        help="a directory tasks' `files` may be read from, besides the working directory "
+                             "(repeatable; also delegation.files.roots)")
     return p
 
 
@@ -294,7 +303,7 @@ def _main(args: argparse.Namespace, out: TextIO, signals: _StopSignals | None) -
             return cmd_demo(args, ctx, stdout, stderr, signals)
         cfg = _config(args, hermes_home)
         if args.command == "mcp":
-            return cmd_mcp(args, cfg, out)
+            return cmd_mcp(args, cfg, out, stderr)
         delegator = ctx.engine(cfg)
         if args.command == "run":
             return cmd_run(args, delegator, stdout, stderr, signals)

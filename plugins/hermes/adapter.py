@@ -44,7 +44,10 @@ def _hermes_keys(text: str) -> str:
 def _tools(delegator: Any) -> Any:
     from hermes_delegate import DelegateTools  # noqa: PLC0415
 
-    return DelegateTools(delegator, tool_name=DELEGATE_TOOL, list_name=LIST_TOOL)
+    # hermes children have file tools: `files` go to them as a hint in the goal, not read by us; the
+    # compact result's index is hermes's own `task_index` (its summary budget and completion read it)
+    return DelegateTools(delegator, tool_name=DELEGATE_TOOL, list_name=LIST_TOOL, files="hint",
+                         index_key="task_index")
 
 
 def _delegator(base: Any, *, parent_model: str | None, worker: Any = None) -> Any:
@@ -182,6 +185,9 @@ class Call:
             for r in results:
                 if isinstance(r, dict) and "task_index" not in r:
                     r["task_index"] = r.get("index")
+                if isinstance(r, dict) and isinstance(r.get("error"), dict):  # hermes prints it as text
+                    e = r["error"]
+                    r["error"] = " ".join(str(x) for x in (f"{e.get('type')}:", e.get("message"), e.get("hint")) if x)
         else:
             data.setdefault("results", [])
         if "error" in data and not isinstance(data["error"], str):
@@ -238,7 +244,10 @@ class Call:
         try:
             data = json.loads(out)
             results = data.get("results") if isinstance(data, dict) else None
-            entries = [{"task_index": r.get("index"), "summary": r["summary"]} for r in results or []
+            def index(r: dict[str, Any]) -> Any:
+                return r.get("task_index", r.get("index"))  # compact result, or the full report
+
+            entries = [{"task_index": index(r), "summary": r["summary"]} for r in results or []
                        if isinstance(r, dict) and isinstance(r.get("summary"), str) and r["summary"]]
             if not entries:
                 return out
@@ -246,7 +255,7 @@ class Call:
             by_index = {e["task_index"]: e for e in entries}
             changed = False
             for r in results:
-                e = by_index.get(r.get("index"))
+                e = by_index.get(index(r))
                 if e is not None and e["summary"] != r["summary"]:
                     r["summary"], changed = e["summary"], True
                     if e.get("summary_full_path"):

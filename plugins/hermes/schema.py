@@ -82,12 +82,16 @@ def overrides_for(name: str) -> Callable[[], dict[str, Any]]:
 
 
 BUILTIN = "delegate_task"
-_INTRO_END = "counts, cost and budget."  # last words of hermes_delegate.tools.schema's intro
+_INTRO_END = "and the batch cost."  # last words of hermes_delegate.tools.schema's intro
 _ROUTED_NOTE = (
     "Per-task models (hermes-delegate): `model` (top level, or per task in `tasks`) runs that task on the "
     "model it names, through LiteLLM's Router; tasks without one run on hermes's own delegation model. "
     "role, max_iterations and the background behaviour above are unchanged. Call list_models to see the "
     "models you may use.")
+
+
+_FILES_NOTE = ("Paths the subagent should read (with a routed `model`): passed to it in its goal; it reads "
+               "them with its own file tools.")
 
 
 def extended_builtin_schema(base: dict[str, Any]) -> dict[str, Any]:
@@ -97,9 +101,12 @@ def extended_builtin_schema(base: dict[str, Any]) -> dict[str, Any]:
     params = dict(base.get("parameters") or {"type": "object", "properties": {}, "required": []})
     props = {k: dict(v) for k, v in (params.get("properties") or {}).items()}
     props["model"] = dict(ours["model"])
+    files = {"type": "array", "items": {"type": "string"}, "description": _FILES_NOTE}
+    props.setdefault("files", files)
     tasks = props.get("tasks") or {"type": "array", "items": {"type": "object", "properties": {}, "required": ["goal"]}}
     items = dict(tasks.get("items") or {"type": "object", "required": ["goal"]})
-    items["properties"] = {**(items.get("properties") or {}), "model": dict(ours["tasks"]["items"]["properties"]["model"])}
+    items["properties"] = {"files": files, **(items.get("properties") or {}),
+                           "model": dict(ours["tasks"]["items"]["properties"]["model"])}
     tasks["items"] = items
     props["tasks"] = tasks
     params["properties"] = props

@@ -79,7 +79,8 @@ def test_mixed_models_background_batch(tmp_path: Path, providers, parent) -> Non
     tasks = [{"goal": "summarise the alpha notes", "model": "small"},
              {"goal": "review the beta design", "model": "beta", "role": "leaf"},
              {"goal": "plain builtin style task"}]
-    parent.responder = parent_responder({"mixed": {"tasks": tasks, "background": False}}, tool="delegate_task")
+    parent.responder = parent_responder({"mixed": {"tasks": tasks, "background": False, "detail": "full"}},
+                                        tool="delegate_task")
     home = _home(tmp_path, _block(providers))
     before = (home / "config.yaml").read_bytes()
 

@@ -31,7 +31,16 @@ _DEFAULT_HINTS = {
     "budget": "Raise budget_usd, pick cheaper models, or run fewer tasks.",
     "interrupted": "The batch was stopped; call again to run it.",
     "rate_limit": "Retry later, or pick another model.",
+    "server": "The provider failed: retry, or pick another model.",
+    "connection": "The provider could not be reached: retry, or pick another model.",
+    "bad_response": "The provider's answer was unusable: retry, or pick another model.",
+    "auth": "The provider refused the credentials: pick another model (list_models shows which can run).",
+    "not_found": "The provider does not serve this model: pick another (list_models).",
+    "bad_request": "The provider refused the request: shorten the task, or pick another model.",
+    "context_window": "The task is too long for this model: shorten it, or pick a model with a larger window.",
+    "content_policy": "The provider refused the content: rephrase the task, or pick another model.",
     "bad_output": "Simplify the output_schema, or pick a stronger model.",
+    "unknown": "Retry once; if it fails again, do the work without delegating.",
 }
 
 

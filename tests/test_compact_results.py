@@ -1,0 +1,201 @@
+"""What a parent model reads (issue 23 items 1 and 3): the compact result, and the full report on request.
+
+Per task: index, status, model, answer (or output) and, on failure, the error's type, message and hint;
+per batch: the cost and what the parent must act on. No ids, no nulls, no deployment blocks. The full
+report stays where people and programs read it: `detail: "full"`, `hermes-delegate run --json`,
+`BatchResult`. Over MCP both the text content and structuredContent are compact (Claude Code hands its
+model the structuredContent when a tool declares an outputSchema), with the real SDK client on both
+protocol generations. `hermes-delegate mcp` without the extra says what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import jsonschema
+import pytest
+import yaml
+
+from conftest import loopback_config, loopback_dict
+from hermes_delegate import DelegateTools, Delegator, config_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+ID_LIKE = ("deployment", "deployment_id", "attempt_log", "api_host", "tokens", "duration_s", "model_source",
+           "resolved_via", "model_requested", "goal", "rate_limited", "total_duration_s")
+
+
+def walk_nulls(obj: Any) -> list[str]:
+    if obj is None:
+        return ["null"]
+    if isinstance(obj, dict):
+        return [k for k, v in obj.items() if v is None] + [x for v in obj.values() for x in walk_nulls(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in walk_nulls(v)]
+    return []
+
+
+def run(tools: DelegateTools, args: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(tools.delegate_task_sync(args))
+
+
+def test_compact_result_per_task_and_per_batch(providers):
+    providers.beta.script(["500"])  # the second task fails (num_retries 0)
+    tools = DelegateTools(Delegator(loopback_config(providers, budget_usd=0.5, allow_unpriced=True)))
+    out = run(tools, {"tasks": [{"goal": "one", "model": "small"}, {"goal": "two", "model": "large"},
+                                {"goal": "three", "model": "priced"}]})
+    ok, failed, priced = out["results"]
+    assert ok == {"index": 0, "status": "completed", "model": "alpha", "summary": ok["summary"]} and ok["summary"]
+    assert failed["index"] == 1 and failed["status"] == "failed" and failed["model"] == "beta"
+    assert set(failed) == {"index", "status", "model", "error"}
+    assert failed["error"]["type"] == "server" and failed["error"]["message"] and failed["error"]["hint"]
+    assert priced["status"] == "completed" and priced["model"] == "priced"
+    # per batch: the cost of what is priced, the costs that are not, the budget left, the counts (a failure)
+    assert out["cost_usd"] > 0 and out["cost_unknown_tasks"] == 1
+    assert 0 < out["budget_left_usd"] < 0.5 and out["counts"] == {"completed": 2, "failed": 1}
+    text = json.dumps(out)
+    assert not walk_nulls(out) and not any(f'"{k}"' in text for k in ID_LIKE), text
+    # the full report on request, unchanged: what BatchResult.to_dict() gives
+    full = run(tools, {"goal": "one", "model": "small", "detail": "full"})
+    r = full["results"][0]
+    assert {"deployment", "attempt_log", "tokens", "duration_s", "cost_usd", "model_source"} <= set(r)
+    assert r["deployment"]["api_host"] == providers.alpha.base_url.split("//")[1].split("/")[0]
+
+
+def test_all_completed_has_no_counts_and_output_replaces_summary(providers):
+    providers.alpha.responder = lambda body, p: '{"n": 3}'
+    tools = DelegateTools(Delegator(loopback_config(providers)))
+    out = run(tools, {"goal": "count", "model": "small",
+                      "output_schema": {"type": "object", "properties": {"n": {"type": "integer"}}}})
+    assert out["results"] == [{"index": 0, "status": "completed", "model": "alpha", "output": {"n": 3}}]
+    assert "counts" not in out and "budget_left_usd" not in out and out["cost_unknown_tasks"] == 1
+
+
+def test_skipped_for_budget_says_what_to_do(providers):
+    tools = DelegateTools(Delegator(loopback_config(providers, budget_usd=1.0, max_tokens=100,
+                                                    learn_limits=False, max_concurrency=1)))
+    out = run(tools, {"model": "priced", "budget_usd": 0.0003, "tasks": [{"goal": f"t{i}"} for i in range(4)]})
+    skipped = [r for r in out["results"] if r["status"] == "skipped_budget"]
+    assert skipped, out
+    assert all(r["error"]["type"] == "budget" and "budget_usd" in r["error"]["hint"] for r in skipped)
+    assert out["counts"]["skipped_budget"] == len(skipped) and "budget_left_usd" in out
+
+
+def test_bad_detail_is_a_payload_error(providers):
+    out = run(DelegateTools(Delegator(loopback_config(providers))), {"goal": "x", "detail": "verbose"})
+    assert out["type"] == "payload" and "detail must be one of compact, full" in out["error"]
+    assert providers.alpha.requests == [] and providers.beta.requests == []
+
+
+def test_hermes_shape_keeps_hermes_keys(providers):
+    """The hermes plugin's DelegateTools: `task_index` (hermes's summary budget and its async completion
+    read it), and the compact keys otherwise."""
+    tools = DelegateTools(Delegator(loopback_config(providers)), index_key="task_index", files="hint")
+    out = run(tools, {"tasks": [{"goal": "a", "model": "small"}, {"goal": "b", "model": "large"}]})
+    assert [set(r) for r in out["results"]] == [{"task_index", "status", "model", "summary"}] * 2
+    assert [r["task_index"] for r in out["results"]] == [0, 1]
+
+
+# -- MCP: text content and structuredContent, both protocol generations ----------------------------------
+mcp = pytest.importorskip("mcp")
+from mcp import Client  # noqa: E402
+from mcp.client.stdio import StdioServerParameters  # noqa: E402
+
+
+def server(tmp_path: Path, providers) -> StdioServerParameters:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(loopback_dict(providers)), encoding="utf-8")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+           "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"], "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    return StdioServerParameters(command=sys.executable, args=["-m", "hermes_delegate.hosts.cli", "mcp",
+                                                               "--config", str(cfg)], env=env, cwd=str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, version", [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")])
+def test_mcp_compact_text_and_structured_content(providers, tmp_path, mode, version):
+    (tmp_path / "notes.md").write_text("MARKER-NOTES\n", encoding="utf-8")
+    providers.beta.script(["500"])
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with Client(server(tmp_path, providers), mode=mode) as client:
+            seen["version"] = client.protocol_version
+            (tool,) = [t for t in (await client.list_tools()).tools if t.name == "delegate_task"]
+            seen["schema"] = tool.output_schema
+            seen["compact"] = await client.call_tool("delegate_task", {
+                "tasks": [{"goal": "read the notes", "model": "small", "files": ["notes.md"]},
+                          {"goal": "fails", "model": "large"}]})
+            seen["full"] = await client.call_tool("delegate_task", {"goal": "again", "model": "small",
+                                                                    "detail": "full"})
+
+    anyio.run(main)
+    assert seen["version"] == version
+    schema = seen["schema"]
+    item = schema["properties"]["results"]["items"]["properties"]
+    assert set(item) == {"index", "status", "model", "summary", "output", "error"}  # the compact shape
+    out = seen["compact"]
+    data = out.structured_content
+    jsonschema.validate(data, schema)
+    assert not out.is_error and not walk_nulls(data)
+    ok, failed = data["results"]
+    assert set(ok) == {"index", "status", "model", "summary"} and ok["status"] == "completed"
+    assert failed["error"]["type"] == "server" and failed["error"]["hint"]
+    # the text a client without structuredContent shows: one block per task, then the batch line
+    texts = [c.text for c in out.content]
+    assert texts[0].startswith("[1/2] alpha — completed\n") and ok["summary"] in texts[0]
+    assert texts[1].startswith("[2/2] beta — failed\nserver: ") and f"hint: {failed['error']['hint']}" in texts[1]
+    assert texts[2] == "batch: 1 cost(s) unknown · 1 completed, 1 failed"  # the failed one cost nothing
+    assert not any(k in texts[0] + texts[1] for k in ("deployment", "api_host", "127.0.0.1"))
+    # files were read on the server side, from its working directory
+    assert "MARKER-NOTES" in json.dumps(providers.alpha.requests[0].messages)
+    full = seen["full"].structured_content
+    jsonschema.validate(full, schema)
+    assert full["results"][0]["deployment"]["model"] == "openai/alpha-model" and "attempt_log" in full["results"][0]
+
+
+def test_mcp_payload_tokens_shrink(providers):
+    """The compact structuredContent of a 3-task batch is a fraction of the full report's size."""
+    tools = DelegateTools(Delegator(loopback_config(providers)))
+    tasks = {"tasks": [{"goal": f"g{i}", "model": "small"} for i in range(3)]}
+    compact = tools.delegate_task_sync(tasks)
+    full = tools.delegate_task_sync({**tasks, "detail": "full"})
+    assert len(compact) * 3 < len(full), (len(compact), len(full))
+
+
+# -- the CLI ---------------------------------------------------------------------------------------------
+def test_cli_json_keeps_the_full_report(providers, tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(loopback_dict(providers)), encoding="utf-8")
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(yaml.safe_dump([{"goal": "a", "model": "small"}]), encoding="utf-8")
+    from hermes_delegate.hosts.cli import main  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    buf = io.StringIO()
+    assert main(["run", str(tasks), "--config", str(cfg), "--json"], out=buf) == 0
+    r = json.loads(buf.getvalue())["results"][0]
+    assert {"deployment", "attempt_log", "tokens", "duration_s", "model_source"} <= set(r)
+
+
+BLOCK_MCP = ("import sys\n"
+             "for name in ('mcp', 'mcp_types'):\n"
+             "    sys.modules[name] = None  # as if the [mcp] extra were not installed\n"
+             "from hermes_delegate.hosts.cli import main\n"
+             "sys.exit(main(sys.argv[1:]))\n")
+
+
+def test_mcp_without_the_extra_says_what_to_install(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("delegation: {}\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "-c", BLOCK_MCP, "mcp", "--config", str(cfg)], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2, out
+    assert "pip install 'hermes-delegate[mcp]'" in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""

@@ -199,3 +199,14 @@ def test_mcp_without_the_extra_says_what_to_install(tmp_path):
     assert out.returncode == 2, out
     assert "pip install 'hermes-delegate[mcp]'" in out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_the_legacy_second_tool_switch_is_refused(tmp_path):
+    """`delegate_tasks` (and its `delegate_tasks_tool` switch) is gone: a hermes block that still sets it
+    is refused with the key named, not silently ignored."""
+    from hermes_delegate import ConfigError  # noqa: PLC0415
+    from hermes_delegate.sources.hermes_home import config_for_home  # noqa: PLC0415
+
+    (tmp_path / "config.yaml").write_text("hermes_delegate:\n  delegate_tasks_tool: true\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="hermes_delegate.delegate_tasks_tool"):
+        config_for_home(str(tmp_path))

@@ -47,7 +47,7 @@ def _block(providers, **kw: Any) -> dict[str, Any]:
 
 
 def _home(tmp_path: Path, block: Any, **kw: Any) -> Path:
-    return make_home(tmp_path, block, legacy=False, builtin=True, **kw)
+    return make_home(tmp_path, block, builtin=True, **kw)
 
 
 def _conv(user: str, **kw: Any) -> dict[str, Any]:

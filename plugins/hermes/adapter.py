@@ -1,6 +1,6 @@
-"""The tool handlers hermes calls: `delegate_tasks` and `list_models`, over DelegateTools unchanged.
+"""What runs a routed `delegate_task` (takeover.py) and the `list_models` handler, over DelegateTools.
 
-A handler runs on the calling agent's thread (the sequential tool path). It finds that agent,
+A call runs on the calling agent's thread (the sequential tool path). It finds that agent,
 applies the built-in's gates (spawn pause, depth), then runs DelegateTools on the plugin loop
 with a HermesWorker and waits, polling like the built-in does (tools/delegate_tool.py l.2666-2700):
 per-task progress lines go to the parent's console, and a parent interrupt stops the batch
@@ -55,13 +55,11 @@ def _delegator(base: Any, *, parent_model: str | None, worker: Any = None) -> An
     return base.derive(worker=worker, parent_model=parent_model)
 
 
-# -- delegate_tasks (takeover.routed_delegate_task shares the gates) -----------------------------
-def refusal(dt: Any, parent: Any, tool: str, *, own_children_only: bool) -> str | None:
+# -- the gates takeover.routed_delegate_task applies -------------------------------------------
+def refusal(dt: Any, parent: Any, tool: str) -> str | None:
     """The built-in's refusals (spawn pause, depth), as an error payload; None = go."""
     if parent is None:
         return _error(f"{tool} must be called by a running hermes agent.")
-    if own_children_only and getattr(parent, "_hermes_delegate_child", False):
-        return _error(f"A {tool} subagent cannot delegate further.", "Do the work yourself.")
     if dt.is_spawn_paused():
         return _error("Delegation spawning is paused.",
                       "Clear the pause in the TUI (`p` in /agents) or via the `delegation.pause` RPC.")
@@ -83,20 +81,6 @@ def plugin_config() -> tuple[Any, str | None]:
 def _role(r: Any) -> str:
     """The built-in's role normalisation (tools/delegate_tool.py _normalize_role): leaf unless orchestrator."""
     return "orchestrator" if isinstance(r, str) and r.strip().lower() == "orchestrator" else "leaf"
-
-
-def delegate_tasks(args: Any, **kw: Any) -> str:
-    """The legacy second tool (only with `hermes_delegate.delegate_tasks_tool: true`)."""
-    try:
-        dt = hermes_api.delegate_tool()
-    except hermes_api.HermesAPIError as exc:
-        return _error(str(exc), kind="incompatible_hermes")
-    parent = parent_mod.find_parent(kw.get("session_id"))
-    refused = refusal(dt, parent, DELEGATE_TOOL, own_children_only=True)
-    if refused:
-        return refused
-    cfg, err = plugin_config()
-    return err or Call(parent, cfg, dt).run(args)
 
 
 class Call:

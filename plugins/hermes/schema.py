@@ -16,33 +16,12 @@ from typing import Any, Callable
 TOOLSET = "hermes-delegate"
 # hermes intercepts `delegate_task` by name before its tool registry (agent/tool_executor.py l.1370,
 # agent/agent_runtime_helpers.py l.2522), so a plugin tool of that name is never reached: we extend
-# the built-in instead (extend_builtin + takeover.tool_execution). The legacy second tool
-# `delegate_tasks` is registered only with `hermes_delegate.delegate_tasks_tool: true`.
-DELEGATE_TOOL = "delegate_tasks"
+# the built-in instead (extend_builtin + takeover.tool_execution). DELEGATE_TOOL names it in our
+# messages and in the schema we build for it.
+DELEGATE_TOOL = "delegate_task"
 LIST_TOOL = "list_models"
 
-_MODEL = {"type": "string", "description": "Model string: tier, alias, bare id, provider/id, "
-                                           "or `id --provider SLUG`. null = unset."}
 STATIC = {
-    DELEGATE_TOOL: {
-        "name": DELEGATE_TOOL,
-        "description": "Run subtasks in parallel, each on the model it names, and get every result back. "
-                       "One task: pass goal (and context, model). Several: pass tasks. Not both. "
-                       f"Call {LIST_TOOL} to see the models you may use.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "goal": {"type": "string"},
-                "context": {"type": "string"},
-                "model": _MODEL,
-                "tasks": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "required": ["goal"],
-                    "properties": {"goal": {"type": "string"}, "context": {"type": "string"}, "model": _MODEL}}},
-                "budget_usd": {"type": "number"},
-            },
-            "required": [],
-        },
-    },
     LIST_TOOL: {
         "name": LIST_TOOL,
         "description": f"List the models {DELEGATE_TOOL} may use, or check one (pass model).",
@@ -81,7 +60,7 @@ def overrides_for(name: str) -> Callable[[], dict[str, Any]]:
     return overrides
 
 
-BUILTIN = "delegate_task"
+BUILTIN = DELEGATE_TOOL
 _INTRO_END = "and the batch cost."  # last words of hermes_delegate.tools.schema's intro
 _ROUTED_NOTE = (
     "Per-task models (hermes-delegate): `model` (top level, or per task in `tasks`) runs that task on the "

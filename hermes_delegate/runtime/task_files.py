@@ -65,7 +65,7 @@ def hint_files(tasks: Sequence[Task]) -> list[Task]:
 def _needed(delegator: Any, p: PlannedTask) -> int:
     s = delegator.config.delegation
     text = "\n".join(x for x in (s.system_prompt, p.task.goal, p.task.context or "") if x)
-    return estimate_tokens(text) + (s.max_tokens or 0)
+    return estimate_tokens(text)  # the window is the input's (max_input_tokens): the completion is not counted
 
 
 def _fitting(delegator: Any, needed: int, skip: str) -> list[str]:
@@ -87,7 +87,7 @@ def _fitting(delegator: Any, needed: int, skip: str) -> list[str]:
 
 
 def check_fit(delegator: Any, planned: Sequence[PlannedTask]) -> None:
-    """Refuse every task whose goal + context (+ the completion cap) would not fit its model's known
+    """Refuse every task whose system prompt + goal + context would not fit its model's known input
     context window, naming the configured models that would. A window that is not known is not checked."""
     problems: list[TaskProblem] = []
     for p in planned:

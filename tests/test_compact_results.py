@@ -210,3 +210,221 @@ def test_the_legacy_second_tool_switch_is_refused(tmp_path):
     (tmp_path / "config.yaml").write_text("hermes_delegate:\n  delegate_tasks_tool: true\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="hermes_delegate.delegate_tasks_tool"):
         config_for_home(str(tmp_path))
+
+
+# -- real hosts: Claude Code and the MCP Inspector CLI (issue 23 item 4) ---------------------------------
+#: Installed by .ci/run into .hosts/ (npm, pinned); a missing host fails under CI=true, else skips.
+HOSTS = ROOT / ".hosts" / "node_modules" / ".bin"
+HOSTS_INSTALL = ("npm install --prefix .hosts --no-audit --no-fund --save-exact @anthropic-ai/claude-code@2.1.328 "
+                 "@modelcontextprotocol/inspector@2.12.0")
+CC_TOOL = "mcp__hermes-delegate__delegate_task"
+CC_CALL = {"tasks": [{"goal": "summarise file A", "model": "small"}, {"goal": "review file B", "model": "large"},
+                     {"goal": "list the TODOs in C", "model": "small"}]}
+
+
+class ScriptedParent:
+    """An Anthropic Messages endpoint (streamed, as Claude Code asks) playing the parent model: to the
+    request that offers the delegate_task tool it answers with a `tool_use` of it (CC_CALL); to the request
+    carrying the tool_result it answers `FINAL <the result>`; anything else (Claude Code's side requests)
+    gets "ok". Every request body is kept."""
+
+    def __init__(self) -> None:
+        import threading  # noqa: PLC0415
+
+        self.bodies: list[dict[str, Any]] = []
+        self.tool_results: list[Any] = []
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "ScriptedParent":
+        self._thread.start()
+        assert self._ready.wait(30), "scripted parent did not start"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import asyncio  # noqa: PLC0415
+
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _reply(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        last = (body.get("messages") or [{}])[-1].get("content")
+        results = [c for c in last if isinstance(c, dict) and c.get("type") == "tool_result"] \
+            if isinstance(last, list) else []
+        if results:
+            content = results[0].get("content")
+            self.tool_results.append(content)
+            text = content if isinstance(content, str) else json.dumps(content)
+            return [{"type": "text", "text": "FINAL " + text}], "end_turn"
+        if CC_TOOL in [t.get("name") for t in body.get("tools") or []]:
+            return [{"type": "tool_use", "id": "toolu_hd1", "name": CC_TOOL, "input": CC_CALL}], "tool_use"
+        return [{"type": "text", "text": "ok"}], "end_turn"
+
+    @staticmethod
+    def _events(model: Any, blocks: list[dict[str, Any]], stop: str) -> list[dict[str, Any]]:
+        ev: list[dict[str, Any]] = [{"type": "message_start", "message": {
+            "id": "msg_hd", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 1}}}]
+        for i, b in enumerate(blocks):
+            if b["type"] == "text":
+                ev += [{"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                       {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": b["text"]}}]
+            else:
+                ev += [{"type": "content_block_start", "index": i,
+                        "content_block": {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}},
+                       {"type": "content_block_delta", "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": json.dumps(b["input"])}}]
+            ev.append({"type": "content_block_stop", "index": i})
+        return ev + [{"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                      "usage": {"output_tokens": 5}}, {"type": "message_stop"}]
+
+    def _serve(self) -> None:
+        import asyncio  # noqa: PLC0415
+
+        from aiohttp import web  # noqa: PLC0415
+
+        async def messages(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            self.bodies.append(body)
+            blocks, stop = self._reply(body)
+            if not body.get("stream"):
+                return web.json_response({"id": "msg_hd", "type": "message", "role": "assistant",
+                                          "model": body.get("model"), "content": blocks, "stop_reason": stop,
+                                          "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 5}})
+            resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await resp.prepare(request)
+            text = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in self._events(
+                body.get("model"), blocks, stop))
+            await resp.write(text.encode())
+            await resp.write_eof()
+            return resp
+
+        async def other(request: web.Request) -> web.Response:
+            if request.path.endswith("/count_tokens"):
+                return web.json_response({"input_tokens": 100})
+            return web.json_response({})
+
+        async def start() -> None:
+            app = web.Application()
+            app.router.add_post("/v1/messages", messages)
+            app.router.add_route("*", "/{tail:.*}", other)
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            self.base_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(start())
+        self._ready.set()
+        self._loop.run_forever()
+
+
+def documented_block(host: str) -> dict[str, Any]:
+    """The ready-to-paste JSON config docs/mcp.md gives for `host` (e.g. "Claude Code")."""
+    import re  # noqa: PLC0415
+
+    text = (ROOT / "docs" / "mcp.md").read_text(encoding="utf-8")
+    m = re.search(rf"\*\*{re.escape(host)}\*\*.*?```json\n(.*?)\n```", text, re.S)
+    assert m, f"docs/mcp.md has no JSON block for {host}"
+    return json.loads(m[1])
+
+
+def host_env(tmp_path: Path, *, dead_proxy: bool = True, **extra: str) -> dict[str, str]:
+    """Loopback only: with dead_proxy, any other connection goes to a dead proxy on 127.0.0.1:9 (the
+    Inspector refuses proxy variables; it is only ever given a loopback URL)."""
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", "HOME": str(tmp_path / "home"),
+           "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", **extra}
+    if dead_proxy:
+        env.update({k: "http://127.0.0.1:9" for k in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")})
+    return env
+
+
+@pytest.mark.slow
+def test_claude_code_hands_its_model_the_compact_result(providers, tmp_path):
+    """A real Claude Code (print mode) with the documented `.mcp.json` block: its model (the scripted
+    parent) calls delegate_task with three tasks on two providers, and what Claude Code hands back as the
+    tool result is the compact structuredContent."""
+    from helpers import require_binary  # noqa: PLC0415
+
+    claude = require_binary(HOSTS / "claude", HOSTS_INSTALL)
+    providers.alpha.responder = providers.beta.responder = lambda body, p: f"answer from {p.name}"
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(loopback_dict(providers)), encoding="utf-8")
+    block = documented_block("Claude Code")
+    server = block["mcpServers"]["hermes-delegate"]
+    server["args"] = [*server["args"], "--config", str(cfg)]
+    (tmp_path / ".mcp.json").write_text(json.dumps(block), encoding="utf-8")
+    (tmp_path / "home").mkdir()
+    with ScriptedParent() as parent:
+        env = host_env(tmp_path, ANTHROPIC_BASE_URL=parent.base_url, ANTHROPIC_API_KEY="sk-ant-loopback-test",
+                       MCP_CONNECTION_NONBLOCKING="false", ENABLE_TOOL_SEARCH="false", DISABLE_AUTOUPDATER="1",
+                       CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_TELEMETRY="1")
+        out = subprocess.run([claude, "-p", "Delegate the three reviews.", "--mcp-config", ".mcp.json",
+                              "--strict-mcp-config", "--allowedTools", CC_TOOL, "--output-format", "json"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+                             stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    final = json.loads(out.stdout)
+    assert final["is_error"] is False and final["result"].startswith("FINAL "), final
+    # what the parent model read: exactly the compact result (structuredContent, as JSON text)
+    (content,) = parent.tool_results
+    text = content if isinstance(content, str) else "".join(c.get("text", "") for c in content)
+    data = json.loads(text)
+    assert [set(r) for r in data["results"]] == [{"index", "status", "model", "summary"}] * 3
+    assert [(r["model"], r["summary"]) for r in data["results"]] == [
+        ("alpha", "answer from alpha"), ("beta", "answer from beta"), ("alpha", "answer from alpha")]
+    assert not walk_nulls(data) and "deployment" not in text and "attempt" not in text
+    assert sorted(r.model for r in providers.alpha.requests) == ["alpha-model", "alpha-model"]
+    assert [r.model for r in providers.beta.requests] == ["beta-model"]
+
+
+@pytest.mark.slow
+def test_mcp_inspector_cli_over_http_with_a_token(providers, tmp_path):
+    """The MCP Inspector's CLI calls delegate_task over streamable HTTP with the bearer token."""
+    from helpers import free_port, require_binary  # noqa: PLC0415
+
+    inspector = require_binary(HOSTS / "mcp-inspector", HOSTS_INSTALL)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(loopback_dict(providers)), encoding="utf-8")
+    port, token = free_port(), "tok-inspector-0123456789abcdef"
+    env = host_env(tmp_path, dead_proxy=False, HERMES_DELEGATE_MCP_TOKEN=token)
+    (tmp_path / "home").mkdir()
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "hermes_delegate.hosts.cli", "mcp", "--config", str(cfg),
+                               "--http", f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        import socket  # noqa: PLC0415
+        import time  # noqa: PLC0415
+
+        deadline = time.monotonic() + 60
+        while True:  # wait for the port, not a fixed time
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "server did not listen"
+            time.sleep(0.1)
+        base = [inspector, "--cli", f"http://127.0.0.1:{port}/mcp", "--transport", "http",
+                "--header", f"Authorization: Bearer {token}"]
+        call = subprocess.run([*base, "--method", "tools/call", "--tool-name", "delegate_task",
+                               "--tool-arg", "goal=say hi", "model=large"],
+                              env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert call.returncode == 0, call.stdout[-2000:] + call.stderr[-2000:]
+        result = json.loads(call.stdout)
+        data = result["structuredContent"]
+        assert data["results"] == [{"index": 0, "status": "completed", "model": "beta",
+                                    "summary": data["results"][0]["summary"]}]
+        assert result["content"][0]["text"].startswith("[1/1] beta — completed\n")
+        # without the token: refused, nothing sent
+        before = len(providers.beta.requests)
+        bad = subprocess.run([inspector, "--cli", f"http://127.0.0.1:{port}/mcp", "--transport", "http",
+                              "--method", "tools/list"], env=env, capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+        assert bad.returncode != 0 and len(providers.beta.requests) == before == 1
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()

@@ -428,3 +428,30 @@ def test_mcp_inspector_cli_over_http_with_a_token(providers, tmp_path):
         server.terminate()
         server.wait(10)
         log.close()
+
+
+@pytest.mark.slow
+def test_hermes_parent_reads_the_compact_result(providers, tmp_path):
+    """A real hermes-agent 0.19.0 parent calls its (extended) delegate_task with per-task models in a
+    stateless session (the routed batch runs synchronously): the tool result it reads is compact, in
+    hermes's own keys (`task_index`, `summary`), with the failure's error and hint."""
+    pytest.importorskip("run_agent", reason="hermes-agent is not installed (pip install -e '.[test]')")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
+    from hermes_helpers import make_home, parent_responder, run_scenario, tool_results  # noqa: PLC0415
+
+    providers.alpha.responder = lambda body, p: "answer from alpha"
+    providers.beta.set_fault("500")
+    d = loopback_dict(providers)
+    home = make_home(tmp_path, {**d["delegation"], "router": d["router"]}, builtin=True)
+    call = {"tasks": [{"goal": "fine", "model": "small"}, {"goal": "broken", "model": "large"}]}
+    with LoopbackProvider("parent", responder=parent_responder({"go": call})) as parent:
+        out = run_scenario(home, parent_url=parent.base_url, conversations=[
+            {"user": "run:go", "disabled_toolsets": [], "stateless": True}])
+    res = tool_results(out["conversations"][0])[0]
+    ok, bad = res["results"]
+    assert ok == {"task_index": 0, "status": "completed", "model": "alpha", "summary": "answer from alpha"}
+    assert set(bad) == {"task_index", "status", "model", "error"} and bad["status"] == "failed"
+    assert bad["error"]["type"] == "server" and bad["error"]["hint"]
+    assert res["counts"] == {"completed": 1, "failed": 1} and "SYNCHRONOUSLY" in res["note"]
+    assert not walk_nulls(res) and "deployment" not in json.dumps(res)

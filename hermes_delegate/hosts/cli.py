@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -193,10 +194,11 @@ def cmd_mcp(args: argparse.Namespace, cfg: Config, out: TextIO, err: TextIO) -> 
         print(f"hermes-delegate: `mcp` needs the MCP SDK, which is not installed ({exc.name or exc}).\n"
               "Install it with: pip install 'hermes-delegate[mcp]'", file=err)
         return EXIT_USAGE
+    roots = {"roots": args.root}  # where tasks' `files` may be read from, besides the working directory
     if args.http:
-        anyio.run(serve_http, cfg, args.http, args.token_env or DEFAULT_TOKEN_ENV, args.root)
+        anyio.run(functools.partial(serve_http, **roots), cfg, args.http, args.token_env or DEFAULT_TOKEN_ENV)
     else:
-        anyio.run(serve_stdio, cfg, args.root)
+        anyio.run(functools.partial(serve_stdio, **roots), cfg)
     return EXIT_OK
 
 

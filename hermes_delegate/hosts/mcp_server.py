@@ -233,7 +233,7 @@ def build_server(config: Config, *, warm: bool = True, roots: list[str] | None =
     return server, host
 
 
-async def serve_stdio(config: Config, roots: list[str] | None = None) -> None:
+async def serve_stdio(config: Config, *, roots: list[str] | None = None) -> None:
     from mcp.server.stdio import stdio_server  # noqa: PLC0415
 
     server, _ = build_server(config, roots=roots)
@@ -297,7 +297,7 @@ class BearerGate:
         await self.app(scope, receive, send)
 
 
-def http_app(config: Config, host: str, token: str | None, roots: list[str] | None = None) -> Any:
+def http_app(config: Config, host: str, token: str | None, *, roots: list[str] | None = None) -> Any:
     server, mcp_host = build_server(config, roots=roots)
     app = server.streamable_http_app(host=host)
     inner_lifespan = app.router.lifespan_context
@@ -312,13 +312,13 @@ def http_app(config: Config, host: str, token: str | None, roots: list[str] | No
     return BearerGate(app, token) if token else app
 
 
-async def serve_http(config: Config, bind: str, token_env: str = DEFAULT_TOKEN_ENV,
+async def serve_http(config: Config, bind: str, token_env: str = DEFAULT_TOKEN_ENV, *,
                      roots: list[str] | None = None) -> None:
     import uvicorn  # noqa: PLC0415
 
     host, port = parse_bind(bind)
     token = bearer_token(host, token_env)
-    app = http_app(config, host, token, roots)
+    app = http_app(config, host, token, roots=roots)
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     srv = uvicorn.Server(cfg)
     await srv.serve()

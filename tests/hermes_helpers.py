@@ -38,11 +38,11 @@ def register(ctx):
 
 # -- pytest side --------------------------------------------------------------------------------
 def make_home(root: Path, block: Mapping[str, Any] | None, *, enabled: Sequence[str] = ("hermes-delegate",),
-              extra: Mapping[str, Any] | None = None, legacy: bool = True, builtin: bool = False) -> Path:
+              extra: Mapping[str, Any] | None = None, builtin: bool = False) -> Path:
     """A HERMES_HOME with config.yaml enabling `enabled` plus a hook-probe plugin.
 
-    legacy: turn on the old second tool `delegate_tasks` (hermes_delegate.delegate_tasks_tool).
-    builtin: keep hermes's `delegation` toolset (the built-in delegate_task) enabled."""
+    builtin: keep hermes's `delegation` toolset (the built-in delegate_task, which the plugin extends)
+    enabled."""
     home = root / "hermes-home"
     probe = home / "plugins" / "hook-probe"
     probe.mkdir(parents=True, exist_ok=True)
@@ -51,8 +51,6 @@ def make_home(root: Path, block: Mapping[str, Any] | None, *, enabled: Sequence[
     cfg: dict[str, Any] = {"plugins": {"enabled": [*enabled, "hook-probe"]}}
     if not builtin:
         cfg["agent"] = {"disabled_toolsets": ["delegation"]}
-    if legacy:
-        block = {**(block or {}), "delegate_tasks_tool": True}
     if block is not None:
         cfg["hermes_delegate"] = dict(block)
     cfg.update(extra or {})
@@ -93,8 +91,8 @@ def run_scenario(home: Path, *, parent_url: str | None = None, conversations: Se
     return data
 
 
-def parent_responder(calls: Mapping[str, Mapping[str, Any] | None], tool: str = "delegate_tasks"):
-    """The parent model: on a user message `run:NAME` it calls delegate_tasks with calls[NAME]
+def parent_responder(calls: Mapping[str, Mapping[str, Any] | None], tool: str = "delegate_task"):
+    """The parent model: on a user message `run:NAME` it calls delegate_task with calls[NAME]
     (or `{"tool": NAME, "arguments": {...}}`); after the tool result it answers `done NAME`.
     Any other user message (a subagent's goal) gets a plain answer."""
 
@@ -116,7 +114,7 @@ def parent_responder(calls: Mapping[str, Mapping[str, Any] | None], tool: str = 
 
 
 def tool_results(conv: Mapping[str, Any]) -> list[Any]:
-    """The parsed delegate_tasks tool results the parent received."""
+    """The parsed delegate_task tool results the parent received."""
     out = []
     for content in conv.get("tool_messages", []):
         try:
@@ -188,7 +186,7 @@ def _main(spec_path: str) -> None:
                       if p.get("source") != "bundled"]
     out["middleware"] = {k: len(v) for k, v in getattr(pm, "_middleware", {}).items()}
     out["registered"] = {n: getattr(registry.get_entry(n), "toolset", None) for n in ("delegate_tasks", "list_models")}
-    entry = registry.get_entry("delegate_tasks")
+    entry = registry.get_entry("list_models")
     out["handler_module"] = getattr(getattr(entry, "handler", None), "__module__", None)
     if spec["probe_only"]:
         Path(spec["out"]).write_text(json.dumps(out))

@@ -484,7 +484,7 @@ def test_tool_strings_always_encode_as_utf8(providers):
             return WorkerOutput(summary="reply \ud800 and \ud83d\ude00", output={"k\udfff": ["\udc01"]})
 
     out = DelegateTools(Delegator(loopback_config(providers), worker=Echo())).delegate_task_sync(
-        {"goal": "hi", "model": "alpha"})
+        {"goal": "hi", "model": "alpha", "detail": "full"})  # the full report: every string in it
     out.encode("utf-8")
     result = json.loads(out)["results"][0]
     assert result["summary"] == "reply \ufffd and \U0001f600"

@@ -47,7 +47,7 @@ def _block(providers, **kw: Any) -> dict[str, Any]:
 
 
 def _home(tmp_path: Path, block: Any, **kw: Any) -> Path:
-    return make_home(tmp_path, block, legacy=False, builtin=True, **kw)
+    return make_home(tmp_path, block, builtin=True, **kw)
 
 
 def _conv(user: str, **kw: Any) -> dict[str, Any]:
@@ -79,7 +79,8 @@ def test_mixed_models_background_batch(tmp_path: Path, providers, parent) -> Non
     tasks = [{"goal": "summarise the alpha notes", "model": "small"},
              {"goal": "review the beta design", "model": "beta", "role": "leaf"},
              {"goal": "plain builtin style task"}]
-    parent.responder = parent_responder({"mixed": {"tasks": tasks, "background": False}}, tool="delegate_task")
+    parent.responder = parent_responder({"mixed": {"tasks": tasks, "background": False, "detail": "full"}},
+                                        tool="delegate_task")
     home = _home(tmp_path, _block(providers))
     before = (home / "config.yaml").read_bytes()
 

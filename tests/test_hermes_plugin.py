@@ -1,6 +1,10 @@
 """The hermes-agent plugin, end to end: real hermes-agent (PyPI), real subagents, real LiteLLM Router,
 embedded loopback providers only. Each hermes scenario runs in a fresh subprocess
 (tests/hermes_helpers.py) with HERMES_HOME set before `import run_agent`.
+
+The parent calls hermes's own `delegate_task` with per-task models (the plugin's only delegation tool;
+the old second tool `delegate_tasks` is gone). A stateless session (like `hermes -z`) runs the routed
+batch synchronously, so the parent reads the result in the same turn.
 """
 
 from __future__ import annotations
@@ -43,6 +47,14 @@ def _child_answer(body: dict[str, Any], provider: LoopbackProvider) -> str:
     return f"answer from {provider.name} for {body.get('model')}"
 
 
+def _home(tmp_path: Path, block: Any, **kw: Any) -> Path:
+    return make_home(tmp_path, block, builtin=True, **kw)
+
+
+def _conv(user: str, **kw: Any) -> dict[str, Any]:
+    return {"user": user, "disabled_toolsets": [], "stateless": True, **kw}
+
+
 def _block(providers, **kw: Any) -> dict[str, Any]:
     """The `hermes_delegate:` block: conftest's loopback groups (alpha, beta, both, priced) plus kw."""
     d = loopback_dict(providers, **kw)
@@ -79,7 +91,7 @@ def test_registration_is_light_and_loads_in_both_forms(tmp_path: Path, form: str
     out = run_scenario(home, probe_only=True, timeout=60)
     mine = [p for p in out["plugins"] if p["key"] == key]
     assert mine and mine[0]["enabled"] and not mine[0]["error"], out["plugins"]
-    assert out["registered"] == {"delegate_tasks": "hermes-delegate", "list_models": "hermes-delegate"}
+    assert out["registered"] == {"delegate_tasks": None, "list_models": "hermes-delegate"}  # no second tool
     assert out["middleware"].get("llm_execution", 0) >= 1
     assert out["litellm_after_import"] is False  # registration never imports litellm
     assert out["pydantic_after_import"] is False  # …nor the engine's config models
@@ -96,11 +108,11 @@ def test_three_models_two_providers_end_to_end(tmp_path: Path, providers, parent
     tasks = [{"goal": "summarise the alpha notes", "model": "small"},
              {"goal": "review the beta design", "model": "beta"},
              {"goal": "price the gamma plan", "model": "priced"}]
-    parent.responder = parent_responder({"e2e": {"tasks": tasks}})
-    home = make_home(tmp_path, _block(providers))
+    parent.responder = parent_responder({"e2e": {"tasks": tasks, "detail": "full"}})
+    home = _home(tmp_path, _block(providers))
     before = (home / "config.yaml").read_bytes()
 
-    out = run_scenario(home, parent_url=parent.base_url, conversations=[{"user": "run:e2e"}])
+    out = run_scenario(home, parent_url=parent.base_url, conversations=[_conv("run:e2e")])
     conv = out["conversations"][0]
 
     # each child's requests reached the right provider with the right model id
@@ -112,11 +124,12 @@ def test_three_models_two_providers_end_to_end(tmp_path: Path, providers, parent
         assert names and not (names & CHILD_TOOLS_FORBIDDEN)  # restricted like built-in children
         assert r.messages[0]["role"] == "system"
 
-    # the parent saw our tools (DelegateTools's schema, per-task model), not the built-in one
+    # the parent saw one delegation tool: the built-in, extended (per-task model, files) from the live config
     first = parent.requests[0].body
     fns = {t["function"]["name"]: t["function"] for t in first["tools"]}
-    assert "delegate_task" not in fns and "list_models" in fns
-    schema = fns["delegate_tasks"]
+    assert "delegate_tasks" not in fns and "list_models" in fns
+    schema = fns["delegate_task"]
+    assert "files" in schema["parameters"]["properties"]["tasks"]["items"]["properties"]
     assert "model" in schema["parameters"]["properties"]
     assert "model" in schema["parameters"]["properties"]["tasks"]["items"]["properties"]
     assert "Configured tiers: small→alpha" in schema["description"]
@@ -159,15 +172,17 @@ def test_refusals_parent_model_and_list_models(tmp_path: Path, providers, parent
     parent.responder = parent_responder({
         "unknown": {"tasks": [{"goal": "fine task", "model": "small"}, {"goal": "bad task", "model": "no-such-model-xyz"}]},
         "deep": {"tasks": [{"goal": "a task", "model": "small"}]},
-        "inherit": {"tasks": [{"goal": "inherit the parent model"}]},
+        # a routed call whose one task names no model: precedence level 4, the parent's own model
+        "inherit": {"model": "", "tasks": [{"goal": "inherit the parent model", "model": "small"},
+                                           {"goal": "inherit the parent model"}], "detail": "full"},
         "models": {"tool": "list_models", "arguments": {}},
     })
-    home = make_home(tmp_path, _block(providers))
+    home = _home(tmp_path, _block(providers))
     before = (home / "config.yaml").read_bytes()
+    providers.alpha.responder = _child_answer
 
     out = run_scenario(home, parent_url=parent.base_url, conversations=[
-        {"user": "run:unknown"}, {"user": "run:deep", "parent_depth": 1}, {"user": "run:inherit"},
-        {"user": "run:models"}])
+        _conv("run:unknown"), _conv("run:deep", parent_depth=1), _conv("run:inherit"), _conv("run:models")])
     unknown, deep, inherit, models = (tool_results(c)[0] for c in out["conversations"])
 
     # an unknown model: the actionable error, and nothing spawned or sent
@@ -176,12 +191,13 @@ def test_refusals_parent_model_and_list_models(tmp_path: Path, providers, parent
     assert unknown["tasks"][0]["model"] == "no-such-model-xyz" and unknown["hint"]
     # the depth limit, like the built-in's
     assert deep["type"] == "depth_limit" and "max_spawn_depth=1" in deep["error"]
-    assert _child_requests(a, b) == []
+    assert [r.model for r in a.requests] == ["alpha-model"] and b.requests == []  # only the third call sent
     starts = [h for h in out["hooks"] if h["hook"] == "subagent_start"]
-    assert [h["child_goal"] for h in starts] == ["inherit the parent model"]  # only the third call spawned
+    assert [h["child_goal"] for h in starts] == ["inherit the parent model"] * 2  # only the third call spawned
 
     # precedence level 4: no model anywhere → the parent's model, on hermes's own provider
-    (r,) = inherit["results"]
+    routed, r = inherit["results"]
+    assert routed["status"] == "completed" and routed["model_source"] == "task"
     assert r["status"] == "completed" and r["model_source"] == "parent"
     assert r["model"] == "openai/parent-model"
     assert r["deployment"]["model"] == "parent-model"
@@ -206,11 +222,12 @@ def test_router_retries_429_and_fails_explicitly(tmp_path: Path, providers, pare
     a.script(["429"])  # first request rate-limited, then normal
     b.set_fault("500")  # every request fails
     parent.responder = parent_responder({"retry": {"tasks": [{"goal": "flaky provider", "model": "small"},
-                                                             {"goal": "broken provider", "model": "large"}]}})
-    home = make_home(tmp_path, _block(providers, router_settings={"num_retries": 1, "retry_after": 0}))
+                                                             {"goal": "broken provider", "model": "large"}],
+                                                   "detail": "full"}})
+    home = _home(tmp_path, _block(providers, router_settings={"num_retries": 1, "retry_after": 0}))
     before = (home / "config.yaml").read_bytes()
 
-    out = run_scenario(home, parent_url=parent.base_url, conversations=[{"user": "run:retry"}])
+    out = run_scenario(home, parent_url=parent.base_url, conversations=[_conv("run:retry")])
     res = tool_results(out["conversations"][0])[0]
     ok, bad = res["results"]
 
@@ -235,11 +252,11 @@ def test_parent_interrupt_stops_unfinished_children(tmp_path: Path, providers, p
     b.latency_s = 8.0
     parent.responder = parent_responder({"stop": {"tasks": [{"goal": "quick one", "model": "small"},
                                                             {"goal": "slow one", "model": "large"}]}})
-    home = make_home(tmp_path, _block(providers))
+    home = _home(tmp_path, _block(providers))
     before = (home / "config.yaml").read_bytes()
 
     out = run_scenario(home, parent_url=parent.base_url,
-                       conversations=[{"user": "run:stop", "interrupt_on_line": "✓ [1/2]", "interrupt_delay_s": 0.3}])
+                       conversations=[_conv("run:stop", interrupt_on_line="✓ [1/2]", interrupt_delay_s=0.3)])
     conv = out["conversations"][0]
     res = tool_results(conv)[0]
 

@@ -133,10 +133,12 @@ async def three_tasks(client: Client, rec: Recorder, alpha, beta) -> None:
     results = out.structured_content["results"]
     assert [r["status"] for r in results] == ["completed"] * 3
     assert [r["model"] for r in results] == ["alpha", "beta", "gamma"]
-    assert [r["deployment"]["model"] for r in results] == ["openai/alpha-model", "openai/beta-model",
-                                                           "openai/gamma-model"]
-    # one text block per task: model, status and summary
-    assert len(out.content) == 3
+    # the compact result a model reads: index, status, model, summary; no deployments, ids or nulls
+    assert [set(r) for r in results] == [{"index", "status", "model", "summary"}] * 3
+    assert "null" not in json.dumps(out.structured_content)
+    # one text block per task (model, status and summary), then the batch's cost (the loopback is unpriced)
+    assert out.structured_content["cost_unknown_tasks"] == 3
+    assert len(out.content) == 4 and out.content[3].text == "batch: 3 cost(s) unknown"
     for block, r in zip(out.content, results):
         assert r["model"] in block.text and "completed" in block.text and r["summary"] in block.text
     # each provider got its own model ids, each request the key of its own deployment (by fingerprint:
@@ -156,6 +158,12 @@ async def three_tasks(client: Client, rec: Recorder, alpha, beta) -> None:
         seen.append((m[5], m[3], m[4]))  # goal, model, status
     assert sorted(p[0] for p in rec.progress) == [1, 2, 3]
     assert sorted(seen) == sorted((goal, group, "completed") for goal, group in THREE_GROUPS.items())
+    # the full report on request: the deployment that served each task
+    full = await client.call_tool("delegate_task", {**THREE, "detail": "full"})
+    rec.dump(full)
+    jsonschema.validate(full.structured_content, tools["delegate_task"].output_schema)
+    assert [r["deployment"]["model"] for r in full.structured_content["results"]] == [
+        "openai/alpha-model", "openai/beta-model", "openai/gamma-model"]
 
 
 def test_stdio_three_tasks_on_three_models(pair, tmp_path):
@@ -414,7 +422,7 @@ def test_output_schema_one_mismatch_then_valid(providers):
 def test_output_schema_always_invalid_is_bad_output(providers):
     answers(providers.alpha, "Sure! The book is Dune.")
     r = call(schema_tools(providers), "alpha")["results"][0]
-    assert r["status"] == "failed" and r["output"] is None
+    assert r["status"] == "failed" and r.get("output") is None
     assert r["error"]["type"] == "bad_output" and "not JSON" in r["error"]["message"]
     assert len(providers.alpha.requests) == 2  # one retry, no more
 
@@ -497,7 +505,7 @@ def test_stdio_output_schema_and_a_key_echoing_provider(pair, echo401, tmp_path)
             head, body = out.content[0].text.split("\n", 1)
             assert "completed" in head and json.loads(body) == good["output"]
             # valid JSON of the wrong shape twice (the first answer, then the retry): bad_output
-            assert bad["status"] == "failed" and bad["output"] is None
+            assert bad["status"] == "failed" and bad.get("output") is None
             assert bad["error"]["type"] == "bad_output"
             assert "after 2 tries" in bad["error"]["message"] and mismatch in bad["error"]["message"]
             assert "bad_output" in out.content[1].text and mismatch in out.content[1].text
@@ -579,7 +587,7 @@ def test_through_a_real_litellm_proxy_mcp_gateway(pair, tmp_path):
             async with http, client:
                 names = [t.name for t in (await client.list_tools()).tools]
                 (name,) = [n for n in names if n.endswith("delegate_task")]
-                out = await client.call_tool(name, THREE)
+                out = await client.call_tool(name, {**THREE, "detail": "full"})
                 rec.dump(out)
                 assert not out.is_error
                 results = out.structured_content["results"]

@@ -159,7 +159,7 @@ def test_engine_and_tools_write_nothing(world: World, providers: LoopbackPair):
     tools = DelegateTools(d)
     json.loads(tools.list_models_sync())
     json.loads(tools.list_models_sync({"model": "small"}))
-    assert json.loads(tools.delegate_task_sync({"goal": "three"}))["counts"] == {"completed": 1}
+    assert [r["status"] for r in json.loads(tools.delegate_task_sync({"goal": "three"}))["results"]] == ["completed"]
     providers.alpha.set_fault("429_no_retry_after")
     out = json.loads(tools.delegate_task_sync({"tasks": [{"goal": "four"}, {"goal": "five", "model": "nope-xyz"}]}))
     assert out["type"] == "invalid_tasks"
@@ -181,20 +181,22 @@ def test_hermes_style_config_is_read_never_written(world: World, providers: Loop
 
 
 def test_real_hermes_run_leaves_its_config_and_litellm_file_untouched(tmp_path: Path, providers: LoopbackPair):
-    """A real hermes-agent process (plugin loaded, one delegate_tasks call) never writes the user's
+    """A real hermes-agent process (plugin loaded, one routed delegate_task call) never writes the user's
     config.yaml nor the LiteLLM file it references (hermes's own session/log files may appear)."""
     pytest.importorskip("run_agent")
     from hermes_helpers import make_home, parent_responder, run_scenario
 
     from hermes_delegate.loopback import LoopbackProvider
 
-    home = make_home(tmp_path, {"tiers": {"small": "alpha"}, "model": "small", "litellm_config": "./litellm.yaml"})
+    home = make_home(tmp_path, {"tiers": {"small": "alpha"}, "model": "small", "litellm_config": "./litellm.yaml"},
+                     builtin=True)
     (home / "litellm.yaml").write_text("# user's LiteLLM file\n" + _litellm_yaml(providers))
     watched = [home / "config.yaml", home / "litellm.yaml"]
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in watched}
     parent = LoopbackProvider("parent", responder=parent_responder({"go": {"tasks": [{"goal": "g1"}]}})).start()
     try:
-        out = run_scenario(home, parent_url=parent.base_url, conversations=[{"user": "run:go"}])
+        out = run_scenario(home, parent_url=parent.base_url,
+                           conversations=[{"user": "run:go", "disabled_toolsets": [], "stateless": True}])
     finally:
         parent.stop()
     assert out["conversations"][0]["completed"], out

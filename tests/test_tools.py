@@ -95,7 +95,7 @@ MALFORMED = [
      payload("Task 1 (tasks[0]): goal must be a string, got array.",
              tasks=[bad_task(None, "payload", "Task 1 (tasks[0]): goal must be a string, got array.", [])])),
     ("unknown task key", {"tasks": [{"prompt": "x"}]},
-     payload("Task 1 (tasks[0]) has unknown key(s) 'prompt' (did you mean 'goal'?); a task has goal, context and model (and optionally output_schema).",
+     payload("Task 1 (tasks[0]) has unknown key(s) 'prompt' (did you mean 'goal'?); a task has goal, context and model (and optionally output_schema, files).",
              suggestions=["goal"], tasks=[bad_task(None, "payload", "Task 1 (tasks[0]) has unknown key(s) 'prompt'", ["goal"])])),
     ("two malformed tasks", {"tasks": [7, {"context": "c"}]},
      payload("2 tasks are malformed; nothing was started.", suggestions=[],
@@ -237,7 +237,7 @@ def test_three_tasks_three_names_two_providers_in_input_order(p1, p2):
     events = []
     out = json.loads(tools.delegate_task_sync(
         {"tasks": json.dumps([{"goal": "task zero", "model": "small"}, {"goal": "task one", "model": "beta"},
-                              {"goal": "task two", "model": "g"}])},
+                              {"goal": "task two", "model": "g"}]), "detail": "full"},
         on_event=lambda e: events.append((e.kind, e.index))))
     assert set(out) == {"results", "counts", "total_duration_s", "sum_task_duration_s", "cost", "budget",
                         "rate_limited"}
@@ -287,7 +287,8 @@ def test_budget_cap_is_never_exceeded_and_skips_are_reported():
                 "input_cost_per_token": 1e-7, "output_cost_per_token": 1e-4}}]}})
         tools = DelegateTools(Delegator(cfg, env={}))
         out = json.loads(tools.delegate_task_sync(
-            {"model": "priced", "budget_usd": 0.031, "tasks": [{"goal": f"task {i}"} for i in range(6)]}))
+            {"model": "priced", "budget_usd": 0.031, "tasks": [{"goal": f"task {i}"} for i in range(6)],
+             "detail": "full"}))
         res = out["results"]
         budget = out["budget"]
         assert set(budget) == {"cap_usd", "spent_usd", "reserved_usd"}
@@ -316,7 +317,7 @@ def test_unpriced_model_under_a_budget(p1, p2):
     assert p1.stats()["requests"] == 0
     cfg["delegation"]["allow_unpriced"] = True
     out = json.loads(DelegateTools(Delegator(config_from_dict(cfg), env={})).delegate_task_sync(
-        {"goal": "a", "model": "free"}))
+        {"goal": "a", "model": "free", "detail": "full"}))
     assert out["results"][0]["status"] == "completed" and out["results"][0]["cost_usd"] is None
 
 
@@ -382,7 +383,7 @@ def test_list_models_shows_a_deployment_cooling_down(p1, p2, monkeypatch):
     p1.script(["429"] * 3)
     # the cooldown lasts the provider's Retry-After: make it outlast a slow machine
     monkeypatch.setattr(p1, "retry_after", 30.0)
-    out = json.loads(tools.delegate_task_sync({"goal": "hello", "model": "small"}))
+    out = json.loads(tools.delegate_task_sync({"goal": "hello", "model": "small", "detail": "full"}))
     r = out["results"][0]
     assert r["status"] == "completed" and r["deployment"]["api_host"] == host(p2)
     deps = json.loads(tools.list_models_sync())["groups"]["fast"]["deployments"]
@@ -430,7 +431,8 @@ def test_schema_teaches_the_model_string_and_lists_the_config(p1, p2):
     assert "at most 5 tasks per call; budget $0.50 per call" in desc
     assert "Parent (your model): anthropic/claude-opus-4-6." in desc
     params = fn["parameters"]
-    assert set(params["properties"]) == {"goal", "context", "model", "tasks", "budget_usd", "output_schema"}
+    assert set(params["properties"]) == {"goal", "context", "model", "tasks", "budget_usd", "output_schema",
+                                         "files", "detail"}
     assert params["required"] == [] and params["properties"]["tasks"]["maxItems"] == 5
     assert params["properties"]["tasks"]["items"]["required"] == ["goal"]
     assert len(json.dumps(tools.openai_tools())) < 4000  # sent on every request

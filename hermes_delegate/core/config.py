@@ -72,6 +72,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Names no task may read by path (matched against every path component): credentials, git internals.
+DEFAULT_FILE_DENY: tuple[str, ...] = (".env", ".env.*", "*.pem", "*.key", "id_*", ".git", ".netrc", ".pgpass",
+                                      "*.p12", "*.pfx", "credentials", "credentials.json", ".npmrc", ".pypirc")
+
+
+class FilesSettings(_Strict):
+    """`delegation.files`: what a task may name in `files` (read by sources/files.py)."""
+
+    roots: list[str] = Field(default_factory=list, description="more roots besides the host's working directory")
+    deny: list[str] = Field(default_factory=lambda: list(DEFAULT_FILE_DENY),
+                            description="glob patterns matched against every path component")
+    max_file_bytes: int = Field(100_000, ge=1)
+    max_task_bytes: int = Field(200_000, ge=1)
+
+
 class BudgetSettings(_Strict):
     """`delegation.budget`: what happens to a task whose model does not fit the budget."""
 
@@ -112,6 +127,7 @@ class DelegationSettings(_Strict):
     @classmethod
     def _auto_settings(cls, v: dict[str, Any]) -> dict[str, Any]:
         return check_auto_settings(v)
+    files: FilesSettings = Field(default_factory=FilesSettings)
 
     @field_validator("budget_usd", mode="before")
     @classmethod

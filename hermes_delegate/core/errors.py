@@ -186,5 +186,8 @@ class ProviderError(DelegateError):
         return self.kind in self.RETRYABLE
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "message": self.message, "retryable": self.retryable,
-                "status_code": self.status_code}
+        out = {"type": self.kind, "message": self.message, "retryable": self.retryable,
+               "status_code": self.status_code}
+        if self.hint:
+            out["hint"] = self.hint
+        return out

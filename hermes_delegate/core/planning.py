@@ -32,6 +32,7 @@ class Task:
     context: str | None = None
     model: str | None = None
     output_schema: dict | None = field(default=None, hash=False)  # a JSON Schema the answer must match
+    files: tuple[str, ...] = ()  # paths a host reads into the context before planning (runtime/task_files.py)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -132,7 +133,8 @@ def _run_batch(delegator: Delegator, tasks: list[Any], model: str | None, args: 
                signals: _StopSignals | None = None) -> int:
     from .render import Progress, summary_lines  # noqa: PLC0415
 
-    planned, cap = delegator.plan(tasks, model=model, budget_usd=getattr(args, "budget", None))
+    roots = [os.getcwd(), *getattr(args, "root", [])]  # where tasks' `files` may be read from
+    planned, cap = delegator.plan(tasks, model=model, budget_usd=getattr(args, "budget", None), roots=roots)
     progress_out = err if args.json else out
     if before and not args.json:
         before(out)
@@ -182,16 +184,22 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context, out: TextIO, err: TextIO,
             p.stop()
 
 
-def cmd_mcp(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+def cmd_mcp(args: argparse.Namespace, cfg: Config, out: TextIO, err: TextIO) -> int:
     """Serve the tools over MCP (stdio, or streamable HTTP with --http) until the client goes away."""
-    import anyio  # noqa: PLC0415
+    try:
+        import anyio  # noqa: PLC0415
 
-    from .mcp_server import DEFAULT_TOKEN_ENV, serve_http, serve_stdio  # noqa: PLC0415
-
+        from .mcp_server import DEFAULT_TOKEN_ENV, serve_http, serve_stdio  # noqa: PLC0415
+    except ImportError as exc:  # the [mcp] extra is not installed (mcp, mcp_types, uvicorn, …)
+        print(f"hermes-delegate: `mcp` needs the MCP SDK, which is not installed ({exc.name or exc}).\n"
+              "Install it with: pip install 'hermes-delegate[mcp]'", file=err)
+        return EXIT_USAGE
+    roots = {"roots": args.root}  # where tasks' `files` may be read from, besides the working directory
     if args.http:
-        anyio.run(serve_http, cfg, args.http, args.token_env or DEFAULT_TOKEN_ENV, args.allow_host or ())
+        anyio.run(functools.partial(serve_http, allow_hosts=args.allow_host or (), **roots), cfg, args.http,
+                  args.token_env or DEFAULT_TOKEN_ENV)
     else:
-        anyio.run(serve_stdio, cfg)
+        anyio.run(functools.partial(serve_stdio, **roots), cfg)
     return EXIT_OK
 
 
@@ -246,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--allow-host", action="append", metavar="NAME", help="with --http: also accept requests "
                      "whose Host (and Origin) name NAME (repeatable); by default only the bound address "
                      "and, on loopback, localhost")
+    for sp in (run, mcp):
+        sp.add_argument("--root", action="append", default=[], metavar="DIR",
+                        help="a directory tasks' `files` may be read from, besides the working directory "
+                             "(repeatable; also delegation.files.roots)")
     return p
 
 
@@ -297,7 +309,7 @@ def _main(args: argparse.Namespace, out: TextIO, signals: _StopSignals | None) -
             return cmd_demo(args, ctx, stdout, stderr, signals)
         cfg = _config(args, hermes_home)
         if args.command == "mcp":
-            return cmd_mcp(args, cfg, out)
+            return cmd_mcp(args, cfg, out, stderr)
         delegator = ctx.engine(cfg)
         if args.command == "run":
             return cmd_run(args, delegator, stdout, stderr, signals)

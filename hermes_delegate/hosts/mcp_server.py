@@ -3,8 +3,11 @@
 A thin host over the public API (``hermes_delegate``): the schemas, validation and errors are
 DelegateTools', unchanged. Transports: stdio (default) and streamable HTTP (``--http [HOST:]PORT``).
 
-    result.content            one text block per task: model, status, summary (or the error)
-    result.structuredContent  the full batch result JSON (declared by the tool's outputSchema)
+    result.content            one text block per task: model, status, summary (or the error and its hint)
+    result.structuredContent  the compact result (tools/compact.py; declared by the tool's outputSchema):
+                              per task index, status, model, answer or error; the batch's cost.
+                              With `detail: "full"`: the full report (deployment, attempts, tokens,
+                              timings, cost per task), as `hermes-delegate run --json` prints it
     result.isError            a tool error: {error, hint, suggestions, type} as text and structuredContent
 
 The engine is warmed in the background once the server runs (litellm import on a worker thread,
@@ -34,41 +37,32 @@ log = logging.getLogger("hermes_delegate.mcp")
 DEFAULT_TOKEN_ENV = "HERMES_DELEGATE_MCP_TOKEN"
 _NUM_OR_NULL = {"type": ["number", "null"]}
 _STR_OR_NULL = {"type": ["string", "null"]}
-_DEPLOYMENT = {"type": ["object", "null"], "properties": {
-    "provider": _STR_OR_NULL, "deployment_id": _STR_OR_NULL, "api_host": _STR_OR_NULL, "model": _STR_OR_NULL}}
 _TASK_RESULT = {
     "type": "object",
-    "required": ["index", "goal", "status", "model", "attempts", "duration_s", "tokens"],
+    "required": ["index", "status"],
     "properties": {
-        "index": {"type": "integer"},
-        "goal": {"type": "string"},
+        "index": {"type": "integer", "description": "the task's position in the call, from 0"},
         "status": {"enum": ["completed", "failed", "timeout", "interrupted", "skipped_budget"]},
-        "summary": _STR_OR_NULL,
-        "output": {},
-        "model_requested": _STR_OR_NULL,
         "model": _STR_OR_NULL,
-        "model_source": _STR_OR_NULL,
-        "resolved_via": _STR_OR_NULL,
-        "deployment": _DEPLOYMENT,
-        "attempts": {"type": "integer", "minimum": 0},
-        "attempt_log": {"type": "array", "items": {"type": "object"}},
-        "duration_s": {"type": "number"},
-        "tokens": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "cost_usd": _NUM_OR_NULL,
-        "error": {"type": ["object", "null"]},
+        "summary": _STR_OR_NULL,
+        "output": {"description": "the parsed answer of a task with output_schema"},
+        "error": {"type": ["object", "null"], "description": "when it did not complete: type, message, hint",
+                  "properties": {"type": {"type": "string"}, "message": {"type": "string"},
+                                 "hint": {"type": "string"}}},
     },
 }
-#: What delegate_task's structuredContent holds on success (BatchResult.to_dict()).
+#: What delegate_task's structuredContent holds on success: the compact result (tools/compact.py). With
+#: `detail: "full"` it is the full report (BatchResult.to_dict()), whose tasks carry these keys and more.
 BATCH_OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["results", "counts", "total_duration_s", "cost"],
+    "required": ["results"],
     "properties": {
         "results": {"type": "array", "items": _TASK_RESULT},
-        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "total_duration_s": {"type": "number"},
-        "sum_task_duration_s": {"type": "number"},
-        "cost": {"type": "object", "properties": {"total_usd": _NUM_OR_NULL, "unknown": {"type": "integer"}}},
-        "budget": {"type": ["object", "null"]},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"},
+                   "description": "tasks per status, when some task did not complete"},
+        "cost_usd": {"type": "number"},
+        "cost_unknown_tasks": {"type": "integer"},
+        "budget_left_usd": {"type": "number"},
     },
 }
 
@@ -98,7 +92,26 @@ def _task_text(r: dict[str, Any], n: int) -> str:
     else:
         e = r.get("error") or {}
         body = f"{e.get('type', r['status'])}: {e.get('message', '')}".rstrip(": ")
+        if e.get("hint"):
+            body += f"\nhint: {e['hint']}"
     return f"{head}\n{body}"
+
+
+def _batch_text(data: dict[str, Any]) -> str:
+    """The batch line, compact or full: its cost, the budget left, and the counts when not all completed."""
+    parts = []
+    cost = data.get("cost_usd", (data.get("cost") or {}).get("total_usd"))
+    if isinstance(cost, (int, float)):
+        parts.append(f"cost ${cost:.6g}")
+    unknown = data.get("cost_unknown_tasks", (data.get("cost") or {}).get("unknown"))
+    if unknown:
+        parts.append(f"{unknown} cost(s) unknown")
+    if "budget_left_usd" in data:
+        parts.append(f"budget left ${data['budget_left_usd']:.6g}")
+    counts = data.get("counts") or {}
+    if set(counts) - {"completed"}:
+        parts.append(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return "batch: " + " · ".join(parts) if parts else ""
 
 
 def to_call_result(text: str) -> types.CallToolResult:
@@ -110,6 +123,9 @@ def to_call_result(text: str) -> types.CallToolResult:
     if isinstance(data, dict) and isinstance(data.get("results"), list):
         n = len(data["results"])
         blocks = [types.TextContent(type="text", text=_task_text(r, n)) for r in data["results"]]
+        footer = _batch_text(data)
+        if footer:
+            blocks.append(types.TextContent(type="text", text=footer))
         return types.CallToolResult(content=blocks, structured_content=data)
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)],
                                 structured_content=data if isinstance(data, dict) else {"value": data})
@@ -119,9 +135,10 @@ def to_call_result(text: str) -> types.CallToolResult:
 class McpHost:
     """One Delegator and its DelegateTools for the life of the server process."""
 
-    def __init__(self, config: Config, *, warm: bool = True):
+    def __init__(self, config: Config, *, warm: bool = True, roots: list[str] | None = None):
         self.delegator = Delegator(config)
-        self.tools = DelegateTools(self.delegator)
+        self.roots = [os.getcwd(), *(roots or [])]  # where `files` may be read from (+ delegation.files.roots)
+        self.tools = DelegateTools(self.delegator, roots=self.roots)
         self.warm_enabled = warm
         self._warm: asyncio.Task[None] | None = None
 
@@ -172,7 +189,8 @@ class McpHost:
 
         # a Delegator per call (sharing the one Router), so cancelling this call interrupts only its batch
         call_delegator = self.delegator.derive()
-        tools = DelegateTools(call_delegator, tool_name=self.tools.tool_name, list_name=self.tools.list_name)
+        tools = DelegateTools(call_delegator, tool_name=self.tools.tool_name, list_name=self.tools.list_name,
+                              roots=self.roots)
         loop = asyncio.get_running_loop()
         sender = loop.create_task(send_progress())
         batch = loop.create_task(tools.delegate_task(args, on_event=on_event))  # outside the request's scope
@@ -194,8 +212,8 @@ class McpHost:
         return to_call_result(text)
 
 
-def build_server(config: Config, *, warm: bool = True) -> tuple[Server[Any], McpHost]:
-    host = McpHost(config, warm=warm)
+def build_server(config: Config, *, warm: bool = True, roots: list[str] | None = None) -> tuple[Server[Any], McpHost]:
+    host = McpHost(config, warm=warm, roots=roots)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Server[Any]) -> AsyncIterator[dict[str, Any]]:
@@ -215,10 +233,10 @@ def build_server(config: Config, *, warm: bool = True) -> tuple[Server[Any], Mcp
     return server, host
 
 
-async def serve_stdio(config: Config) -> None:
+async def serve_stdio(config: Config, *, roots: list[str] | None = None) -> None:
     from mcp.server.stdio import stdio_server  # noqa: PLC0415
 
-    server, _ = build_server(config)
+    server, _ = build_server(config, roots=roots)
     async with stdio_server() as (read, write):
         await server.run(read, write, server.create_initialization_options())
 
@@ -309,8 +327,9 @@ def transport_security(host: str, allow_hosts: Any = ()) -> Any:
                          for form in (f"{scheme}://{n}", f"{scheme}://{n}:*")])
 
 
-def http_app(config: Config, host: str, token: str | None, allow_hosts: Any = ()) -> Any:
-    server, mcp_host = build_server(config)
+def http_app(config: Config, host: str, token: str | None, allow_hosts: Any = (), *,
+             roots: list[str] | None = None) -> Any:
+    server, mcp_host = build_server(config, roots=roots)
     app = server.streamable_http_app(host=host, transport_security=transport_security(host, allow_hosts))
     inner_lifespan = app.router.lifespan_context
 
@@ -324,12 +343,13 @@ def http_app(config: Config, host: str, token: str | None, allow_hosts: Any = ()
     return BearerGate(app, token) if token else app
 
 
-async def serve_http(config: Config, bind: str, token_env: str = DEFAULT_TOKEN_ENV, allow_hosts: Any = ()) -> None:
+async def serve_http(config: Config, bind: str, token_env: str = DEFAULT_TOKEN_ENV, allow_hosts: Any = (), *,
+                     roots: list[str] | None = None) -> None:
     import uvicorn  # noqa: PLC0415
 
     host, port = parse_bind(bind)
     token = bearer_token(host, token_env)
-    app = http_app(config, host, token, allow_hosts)
+    app = http_app(config, host, token, allow_hosts, roots=roots)
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     srv = uvicorn.Server(cfg)
     await srv.serve()

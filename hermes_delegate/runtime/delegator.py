@@ -72,6 +72,16 @@ def context_text(value: Any, where: str = "context") -> str | None:
                                hint="Pass the context as text, or as a JSON list/object.") from None
 
 
+def _files_of(value: Any, i: int) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) and x.strip() for x in items):
+        raise TaskPayloadError(f"Task {i + 1}: files must be a list of file paths.",
+                               hint="E.g. files: [src/app.py, README.md] (relative to the working directory).")
+    return tuple(dict.fromkeys(x.strip() for x in items))
+
+
 def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
     """Accept Task objects, {goal, context, model} mappings, or bare goal strings."""
     out: list[Task] = []
@@ -83,12 +93,12 @@ def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
         elif isinstance(t, str):
             out.append(Task(goal=t))
         elif isinstance(t, Mapping):
-            unknown = set(t) - {"goal", "context", "model"}
+            unknown = set(t) - {"goal", "context", "model", "files"}
             if unknown:
                 raise TaskPayloadError(f"Task {i + 1} has unknown keys: {', '.join(sorted(map(str, unknown)))}.",
-                                       hint="A task has goal (required), context and model.")
+                                       hint="A task has goal (required), context, model and files.")
             out.append(Task(goal=t.get("goal"), context=context_text(t.get("context"), f"context of task {i + 1}"),
-                            model=t.get("model")))  # type: ignore[arg-type]
+                            model=t.get("model"), files=_files_of(t.get("files"), i)))  # type: ignore[arg-type]
         else:
             raise TaskPayloadError(f"Task {i + 1} is not an object (got {type(t).__name__}).",
                                    hint='Each task is an object like {"goal": "...", "model": "haiku"}.')
@@ -277,19 +287,29 @@ class Delegator:
         return mt if mt or cap is None else DEFAULT_RESERVE_TOKENS
 
     def plan(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, model: str | None = None,
-             budget_usd: float | None = None) -> tuple[list[PlannedTask], float | None]:
+             budget_usd: float | None = None, roots: Iterable[str | os.PathLike[str]] | None = None,
+             files: str = "read") -> tuple[list[PlannedTask], float | None]:
         """Resolve and check every task; raise before anything is spent (a DelegateError, redacted).
-        Returns (plan, budget cap)."""
+        Tasks' `files` are read from under `roots` (default: the working directory, plus
+        delegation.files.roots) into their context, or with files="hint" named in the goal; every task
+        must fit its model's known context window (runtime/task_files.py). Returns (plan, budget cap)."""
+        from . import task_files  # noqa: PLC0415
+
         s = self.config.delegation
         try:
+            tasks = coerce_tasks(tasks)
+            if any(t.files for t in tasks):
+                tasks = (task_files.hint_files(tasks) if files == "hint"
+                         else task_files.attach_files(tasks, task_files.policy_for(self, roots)))
             cap = effective_cap(s.budget_usd, budget_usd)
             pricing = None
             if cap is not None:
                 pricing = Pricing(self.config, self.resolver, cap_usd=cap, max_tokens=self._max_tokens(cap) or 0,
                                   system_prompt=s.system_prompt, allow_unpriced=s.allow_unpriced)
-            planned = plan_batch(coerce_tasks(tasks), self.resolver, s, call_model=model,
+            planned = plan_batch(tasks, self.resolver, s, call_model=model,
                                  parent_model=self.parent_model, allow=self.allowlist, pricing=pricing,
                                  classify=self.auto_classifier)
+            task_files.check_fit(self, planned)
         except DelegateError as exc:
             self._redacted(exc)
             raise

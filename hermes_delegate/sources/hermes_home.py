@@ -26,7 +26,7 @@ from ..core.errors import BudgetError, ConfigError
 BLOCK = "hermes_delegate"
 ROUTER_KEYS = ("router", "litellm_config")
 #: keys of the block that configure the hermes plugin itself, not hermes_delegate.Config
-PLUGIN_KEYS = ("delegate_tasks_tool", "warm_up")
+PLUGIN_KEYS = ("warm_up",)
 DEFAULT_CONCURRENCY = 3  # hermes 0.19's _DEFAULT_MAX_CONCURRENT_CHILDREN
 
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 import traceback
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from . import schema as tool_schema
+from .compact import DETAILS, compact_batch
 from ..runtime.sync import run_sync as _run_sync
 from ..core.budget import BUDGET_HINT, finite_usd
 from ..runtime.delegator import context_text
@@ -37,8 +39,8 @@ __all__ = ["DelegateTools", "tool_error", "internal_error"]
 
 log = logging.getLogger("hermes_delegate.tools.delegate_tools")
 
-_TOP_KEYS = ("goal", "context", "model", "tasks", "budget_usd", "output_schema")
-_TASK_KEYS = ("goal", "context", "model", "output_schema")
+_TOP_KEYS = ("goal", "context", "model", "tasks", "budget_usd", "output_schema", "files", "detail")
+_TASK_KEYS = ("goal", "context", "model", "output_schema", "files")
 #: What LLMs write instead of our key names.
 _SYNONYMS = {"task": "goal", "prompt": "goal", "description": "goal", "instruction": "goal",
              "instructions": "goal", "query": "goal", "objective": "goal", "question": "goal",
@@ -201,8 +203,31 @@ def _schema_field(value: Any, where: str = "output_schema") -> dict[str, Any] | 
     return check_output_schema(value, where)
 
 
+def _files_field(value: Any, where: str) -> tuple[str, ...]:
+    """`files`: a path or a list of paths (strings); anything else is a payload error."""
+    if is_unset(value):
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) and x.strip() for x in items):
+        raise _payload(f"{where} must be a list of file paths (strings), got {_json_type(value)} {_short(value)}.",
+                       hint='E.g. "files": ["src/app.py", "README.md"] (relative to the server\'s working '
+                            "directory).")
+    return tuple(dict.fromkeys(x.strip() for x in items))
+
+
+def _detail_field(value: Any) -> str:
+    if is_unset(value):
+        return "compact"
+    if value not in DETAILS:
+        raise _payload(f"detail must be one of {', '.join(DETAILS)}, got {_short(value)}.",
+                       hint='Leave it out for the compact result; pass "full" for deployments, attempts, '
+                            "tokens and timings.")
+    return str(value)
+
+
 def _one_task(i: int, raw: Any, shared_context: str | None,
-              shared_schema: dict[str, Any] | None = None) -> tuple[Task | None, TaskProblem | None]:
+              shared_schema: dict[str, Any] | None = None,
+              shared_files: tuple[str, ...] = ()) -> tuple[Task | None, TaskProblem | None]:
     def bad(text: str, model: Any = None, sugg: list[str] | None = None) -> tuple[None, TaskProblem]:
         return None, TaskProblem(i, model if isinstance(model, str) else None, text, "payload", sugg or [])
 
@@ -220,7 +245,7 @@ def _one_task(i: int, raw: Any, shared_context: str | None,
     if unknown:
         text, sugg = _unknown_keys(unknown, _TASK_KEYS)
         return bad(f"{who} has unknown key(s) {text}; a task has goal, context and model "
-                   "(and optionally output_schema).", model, sugg)
+                   "(and optionally output_schema, files).", model, sugg)
     goal = raw.get("goal")
     if goal is None:
         return bad(f"{who} has no goal.", model)
@@ -235,27 +260,40 @@ def _one_task(i: int, raw: Any, shared_context: str | None,
         schema = _schema_field(raw.get("output_schema"), f"{who}: output_schema") or shared_schema
     except TaskPayloadError as exc:
         return bad(f"{exc.message} {exc.hint}".strip(), model)
+    try:
+        files = tuple(dict.fromkeys((*shared_files, *_files_field(raw.get("files"), f"{who}: files"))))
+    except TaskPayloadError as exc:
+        return bad(f"{exc.message} {exc.hint}".strip(), model)
     ctx = _context_field(raw.get("context"))
     if shared_context:
         ctx = f"{shared_context}\n\n{ctx}" if ctx else shared_context
-    return Task(goal=goal, context=ctx, model=model_str, output_schema=schema), None
+    return Task(goal=goal, context=ctx, model=model_str, output_schema=schema, files=files), None
 
 
 def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str | None, float | None]:
     """The delegate_task arguments → (tasks, call-level model, budget_usd). Raises TaskPayloadError.
 
     Checks shape only; what each model means (and whether it is allowed) is Delegator.plan's job."""
+    tasks, model, budget, _ = parse_request(args, tool)
+    return tasks, model, budget
+
+
+def parse_request(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str | None, float | None, str]:
+    """parse_call, plus `detail` ("compact" or "full")."""
     data = _args_object(args, tool)
     unknown = [k for k in data if k not in _TOP_KEYS]
     if unknown:
         text, sugg = _unknown_keys(unknown, _TOP_KEYS)
         raise _payload(f"Unknown argument(s) {text}.", suggestions=sugg,
-                       hint=f"{tool} takes goal, context, model, tasks, budget_usd and output_schema.")
+                       hint=f"{tool} takes goal, context, model, tasks, budget_usd, output_schema, files "
+                            "and detail.")
     call_model, problem = _model_field(data.get("model"), "model")
     if problem:
         raise _payload(problem, hint='Pass a model string such as "haiku" or "glm-4.7", or null.')
     budget = _budget_field(data.get("budget_usd"))
     schema = _schema_field(data.get("output_schema"))
+    detail = _detail_field(data.get("detail"))
+    shared_files = _files_field(data.get("files"), "files")
     goal, tasks_raw = data.get("goal"), data.get("tasks")
     has_goal = not is_unset(goal)
     has_tasks = not is_unset(tasks_raw) and not (has_goal and isinstance(tasks_raw, (list, tuple)) and not tasks_raw)
@@ -268,7 +306,7 @@ def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str 
         items = _task_list(tasks_raw)
         tasks, problems = [], []
         for i, raw in enumerate(items):
-            task, prob = _one_task(i, raw, shared, schema)
+            task, prob = _one_task(i, raw, shared, schema, shared_files)
             if prob:
                 problems.append(prob)
             elif task:
@@ -279,26 +317,37 @@ def parse_call(args: Any, tool: str = "delegate_task") -> tuple[list[Task], str 
             sugg = problems[0].suggestions if n == 1 else []
             raise TaskPayloadError(msg, hint=f"Each task is an object {_TASK_SHAPE}; only goal is required.",
                                    suggestions=sugg, problems=problems)  # tool_error lists them as "tasks"
-        return tasks, call_model, budget
+        return tasks, call_model, budget, detail
     if has_goal:
         if not isinstance(goal, str):
             hint = ('For several tasks use "tasks": [{"goal": "..."}, ...].' if isinstance(goal, (list, tuple))
                     else "Pass the task as a string.")
             raise _payload(f"goal must be a string, got {_json_type(goal)}.", hint=hint)
-        return [Task(goal=goal, context=_context_field(data.get("context")), output_schema=schema)], call_model, budget
+        task = Task(goal=goal, context=_context_field(data.get("context")), output_schema=schema, files=shared_files)
+        return [task], call_model, budget, detail
     what = "goal is empty" if "goal" in data else "No task given"
     raise _payload(f"{what}: pass goal (one task) or tasks (several).",
                    hint='E.g. {"goal": "find the TODOs in src/", "model": "haiku"}.')
 
 
 class DelegateTools:
-    """delegate_task and list_models over one Delegator. Results and errors are JSON strings."""
+    """delegate_task and list_models over one Delegator. Results and errors are JSON strings.
+
+    A batch answers with the compact result a parent model reads (tools/compact.py); `detail: "full"`
+    in the call gives the full report (BatchResult.to_dict()). `files` are read from under `roots`
+    (default: the working directory; plus delegation.files.roots) into each task's context, or, with
+    files="hint" (hosts whose children have file tools), named in the goal instead. `index_key`
+    names the compact result's task index (hermes reads `task_index`)."""
 
     def __init__(self, delegator: Delegator, *, tool_name: str = "delegate_task",
-                 list_name: str = "list_models"):
+                 list_name: str = "list_models", roots: Iterable[str | os.PathLike[str]] | None = None,
+                 files: str = "read", index_key: str = "index"):
         self.delegator = delegator
         self.tool_name = tool_name
         self.list_name = list_name
+        self.roots = list(roots) if roots is not None else None
+        self.files_mode = files
+        self.index_key = index_key
 
     # -- schemas (built from the config in force, every time) -------------------------------
     def delegate_task_function(self) -> dict[str, Any]:
@@ -319,10 +368,12 @@ class DelegateTools:
 
     async def delegate_task(self, args: Any, *, on_event: EventCallback | None = None) -> str:
         try:
-            tasks, model, budget = self.parse_call(args)
-            planned, cap = self.delegator.plan(tasks, model=model, budget_usd=budget)
+            tasks, model, budget, detail = parse_request(args, self.tool_name)
+            planned, cap = self.delegator.plan(tasks, model=model, budget_usd=budget, roots=self.roots,
+                                               files=self.files_mode)
             batch = await self.delegator.run_planned(planned, cap=cap, on_event=on_event)
-            return self._dump(batch.to_dict())
+            full = batch.to_dict()
+            return self._dump(full if detail == "full" else compact_batch(full, self.index_key))
         except DelegateError as exc:
             return self._dump(tool_error(exc))
         except Exception as exc:  # noqa: BLE001 - the boundary: no traceback reaches the LLM

@@ -46,8 +46,8 @@ _INTRO = (
     "Run subtasks in parallel, each on the model it names, and get every result back. "
     "A worker sees only its task's goal and context, not this conversation: put everything it needs there. "
     "One task: pass goal (and context, model). Several: pass tasks. Not both. "
-    "Returns JSON: results in input order (status, summary, model, deployment, tokens, cost_usd), "
-    "counts, cost and budget."
+    "Name files by path (files); don't paste them. "
+    "Returns JSON: per task index, status, model, summary (or output; error on failure), and the batch cost."
 )
 _MAX_LISTED = 24  # names per category in the description; list_models has the rest
 
@@ -104,6 +104,7 @@ _OUTPUT_SCHEMA_PROPERTY: dict[str, Any] = {
     "description": "Optional JSON Schema: the worker answers with JSON matching it, returned parsed as the "
                    "task's `output` (a mismatch after one retry fails the task with error type bad_output).",
 }
+_FILES_DOC = "Text files the worker reads (paths relative to the working directory)."
 
 
 def _model_property(call_level: bool) -> dict[str, Any]:
@@ -132,6 +133,7 @@ def delegate_task_function(delegator: Delegator, name: str = "delegate_task") ->
             "context": {"type": "string", "description": "What it needs to know: files, facts, constraints."},
             "model": _model_property(call_level=False),
             "output_schema": _OUTPUT_SCHEMA_PROPERTY,
+            "files": {"type": "array", "items": {"type": "string"}, "description": _FILES_DOC},
         },
         "required": ["goal"],
     }
@@ -155,6 +157,10 @@ def delegate_task_function(delegator: Delegator, name: str = "delegate_task") ->
                 "budget_usd": {"type": "number", "description": budget_doc},
                 "output_schema": {**_OUTPUT_SCHEMA_PROPERTY, "description": "A JSON Schema for every task "
                                   "without its own output_schema (see tasks[].output_schema)."},
+                "files": {"type": "array", "items": {"type": "string"},
+                          "description": "Files for every task. " + _FILES_DOC},
+                "detail": {"enum": ["compact", "full"],
+                           "description": '"full" adds deployments, attempts, tokens, timings.'},
             },
             "required": [],
         },

@@ -4,8 +4,7 @@ Extends hermes's own `delegate_task` with `model` (top level and per task): its 
 the registry entry's dynamic_schema_overrides, its calls through a `tool_execution` middleware
 that takes over exactly the calls naming a routed model (takeover.py). Adds `list_models`
 (toolset `hermes-delegate`) and an `llm_execution` middleware that sends every LLM call of a
-routed subagent through LiteLLM's Router. The old second tool `delegate_tasks` exists only with
-`hermes_delegate.delegate_tasks_tool: true`. See docs/hermes.md.
+routed subagent through LiteLLM's Router. See docs/hermes.md.
 
 Loaded as the pip entry point `hermes-delegate = "hermes_delegate_hermes"` or as a directory
 plugin (~/.hermes/plugins/hermes-delegate/). register() imports no litellm and no pydantic: the
@@ -19,12 +18,6 @@ from typing import Any
 from .schema import DELEGATE_TOOL, LIST_TOOL, STATIC, TOOLSET, attach_live_schemas
 
 __all__ = ["register", "TOOLSET", "DELEGATE_TOOL", "LIST_TOOL"]
-
-
-def _delegate_tasks(args: Any, **kw: Any) -> str:
-    from .adapter import delegate_tasks  # noqa: PLC0415
-
-    return delegate_tasks(args, **kw)
 
 
 def _list_models(args: Any = None, **kw: Any) -> str:
@@ -47,20 +40,9 @@ def register(ctx: Any) -> None:
         return  # nothing registered: the built-in delegate_task works exactly as without the plugin
     ctx.register_tool(name=LIST_TOOL, toolset=TOOLSET, schema=STATIC[LIST_TOOL], handler=_list_models,
                       description=STATIC[LIST_TOOL]["description"], emoji="📋")
-    if _legacy_tool_enabled():
-        ctx.register_tool(name=DELEGATE_TOOL, toolset=TOOLSET, schema=STATIC[DELEGATE_TOOL],
-                          handler=_delegate_tasks, description=STATIC[DELEGATE_TOOL]["description"], emoji="🔀")
     attach_live_schemas()
     extend_builtin()
     ctx.register_middleware("tool_execution", takeover.tool_execution)
     ctx.register_middleware("llm_execution", llm_execution)
     # The engine warm-up (litellm import, Router build) starts on hermes's first tool-schema build,
     # i.e. once hermes has started and builds an agent (schema.builtin_overrides), never here.
-
-
-def _legacy_tool_enabled() -> bool:
-    """`hermes_delegate.delegate_tasks_tool: true` brings back the second tool (off by default)."""
-    from .settings import raw_block  # noqa: PLC0415
-
-    block = raw_block()
-    return isinstance(block, dict) and block.get("delegate_tasks_tool") is True

@@ -1,6 +1,6 @@
-"""The tool handlers hermes calls: `delegate_tasks` and `list_models`, over DelegateTools unchanged.
+"""What runs a routed `delegate_task` (takeover.py) and the `list_models` handler, over DelegateTools.
 
-A handler runs on the calling agent's thread (the sequential tool path). It finds that agent,
+A call runs on the calling agent's thread (the sequential tool path). It finds that agent,
 applies the built-in's gates (spawn pause, depth), then runs DelegateTools on the plugin loop
 with a HermesWorker and waits, polling like the built-in does (tools/delegate_tool.py l.2666-2700):
 per-task progress lines go to the parent's console, and a parent interrupt stops the batch
@@ -44,7 +44,10 @@ def _hermes_keys(text: str) -> str:
 def _tools(delegator: Any) -> Any:
     from hermes_delegate import DelegateTools  # noqa: PLC0415
 
-    return DelegateTools(delegator, tool_name=DELEGATE_TOOL, list_name=LIST_TOOL)
+    # hermes children have file tools: `files` go to them as a hint in the goal, not read by us; the
+    # compact result's index is hermes's own `task_index` (its summary budget and completion read it)
+    return DelegateTools(delegator, tool_name=DELEGATE_TOOL, list_name=LIST_TOOL, files="hint",
+                         index_key="task_index")
 
 
 def _delegator(base: Any, *, parent_model: str | None, worker: Any = None) -> Any:
@@ -52,13 +55,11 @@ def _delegator(base: Any, *, parent_model: str | None, worker: Any = None) -> An
     return base.derive(worker=worker, parent_model=parent_model)
 
 
-# -- delegate_tasks (takeover.routed_delegate_task shares the gates) -----------------------------
-def refusal(dt: Any, parent: Any, tool: str, *, own_children_only: bool) -> str | None:
+# -- the gates takeover.routed_delegate_task applies -------------------------------------------
+def refusal(dt: Any, parent: Any, tool: str) -> str | None:
     """The built-in's refusals (spawn pause, depth), as an error payload; None = go."""
     if parent is None:
         return _error(f"{tool} must be called by a running hermes agent.")
-    if own_children_only and getattr(parent, "_hermes_delegate_child", False):
-        return _error(f"A {tool} subagent cannot delegate further.", "Do the work yourself.")
     if dt.is_spawn_paused():
         return _error("Delegation spawning is paused.",
                       "Clear the pause in the TUI (`p` in /agents) or via the `delegation.pause` RPC.")
@@ -80,20 +81,6 @@ def plugin_config() -> tuple[Any, str | None]:
 def _role(r: Any) -> str:
     """The built-in's role normalisation (tools/delegate_tool.py _normalize_role): leaf unless orchestrator."""
     return "orchestrator" if isinstance(r, str) and r.strip().lower() == "orchestrator" else "leaf"
-
-
-def delegate_tasks(args: Any, **kw: Any) -> str:
-    """The legacy second tool (only with `hermes_delegate.delegate_tasks_tool: true`)."""
-    try:
-        dt = hermes_api.delegate_tool()
-    except hermes_api.HermesAPIError as exc:
-        return _error(str(exc), kind="incompatible_hermes")
-    parent = parent_mod.find_parent(kw.get("session_id"))
-    refused = refusal(dt, parent, DELEGATE_TOOL, own_children_only=True)
-    if refused:
-        return refused
-    cfg, err = plugin_config()
-    return err or Call(parent, cfg, dt).run(args)
 
 
 class Call:
@@ -182,6 +169,9 @@ class Call:
             for r in results:
                 if isinstance(r, dict) and "task_index" not in r:
                     r["task_index"] = r.get("index")
+                if isinstance(r, dict) and isinstance(r.get("error"), dict):  # hermes prints it as text
+                    e = r["error"]
+                    r["error"] = " ".join(str(x) for x in (f"{e.get('type')}:", e.get("message"), e.get("hint")) if x)
         else:
             data.setdefault("results", [])
         if "error" in data and not isinstance(data["error"], str):
@@ -238,7 +228,10 @@ class Call:
         try:
             data = json.loads(out)
             results = data.get("results") if isinstance(data, dict) else None
-            entries = [{"task_index": r.get("index"), "summary": r["summary"]} for r in results or []
+            def index(r: dict[str, Any]) -> Any:
+                return r.get("task_index", r.get("index"))  # compact result, or the full report
+
+            entries = [{"task_index": index(r), "summary": r["summary"]} for r in results or []
                        if isinstance(r, dict) and isinstance(r.get("summary"), str) and r["summary"]]
             if not entries:
                 return out
@@ -246,7 +239,7 @@ class Call:
             by_index = {e["task_index"]: e for e in entries}
             changed = False
             for r in results:
-                e = by_index.get(r.get("index"))
+                e = by_index.get(index(r))
                 if e is not None and e["summary"] != r["summary"]:
                     r["summary"], changed = e["summary"], True
                     if e.get("summary_full_path"):

@@ -42,7 +42,8 @@ def _parent_model(body: dict[str, Any], provider: Any) -> Any:
             return f"The delegation returned: {last.get('content')}"
     if any(m.get("role") == "user" and "rollout" in str(m.get("content")) for m in msgs):
         return {"content": None, "tool_calls": [{"function": {"name": "delegate_task",
-                                                              "arguments": {"tasks": TASKS}}}]}
+                                                              # the full report: the table below shows deployments
+                                                              "arguments": {"tasks": TASKS, "detail": "full"}}}]}
     return "ok"
 
 

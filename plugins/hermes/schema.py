@@ -16,34 +16,12 @@ from typing import Any, Callable
 TOOLSET = "hermes-delegate"
 # hermes intercepts `delegate_task` by name before its tool registry (agent/tool_executor.py l.1370,
 # agent/agent_runtime_helpers.py l.2522), so a plugin tool of that name is never reached: we extend
-# the built-in instead (extend_builtin + takeover.tool_execution). The legacy second tool
-# `delegate_tasks` is registered only with `hermes_delegate.delegate_tasks_tool: true`.
-DELEGATE_TOOL = "delegate_tasks"
+# the built-in instead (extend_builtin + takeover.tool_execution). DELEGATE_TOOL names it in our
+# messages and in the schema we build for it.
+DELEGATE_TOOL = "delegate_task"
 LIST_TOOL = "list_models"
 
-_MODEL = {"type": "string", "description": "Model string: tier, alias, bare id, provider/id, "
-                                           "or `id --provider SLUG`; `auto` picks the tier from the task's "
-                                           "complexity (LiteLLM's local classifier). null = unset."}
 STATIC = {
-    DELEGATE_TOOL: {
-        "name": DELEGATE_TOOL,
-        "description": "Run subtasks in parallel, each on the model it names, and get every result back. "
-                       "One task: pass goal (and context, model). Several: pass tasks. Not both. "
-                       f"Call {LIST_TOOL} to see the models you may use.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "goal": {"type": "string"},
-                "context": {"type": "string"},
-                "model": _MODEL,
-                "tasks": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "required": ["goal"],
-                    "properties": {"goal": {"type": "string"}, "context": {"type": "string"}, "model": _MODEL}}},
-                "budget_usd": {"type": "number"},
-            },
-            "required": [],
-        },
-    },
     LIST_TOOL: {
         "name": LIST_TOOL,
         "description": f"List the models {DELEGATE_TOOL} may use, or check one (pass model).",
@@ -82,13 +60,17 @@ def overrides_for(name: str) -> Callable[[], dict[str, Any]]:
     return overrides
 
 
-BUILTIN = "delegate_task"
-_INTRO_END = "counts, cost and budget."  # last words of hermes_delegate.tools.schema's intro
+BUILTIN = DELEGATE_TOOL
+_INTRO_END = "and the batch cost."  # last words of hermes_delegate.tools.schema's intro
 _ROUTED_NOTE = (
     "Per-task models (hermes-delegate): `model` (top level, or per task in `tasks`) runs that task on the "
     "model it names, through LiteLLM's Router; tasks without one run on hermes's own delegation model. "
     "role, max_iterations and the background behaviour above are unchanged. Call list_models to see the "
     "models you may use.")
+
+
+_FILES_NOTE = ("Paths the subagent should read (with a routed `model`): passed to it in its goal; it reads "
+               "them with its own file tools.")
 
 
 def extended_builtin_schema(base: dict[str, Any]) -> dict[str, Any]:
@@ -98,9 +80,12 @@ def extended_builtin_schema(base: dict[str, Any]) -> dict[str, Any]:
     params = dict(base.get("parameters") or {"type": "object", "properties": {}, "required": []})
     props = {k: dict(v) for k, v in (params.get("properties") or {}).items()}
     props["model"] = dict(ours["model"])
+    files = {"type": "array", "items": {"type": "string"}, "description": _FILES_NOTE}
+    props.setdefault("files", files)
     tasks = props.get("tasks") or {"type": "array", "items": {"type": "object", "properties": {}, "required": ["goal"]}}
     items = dict(tasks.get("items") or {"type": "object", "required": ["goal"]})
-    items["properties"] = {**(items.get("properties") or {}), "model": dict(ours["tasks"]["items"]["properties"]["model"])}
+    items["properties"] = {"files": files, **(items.get("properties") or {}),
+                           "model": dict(ours["tasks"]["items"]["properties"]["model"])}
     tasks["items"] = items
     props["tasks"] = tasks
     params["properties"] = props

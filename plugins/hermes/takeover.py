@@ -95,7 +95,7 @@ def routed_delegate_task(args: dict[str, Any], *, session_id: str = "") -> str:
 
     dt = hermes_api.delegate_tool()
     parent = parent_mod.find_parent(session_id)
-    refused = adapter.refusal(dt, parent, TOOL, own_children_only=False)
+    refused = adapter.refusal(dt, parent, TOOL)
     if refused:
         return refused
     cfg, err = adapter.plugin_config()

@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from . import hermes_api, middleware, runtime
-from .schema import DELEGATE_TOOL, LIST_TOOL, TOOLSET
+from .schema import LIST_TOOL, TOOLSET
 
 PLACEHOLDER_URL = "http://hermes-delegate.invalid/v1"  # RFC 6761: never resolves; never used
 PLACEHOLDER_KEY = "hermes-delegate-routed"
@@ -34,7 +34,7 @@ def _window(base: Any, resolution: Any) -> int:
 
 
 class Batch:
-    """One delegate_tasks call: the parent, the children it spawned, and how to build and stop them."""
+    """One routed delegate_task call: the parent, the children it spawned, and how to build and stop them."""
 
     def __init__(self, parent: Any, handle: Any, *, max_iterations: int, max_workers: int, role: str = "leaf",
                  roles: dict[int, str] | None = None):
@@ -140,8 +140,9 @@ class Batch:
 
 
 def _strip_own_tools(child: Any) -> None:
-    """Belt and braces: if a composite toolset carried our tools into the child, remove them."""
-    ours = {DELEGATE_TOOL, LIST_TOOL}
+    """Belt and braces: if a composite toolset carried our list_models into the child, remove it
+    (delegate_task is hermes's own: its role rules decide whether a child keeps it)."""
+    ours = {LIST_TOOL}
     names = getattr(child, "valid_tool_names", None)
     if not names or not (ours & set(names)):
         return

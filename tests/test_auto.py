@@ -254,13 +254,16 @@ def test_pin_grammar():
 
 def test_the_schemas_list_auto():
     from hermes_delegate import DelegateTools
-    from hermes_delegate_hermes.schema import STATIC, DELEGATE_TOOL
+    from hermes_delegate_hermes.schema import extended_builtin_schema
 
     fn = DelegateTools(Delegator(config_from_dict({}), env={})).delegate_task_function()
     props = fn["parameters"]["properties"]
     for prop in (props["model"], props["tasks"]["items"]["properties"]["model"]):
         assert "`auto`" in prop["description"]
-    assert "`auto`" in STATIC[DELEGATE_TOOL]["parameters"]["properties"]["model"]["description"]
+    # the hermes plugin extends the built-in delegate_task with the same `model` property
+    hermes = extended_builtin_schema({"description": "built-in", "parameters": {"type": "object", "properties": {}}})
+    assert "`auto`" in hermes["parameters"]["properties"]["model"]["description"]
+    assert "`auto`" in hermes["parameters"]["properties"]["tasks"]["items"]["properties"]["model"]["description"]
 
 
 def test_list_models_and_doctor_show_the_auto_mapping(providers: LoopbackPair):

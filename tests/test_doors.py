@@ -93,7 +93,8 @@ def remote_tools(url: str, monkeypatch: pytest.MonkeyPatch, **remote: Any) -> De
 
 def delegate(tools: DelegateTools, **models: str) -> dict[str, Any]:
     """One delegate_task call: a task per goal=model."""
-    return json.loads(tools.delegate_task_sync({"tasks": [{"goal": g, "model": m} for g, m in models.items()]}))
+    return json.loads(tools.delegate_task_sync({"tasks": [{"goal": g, "model": m} for g, m in models.items()],
+                                                "detail": "full"}))
 
 
 @pytest.mark.slow

@@ -26,8 +26,7 @@ AUTO_TIERS = ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")
 DEFAULT_AUTO_MAP: Mapping[str, str] = {"SIMPLE": "small", "MEDIUM": "medium", "COMPLEX": "large",
                                        "REASONING": "large"}
 #: One line for the tool schemas.
-AUTO_DOC = ("`auto` picks the tier per task from its goal and context (LiteLLM's local complexity classifier, "
-            "no API call; delegation.auto maps SIMPLE/MEDIUM/COMPLEX/REASONING to models).")
+AUTO_DOC = "`auto` picks a tier per task from its goal and context (a local classifier, no API call)."
 #: The classifier: text → (tier, score).
 Classify = Callable[[str], "tuple[str, float]"]
 #: The complexity_router_config keys that tune LiteLLM's local scorer (`ComplexityRouter.classify`), passed

@@ -101,8 +101,8 @@ def _config_lines(delegator: Delegator) -> list[str]:
 
 _OUTPUT_SCHEMA_PROPERTY: dict[str, Any] = {
     "type": "object",
-    "description": "Optional JSON Schema: the worker answers with JSON matching it, returned parsed as the "
-                   "task's `output` (a mismatch after one retry fails the task with error type bad_output).",
+    "description": "Optional JSON Schema the worker's answer must match; returned parsed as the task's "
+                   "`output` (a mismatch after one retry fails the task: bad_output).",
 }
 _FILES_DOC = "Text files the worker reads (paths relative to the working directory)."
 
@@ -158,7 +158,7 @@ def delegate_task_function(delegator: Delegator, name: str = "delegate_task") ->
                 "output_schema": {**_OUTPUT_SCHEMA_PROPERTY, "description": "A JSON Schema for every task "
                                   "without its own output_schema (see tasks[].output_schema)."},
                 "files": {"type": "array", "items": {"type": "string"},
-                          "description": "Files for every task. " + _FILES_DOC},
+                          "description": "Files for every task (see tasks[].files)."},
                 "detail": {"enum": ["compact", "full"],
                            "description": '"full" adds deployments, attempts, tokens, timings.'},
             },

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from .budget import Pricing
 from .config import DelegationSettings
@@ -102,8 +102,10 @@ def _check_encodable(task: Task) -> None:
 
 def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSettings, *,
                call_model: str | None = None, parent_model: str | None = None,
-               allow: Allowlist | None = None, pricing: Pricing | None = None) -> list[PlannedTask]:
-    """Resolve every task's model and check it, or raise before anything is spent."""
+               allow: Allowlist | None = None, pricing: Pricing | None = None,
+               check_schema: Callable[[Any, str], Any] | None = None) -> list[PlannedTask]:
+    """Resolve every task's model and check it, or raise before anything is spent. `check_schema(schema,
+    where)` checks a task's output_schema (raising TaskPayloadError); the caller supplies it (pure too)."""
     if not tasks:
         raise TaskPayloadError("The batch has no tasks.", hint="Give at least one task with a goal.")
     if len(tasks) > settings.max_tasks:
@@ -120,6 +122,8 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
             if not isinstance(task.goal, str) or not task.goal.strip():
                 raise TaskPayloadError("The task has no goal.", hint="Give each task a non-empty goal string.")
             _check_encodable(task)
+            if task.output_schema is not None and check_schema is not None:
+                check_schema(task.output_schema, "output_schema")
             size = len(task.goal) + len(task.context or "")
             if size > settings.max_input_chars:
                 raise TaskPayloadError(

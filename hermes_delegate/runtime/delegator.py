@@ -32,6 +32,7 @@ from ..core.resolver import Resolution, Resolver
 from ..sources.groups import resolver_for
 from ..core.results import BatchResult
 from .worker import Worker
+from .structured import check_output_schema
 
 __all__ = ["Delegator", "coerce_tasks", "context_text", "MAX_CONTEXT_DEPTH"]
 
@@ -82,12 +83,16 @@ def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
         elif isinstance(t, str):
             out.append(Task(goal=t))
         elif isinstance(t, Mapping):
-            unknown = set(t) - {"goal", "context", "model"}
+            unknown = set(t) - {"goal", "context", "model", "output_schema"}
             if unknown:
                 raise TaskPayloadError(f"Task {i + 1} has unknown keys: {', '.join(sorted(map(str, unknown)))}.",
-                                       hint="A task has goal (required), context and model.")
+                                       hint="A task has goal (required), context, model and output_schema.")
+            schema = t.get("output_schema")  # checked by plan_batch, with every other task's problems
+            if isinstance(schema, str):
+                with contextlib.suppress(ValueError, RecursionError):
+                    schema = json.loads(schema)
             out.append(Task(goal=t.get("goal"), context=context_text(t.get("context"), f"context of task {i + 1}"),
-                            model=t.get("model")))  # type: ignore[arg-type]
+                            model=t.get("model"), output_schema=schema))  # type: ignore[arg-type]
         else:
             raise TaskPayloadError(f"Task {i + 1} is not an object (got {type(t).__name__}).",
                                    hint='Each task is an object like {"goal": "...", "model": "haiku"}.')
@@ -282,7 +287,8 @@ class Delegator:
                 pricing = Pricing(self.config, self.resolver, cap_usd=cap, max_tokens=self._max_tokens(cap) or 0,
                                   system_prompt=s.system_prompt, allow_unpriced=s.allow_unpriced)
             planned = plan_batch(coerce_tasks(tasks), self.resolver, s, call_model=model,
-                                 parent_model=self.parent_model, allow=self.allowlist, pricing=pricing)
+                                 parent_model=self.parent_model, allow=self.allowlist, pricing=pricing,
+                                 check_schema=check_output_schema)
         except DelegateError as exc:
             self._redacted(exc)
             raise

@@ -425,3 +425,33 @@ def test_the_verdict_is_cached_by_content():
     before = len(schema_rules._verdicts)
     structured.check_output_schema(json.loads(json.dumps(schema)))  # equal content, another object
     assert len(schema_rules._verdicts) == before
+
+
+def test_a_new_schema_is_checked_off_the_event_loop(providers):
+    """Checking a schema at the bounds costs up to ~0.4 s: the tools do it in a thread, so another MCP
+    session on the same loop (its list_models, its progress) goes on meanwhile. The parse below waits
+    until a coroutine on the loop has run: on the loop itself it could never see that happen."""
+    loop_ran = threading.Event()
+    parsing = threading.Event()
+
+    class Watched(DelegateTools):
+        def parse_call(self, args: Any) -> Any:
+            parsing.set()
+            assert loop_ran.wait(30), "the event loop was blocked while the schema was checked"
+            return super().parse_call(args)
+
+    async def other_session() -> None:
+        while not parsing.is_set():
+            await asyncio.sleep(0.01)
+        loop_ran.set()
+
+    async def both() -> str:
+        tools = Watched(Delegator(loopback_config(providers)))
+        schema = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(900)}}
+        out, _ = await asyncio.gather(tools.delegate_task({"goal": "x", "model": "alpha", "output_schema": schema}),
+                                      other_session())
+        return out
+
+    providers.alpha.responder = lambda body, p: '{"p1": "x"}'
+    (r,) = json.loads(call_bounded(lambda: asyncio.run(both())))["results"]
+    assert r["status"] == "completed" and r["output"] == {"p1": "x"}

@@ -13,6 +13,7 @@ Constructing DelegateTools and building the schemas never imports litellm.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 import logging
@@ -319,7 +320,8 @@ class DelegateTools:
 
     async def delegate_task(self, args: Any, *, on_event: EventCallback | None = None) -> str:
         try:
-            tasks, model, budget = self.parse_call(args)
+            # in a thread: a new output_schema's check (up to ~0.4 s) never holds up other sessions
+            tasks, model, budget = await asyncio.to_thread(self.parse_call, args)
             planned, cap = self.delegator.plan(tasks, model=model, budget_usd=budget)
             batch = await self.delegator.run_planned(planned, cap=cap, on_event=on_event)
             return self._dump(batch.to_dict())

@@ -455,3 +455,11 @@ def test_a_new_schema_is_checked_off_the_event_loop(providers):
     providers.alpha.responder = lambda body, p: '{"p1": "x"}'
     (r,) = json.loads(call_bounded(lambda: asyncio.run(both())))["results"]
     assert r["status"] == "completed" and r["output"] == {"p1": "x"}
+
+
+@pytest.mark.parametrize("answer", ["a{99999999999}", "(" * 3_000 + ")" * 3_000, "(?=x)", "^[a-z]+$"])
+def test_format_regex_answers_are_checked_on_re2_and_never_crash(answer):
+    """Python's re.compile raised OverflowError (not re.error) out of jsonschema's check: after a paid
+    request, the task failed `internal`."""
+    value, problem = structured.parse_and_validate(json.dumps(answer), {"type": "string", "format": "regex"})
+    assert (value, problem) == (answer, None) or (value is None and "regex" in problem)

@@ -362,15 +362,18 @@ _compiled = _Lru()  # pattern -> its RE2 form
 
 
 def _re2(pattern: str) -> Any:
-    """The RE2 form of a JSON Schema (ECMA-262) pattern, cached. `\\uXXXX` becomes RE2's `\\x{XXXX}`."""
+    """The RE2 form of a JSON Schema (ECMA-262) pattern, cached."""
     compiled = _compiled.get(pattern, None)
-    if compiled is not None:
-        return compiled
+    return compiled if compiled is not None else _compiled.put(pattern, _re2_compile(pattern))
+
+
+def _re2_compile(pattern: str) -> Any:
+    """RE2 compiles the pattern (re2.error if it cannot run it); `\\uXXXX` becomes RE2's `\\x{XXXX}`."""
     import re2  # noqa: PLC0415 - google-re2
 
     options = re2.Options()
-    options.log_errors = False  # a refused pattern is reported here, not on stderr
-    return _compiled.put(pattern, re2.compile(_UNICODE_ESCAPE.sub(r"\1\\x{\2}", pattern), options=options))
+    options.log_errors = False  # a refused pattern is reported by us, not on stderr
+    return re2.compile(_UNICODE_ESCAPE.sub(r"\1\\x{\2}", pattern), options=options)
 
 
 def _pattern_problem(pattern: str) -> None:
@@ -460,7 +463,17 @@ def _safe_validator(schema: Mapping[str, Any]) -> Any:
     if "additionalProperties" in kws:
         kws["additionalProperties"] = _additional_properties_kw(kws["additionalProperties"])
     cls = jsonschema.validators.extend(base, validators={k: _counted(v) for k, v in kws.items()})
-    return _validators.put(key, cls(schema, registry=Registry(), format_checker=base.FORMAT_CHECKER))
+    formats = jsonschema.FormatChecker(base.FORMAT_CHECKER.checkers)
+    # format "regex": a pattern RE2 runs (what `pattern` uses); Python's re.compile on an answer can
+    # raise more than re.error (a repetition count too large: OverflowError)
+    formats.checks("regex", raises=Exception)(_is_re2_pattern)
+    return _validators.put(key, cls(schema, registry=Registry(), format_checker=formats))
+
+
+def _is_re2_pattern(instance: object) -> bool:
+    if isinstance(instance, str):
+        _re2_compile(instance)
+    return True
 
 
 def _answer_depth_ok(value: Any) -> bool:
@@ -494,8 +507,8 @@ def validate(value: Any, schema: Mapping[str, Any]) -> str | None:
                 "the schema is too costly for this answer")
     except RecursionError:
         return "the answer is nested too deeply to check against the schema"
-    except jsonschema.exceptions._WrappedReferencingError as exc:  # refs were checked: never expected
-        return f"the schema has a reference that does not resolve ({exc})"
+    except Exception as exc:  # noqa: BLE001 - a keyword or format check that broke: a typed problem, not a crash
+        return f"the answer could not be checked against the schema ({type(exc).__name__}: {str(exc)[:200]})"
     finally:
         _steps.reset(token)
     if err is None:

@@ -457,9 +457,30 @@ def test_a_new_schema_is_checked_off_the_event_loop(providers):
     assert r["status"] == "completed" and r["output"] == {"p1": "x"}
 
 
-@pytest.mark.parametrize("answer", ["a{99999999999}", "(" * 3_000 + ")" * 3_000, "(?=x)", "^[a-z]+$"])
-def test_format_regex_answers_are_checked_on_re2_and_never_crash(answer):
-    """Python's re.compile raised OverflowError (not re.error) out of jsonschema's check: after a paid
-    request, the task failed `internal`."""
-    value, problem = structured.parse_and_validate(json.dumps(answer), {"type": "string", "format": "regex"})
-    assert (value, problem) == (answer, None) or (value is None and "regex" in problem)
+def test_format_regex_is_asserted_on_re2_and_never_crashes():
+    """format is asserted (old code: not at all); for "regex", Python's re.compile would raise
+    OverflowError (not re.error) out of jsonschema's check, after a paid request."""
+    schema = {"type": "string", "format": "regex"}
+    check = lambda answer: structured.parse_and_validate(json.dumps(answer), schema)  # noqa: E731
+    assert check("^[a-z]+$") == ("^[a-z]+$", None)
+    value, problem = check("(?=x)")  # lookahead: not a pattern RE2 runs
+    assert value is None and "is not a 'regex'" in problem
+    for answer in ["a{99999999999}", "(" * 3_000 + ")" * 3_000]:
+        value, problem = check(answer)
+        assert (value, problem) == (answer, None) or (value is None and isinstance(problem, str))
+
+
+@pytest.mark.slow
+def test_a_structured_task_that_times_out_on_its_retry_keeps_its_paid_first_attempt(providers):
+    """The first answer did not match and was paid for; the retry hangs until the task timeout. The
+    result keeps the first attempt (old code: `attempts` empty, as if nothing had been sent)."""
+    providers.alpha.responder = lambda body, p: '{"year": "sixty-five"}'
+    providers.alpha.slow_s = 6
+    providers.alpha.script(["ok", "slow"])  # the retry answers only after the task timeout
+    schema = {"type": "object", "properties": {"year": {"type": "integer"}}}
+    out = delegate(tools_for(providers, task_timeout_s=2), {"goal": "x", "model": "alpha", "output_schema": schema})
+    (r,) = out["results"]
+    assert r["status"] == "timeout", r
+    tried = r["attempts"] if isinstance(r["attempts"], int) else len(r["attempts"])  # the tools count them
+    assert tried == 1, r
+    assert "Nothing was sent" not in r["error"]["message"] and "Attempts before the timeout: 1" in r["error"]["message"]

@@ -484,3 +484,28 @@ def test_a_structured_task_that_times_out_on_its_retry_keeps_its_paid_first_atte
     tried = r["attempts"] if isinstance(r["attempts"], int) else len(r["attempts"])  # the tools count them
     assert tried == 1, r
     assert "Nothing was sent" not in r["error"]["message"] and "Attempts before the timeout: 1" in r["error"]["message"]
+
+
+KEYWORDS = ["$id", "$schema", "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$defs",
+            "definitions", "id", "type", "properties", "items", "prefixItems", "allOf", "anyOf", "not", "pattern",
+            "patternProperties", "additionalProperties", "unevaluatedProperties", "format", "enum", "if", "then"]
+ANY_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+              st.sampled_from(["#", "#/$defs/a", "string", "object", "http://127.0.0.1:9/x", "file:///etc/hostname",
+                               "https://json-schema.org/draft/2020-12/schema", "http://json-schema.org/draft-04/schema#",
+                               REDOS, "date", "a"]), st.text(max_size=8)),
+    lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.sampled_from(KEYWORDS + ["a"]), c, max_size=4)),
+    max_leaves=25)
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=10), derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(schema=st.dictionaries(st.sampled_from(KEYWORDS), ANY_JSON, max_size=5))
+def test_any_json_as_a_schema_is_accepted_or_a_typed_refusal(schema):
+    try:
+        checked = structured.check_output_schema(schema)
+    except TaskPayloadError as exc:
+        assert exc.message.startswith("output_schema ") and exc.hint
+        return
+    value, problem = structured.parse_and_validate('{"a": [1, "x", {"a": null}]}', checked)
+    assert problem is None or (value is None and isinstance(problem, str))

@@ -35,8 +35,8 @@ from typing import Any, Iterator, Mapping
 
 from ..core.errors import TaskPayloadError
 
-__all__ = ["check", "validate", "MAX_SCHEMA_CHARS", "MAX_SCHEMA_DEPTH", "MAX_PATTERN_CHARS", "MAX_SUBSCHEMAS", "MAX_INPLACE",
-           "MAX_ANSWER_DEPTH", "MAX_VALIDATION_STEPS"]
+__all__ = ["check", "validate", "MAX_SCHEMA_CHARS", "MAX_SCHEMA_DEPTH", "MAX_PATTERN_CHARS", "MAX_SUBSCHEMAS",
+           "MAX_INPLACE", "MAX_ANSWER_DEPTH", "MAX_VALIDATION_STEPS"]
 
 MAX_SCHEMA_CHARS = 65_536  # the schema's JSON text (it is also sent with every request)
 MAX_SCHEMA_DEPTH = 48  # nested objects/arrays in the schema document
@@ -173,13 +173,22 @@ def _rules(schema: Mapping[str, Any]) -> None:
     import jsonschema  # noqa: PLC0415 - only when a task asks for structured output
 
     cls = _validator_class(schema)
-    graph = _Graph(schema)
-    graph.walk()  # first: it bounds what check_schema costs (about 0.3 ms per subschema)
+    unreadable: Exception | None = None
+    try:
+        graph = _Graph(schema)
+        graph.walk()  # first: it bounds what check_schema costs (about 0.3 ms per subschema)
+    except _Refused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a $id that is not a string: check_schema names it
+        unreadable = exc
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise _Refused(f"is not a valid JSON Schema: {exc.message}.",
                        "Fix the schema (draft 2020-12 keywords), or leave output_schema out.") from None
+    if unreadable is not None:
+        raise _Refused(f"cannot be read as a JSON Schema ({type(unreadable).__name__}: {str(unreadable)[:100]}).",
+                       "$schema, $id, $anchor and $ref values must be strings (URI references).")
     graph.check()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from .auto import AutoPick, Classify, auto_map, is_auto, pick_auto, task_text, unmapped
 from .budget import Pricing
@@ -142,9 +142,12 @@ def _resolve(model: object, task: Task, resolver: Resolver, settings: Delegation
 def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSettings, *,
                call_model: str | None = None, parent_model: str | None = None,
                allow: Allowlist | None = None, pricing: Pricing | None = None,
-               classify: Classify | None = None) -> list[PlannedTask]:
+               classify: Classify | None = None,
+               check_schema: Callable[[Any, str], Any] | None = None) -> list[PlannedTask]:
     """Resolve every task's model and check it, or raise before anything is spent. `classify` is
-    LiteLLM's complexity classifier (text → tier, score), used only for tasks whose model is `auto`."""
+    LiteLLM's complexity classifier (text → tier, score), used only for tasks whose model is `auto`.
+    `check_schema(schema, where)` checks a task's output_schema (raising TaskPayloadError); the caller
+    supplies it (pure too)."""
     if not tasks:
         raise TaskPayloadError("The batch has no tasks.", hint="Give at least one task with a goal.")
     if len(tasks) > settings.max_tasks:
@@ -165,6 +168,8 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
             if not isinstance(task.goal, str) or not task.goal.strip():
                 raise TaskPayloadError("The task has no goal.", hint="Give each task a non-empty goal string.")
             _check_encodable(task)
+            if task.output_schema is not None and check_schema is not None:
+                check_schema(task.output_schema, "output_schema")
             size = len(task.goal) + len(task.context or "")
             if size > settings.max_input_chars:
                 raise TaskPayloadError(

@@ -262,7 +262,9 @@ class RouterHandle:
                     kwargs["num_retries"] = left
         except asyncio.CancelledError as exc:  # a task timeout or an interrupt: keep what was tried
             exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
-            if not exc.attempts:  # never sent: say what held it in the queue
+            if call_id in self.calls.sending:  # sent, not answered yet (or its answer not read yet)
+                exc.in_flight = self.calls.sending[call_id]  # type: ignore[attr-defined]
+            elif not exc.attempts:  # never sent: say what held it in the queue
                 exc.queued = self._holding(name) or "behind earlier calls"  # type: ignore[attr-defined]
             raise
         except ProviderError as exc:  # redacted where it leaves the engine (the Delegator)

@@ -33,6 +33,7 @@ from ..sources.groups import resolver_for
 from ..routing.auto import AutoClassifier
 from ..core.results import BatchResult
 from .worker import Worker
+from .structured import check_output_schema
 
 __all__ = ["Delegator", "coerce_tasks", "context_text", "MAX_CONTEXT_DEPTH"]
 
@@ -93,12 +94,17 @@ def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
         elif isinstance(t, str):
             out.append(Task(goal=t))
         elif isinstance(t, Mapping):
-            unknown = set(t) - {"goal", "context", "model", "files"}
+            unknown = set(t) - {"goal", "context", "model", "files", "output_schema"}
             if unknown:
                 raise TaskPayloadError(f"Task {i + 1} has unknown keys: {', '.join(sorted(map(str, unknown)))}.",
-                                       hint="A task has goal (required), context, model and files.")
+                                       hint="A task has goal (required), context, model, files and output_schema.")
+            schema = t.get("output_schema")  # checked by plan_batch, with every other task's problems
+            if isinstance(schema, str):
+                with contextlib.suppress(ValueError, RecursionError):
+                    schema = json.loads(schema)
             out.append(Task(goal=t.get("goal"), context=context_text(t.get("context"), f"context of task {i + 1}"),
-                            model=t.get("model"), files=_files_of(t.get("files"), i)))  # type: ignore[arg-type]
+                            model=t.get("model"), files=_files_of(t.get("files"), i),
+                            output_schema=schema))  # type: ignore[arg-type]
         else:
             raise TaskPayloadError(f"Task {i + 1} is not an object (got {type(t).__name__}).",
                                    hint='Each task is an object like {"goal": "...", "model": "haiku"}.')
@@ -308,7 +314,7 @@ class Delegator:
                                   system_prompt=s.system_prompt, allow_unpriced=s.allow_unpriced)
             planned = plan_batch(tasks, self.resolver, s, call_model=model,
                                  parent_model=self.parent_model, allow=self.allowlist, pricing=pricing,
-                                 classify=self.auto_classifier)
+                                 classify=self.auto_classifier, check_schema=check_output_schema)
             task_files.check_fit(self, planned)
         except DelegateError as exc:
             self._redacted(exc)

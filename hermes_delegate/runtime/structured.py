@@ -5,52 +5,50 @@ The rules live here; the standalone worker (CompletionWorker, worker.py) applies
 JSON (LiteLLM's `response_format` json_schema where `litellm.supports_response_schema` says every
 deployment of the model supports it; the schema spelled out in the prompt always), parses and
 validates the answer, retries once with the validation message, and raises a typed `bad_output`
-ProviderError when the second answer does not match either.
+ProviderError when the second answer does not match either. What a schema may be, and how an answer
+is checked against it (no fetching, bounded, RE2 patterns), is schema_rules.py; the check runs in a
+thread (`check_answer`), so one task's schema never holds up the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..core.errors import ProviderError, TaskPayloadError
+from . import schema_rules
 
 if TYPE_CHECKING:
     from ..routing.router import RouterHandle
     from .worker import Job
 
-__all__ = ["check_output_schema", "supports_json_schema", "parse_and_validate", "instruction", "response_format",
-           "retry_message", "bad_output"]
+__all__ = ["check_output_schema", "supports_json_schema", "parse_and_validate", "check_answer", "instruction",
+           "response_format", "retry_message", "bad_output"]
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
 
 def check_output_schema(schema: Any, where: str = "output_schema") -> dict[str, Any]:
-    """A valid JSON Schema object, or TaskPayloadError saying what is wrong."""
+    """A JSON Schema object that keeps schema_rules' rules (checked once per distinct schema), or
+    TaskPayloadError saying what is wrong and what to do instead."""
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise TaskPayloadError(f"{where} is a string that is not JSON.",
                                    hint='Pass a JSON Schema object, e.g. {"type": "object", "properties": {...}}.') from None
     if not isinstance(schema, Mapping):
         raise TaskPayloadError(f"{where} must be a JSON Schema object, got {type(schema).__name__}.",
                                hint='E.g. {"type": "object", "properties": {"title": {"type": "string"}}}.')
-    import jsonschema  # noqa: PLC0415 - only when a task asks for structured output
-
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise TaskPayloadError(f"{where} is not a valid JSON Schema: {exc.message}.",
-                               hint="Fix the schema (draft 2020-12 keywords), or leave output_schema out.") from None
+    schema_rules.check(schema, where)
     return dict(schema)
 
 
 def parse_and_validate(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | None]:
-    """(parsed JSON, None) or (None, what is wrong)."""
-    import jsonschema  # noqa: PLC0415
-
+    """(parsed JSON, None) or (None, what is wrong). Blocking and bounded (schema_rules.validate):
+    from a coroutine, await `check_answer`."""
     body = text.strip()
     if (m := _FENCE.match(body)) is not None:
         body = m.group(1)
@@ -58,11 +56,16 @@ def parse_and_validate(text: str, schema: Mapping[str, Any]) -> tuple[Any, str |
         value = json.loads(body)
     except ValueError as exc:
         return None, f"the answer is not JSON ({exc})"
-    err = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(value))
-    if err is not None:
-        at = "/".join(map(str, err.absolute_path)) or "(root)"
-        return None, f"at {at}: {err.message}"
-    return value, None
+    except RecursionError:
+        return None, f"the answer nests deeper than {schema_rules.MAX_ANSWER_DEPTH} levels"
+    problem = schema_rules.validate(value, schema)
+    return (value, None) if problem is None else (None, problem)
+
+
+async def check_answer(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """`parse_and_validate` in a thread: the event loop (sibling tasks, other MCP sessions) never waits
+    on it."""
+    return await asyncio.to_thread(parse_and_validate, text, schema)
 
 
 def supports_json_schema(router: RouterHandle, job: Job) -> bool:

@@ -6,6 +6,7 @@ The standalone CompletionWorker is one chat completion through the Router.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -86,16 +87,20 @@ class CompletionWorker:
         cost: float | None = 0.0
         attempts: list[Any] = []
         problem = ""
-        for attempt in range(2):
-            done = await self.router.acompletion(job.resolution, messages, **kwargs)
-            for k, v in (done.tokens or {}).items():
-                tokens[k] = tokens.get(k, 0) + int(v or 0)
-            cost = None if cost is None or done.cost_usd is None else cost + done.cost_usd
-            attempts += list(done.attempts or [])
-            value, problem = structured.parse_and_validate(done.text or "", schema)
-            if problem is None:
-                return WorkerOutput(done.text, tokens, cost, done.deployment, attempts, output=value)
-            if attempt == 0:
-                messages = [*messages, {"role": "assistant", "content": done.text or ""},
-                            {"role": "user", "content": structured.retry_message(problem)}]
+        try:
+            for attempt in range(2):
+                done = await self.router.acompletion(job.resolution, messages, **kwargs)
+                for k, v in (done.tokens or {}).items():
+                    tokens[k] = tokens.get(k, 0) + int(v or 0)
+                cost = None if cost is None or done.cost_usd is None else cost + done.cost_usd
+                attempts += list(done.attempts or [])
+                value, problem = await structured.check_answer(done.text or "", schema)
+                if problem is None:
+                    return WorkerOutput(done.text, tokens, cost, done.deployment, attempts, output=value)
+                if attempt == 0:
+                    messages = [*messages, {"role": "assistant", "content": done.text or ""},
+                                {"role": "user", "content": structured.retry_message(problem)}]
+        except asyncio.CancelledError as exc:  # a timeout after a paid answer: what was tried stays known
+            exc.attempts = attempts + list(getattr(exc, "attempts", None) or [])  # type: ignore[attr-defined]
+            raise
         raise structured.bad_output(problem, attempts)

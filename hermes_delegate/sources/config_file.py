@@ -189,12 +189,13 @@ def read_yaml_file(path: Path, what: str, error: type[DelegateError] = ConfigErr
 
 def load_tasks(path: str | os.PathLike[str]) -> tuple[list[Any], str | None]:
     """A tasks file (what `hermes-delegate run` takes): a list of tasks or goal strings, or a mapping
-    {tasks: [...], model: ...}. Returns (tasks, the file's model or None); TaskPayloadError otherwise.
-    Read like a config (plain YAML, at most 8 MiB) but with no aliases; the tasks themselves are checked
-    by Delegator.plan."""
+    {tasks: [...], model: ..., output_schema: ...}. A task may carry its own output_schema; the file's
+    applies to every task without one (as the tools' top-level output_schema does). Returns (tasks, the
+    file's model or None); TaskPayloadError otherwise. Read like a config (plain YAML, at most 8 MiB) but
+    with no aliases; the tasks themselves (and their schemas) are checked by Delegator.plan."""
     from ..core.errors import TaskPayloadError  # noqa: PLC0415
 
-    shape = "Each task has goal (required), context and model."
+    shape = "Each task has goal (required), context, model and output_schema."
     data = read_yaml_file(Path(path), "tasks file", TaskPayloadError, nested_hint=shape)
     if isinstance(data, dict):
         tasks = data.get("tasks")
@@ -204,6 +205,11 @@ def load_tasks(path: str | os.PathLike[str]) -> tuple[list[Any], str | None]:
             raise TaskPayloadError(
                 f"{path}: `tasks` must be a list of tasks or goal strings, got {type(tasks).__name__}.",
                 hint="Write tasks: [{goal: ...}, ...] or tasks: [\"a goal\", ...]. " + shape)
+        schema = data.get("output_schema")
+        if schema is not None:
+            tasks = [t if isinstance(t, dict) and t.get("output_schema") is not None
+                     else {**t, "output_schema": schema} if isinstance(t, dict)
+                     else {"goal": t, "output_schema": schema} if isinstance(t, str) else t for t in tasks]
         return tasks, data.get("model")
     if isinstance(data, list):
         return data, None

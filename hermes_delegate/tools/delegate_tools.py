@@ -13,6 +13,7 @@ Constructing DelegateTools and building the schemas never imports litellm.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 import logging
@@ -368,7 +369,8 @@ class DelegateTools:
 
     async def delegate_task(self, args: Any, *, on_event: EventCallback | None = None) -> str:
         try:
-            tasks, model, budget, detail = parse_request(args, self.tool_name)
+            # in a thread: a new output_schema's check (up to ~0.4 s) never holds up other sessions
+            tasks, model, budget, detail = await asyncio.to_thread(parse_request, args, self.tool_name)
             planned, cap = self.delegator.plan(tasks, model=model, budget_usd=budget, roots=self.roots,
                                                files=self.files_mode)
             batch = await self.delegator.run_planned(planned, cap=cap, on_event=on_event)

@@ -113,7 +113,8 @@ def tools_for(providers: Any, **delegation: Any) -> DelegateTools:
 
 
 def delegate(tools: DelegateTools, args: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(call_bounded(lambda: asyncio.run(tools.delegate_task(args))))
+    """One call, answered with the full report (attempts included)."""
+    return json.loads(call_bounded(lambda: asyncio.run(tools.delegate_task({"detail": "full", **args}))))
 
 
 def sent_text(providers: Any) -> str:
@@ -435,10 +436,10 @@ def test_a_new_schema_is_checked_off_the_event_loop(providers):
     parsing = threading.Event()
 
     class Watched(DelegateTools):
-        def parse_call(self, args: Any) -> Any:
+        def parse_request(self, args: Any) -> Any:
             parsing.set()
             assert loop_ran.wait(30), "the event loop was blocked while the schema was checked"
-            return super().parse_call(args)
+            return super().parse_request(args)
 
     async def other_session() -> None:
         while not parsing.is_set():

@@ -367,10 +367,13 @@ class DelegateTools:
     def parse_call(self, args: Any) -> tuple[list[Task], str | None, float | None]:
         return parse_call(args, self.tool_name)
 
+    def parse_request(self, args: Any) -> tuple[list[Task], str | None, float | None, str]:
+        return parse_request(args, self.tool_name)
+
     async def delegate_task(self, args: Any, *, on_event: EventCallback | None = None) -> str:
         try:
             # in a thread: a new output_schema's check (up to ~0.4 s) never holds up other sessions
-            tasks, model, budget, detail = await asyncio.to_thread(parse_request, args, self.tool_name)
+            tasks, model, budget, detail = await asyncio.to_thread(self.parse_request, args)
             planned, cap = self.delegator.plan(tasks, model=model, budget_usd=budget, roots=self.roots,
                                                files=self.files_mode)
             batch = await self.delegator.run_planned(planned, cap=cap, on_event=on_event)

@@ -30,6 +30,8 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .caps import BudgetSettings, price_override_problems
+
 __all__ = [
     "Config",
     "DelegationSettings",
@@ -76,6 +78,9 @@ class DelegationSettings(_Strict):
     allow: list[str] | None = None
     max_tasks: int = Field(100, ge=1, le=100_000)
     budget_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings, description="caps at every scope (core/caps)")
+    ledger: bool | str = Field(True, description="the spend ledger: true = $XDG_STATE_HOME/hermes-delegate/"
+                                                 "ledger.sqlite3, a path, or false (off)")
     allow_unpriced: bool = False
     max_input_chars: int = Field(200_000, ge=1, description="largest goal+context accepted per task")
     learn_limits: bool = Field(True, description="pace a deployment with no configured rpm/tpm by the rate-limit "
@@ -87,6 +92,18 @@ class DelegationSettings(_Strict):
         if isinstance(v, bool):  # pydantic would read true as $1.00; Python and the tools refuse it too
             raise ValueError(f"must be a number of US dollars, not {str(v).lower()}")
         return v
+
+    @model_validator(mode="after")
+    def _per_call_alias(self) -> "DelegationSettings":
+        """`budget_usd` is `budget.per_call_usd` by its old name: either may be given, or both if equal."""
+        a, b = self.budget_usd, self.budget.per_call_usd
+        if a is not None and b is not None and a != b:
+            raise ValueError(f"budget_usd ({a}) and budget.per_call_usd ({b}) disagree: give one of them")
+        cap = a if a is not None else b
+        self.budget_usd = cap
+        if self.budget.per_call_usd != cap:
+            self.budget = self.budget.model_copy(update={"per_call_usd": cap})
+        return self
 
     @field_validator("aliases")
     @classmethod
@@ -110,6 +127,14 @@ class Deployment(BaseModel):
     def _needs_model(cls, v: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(v.get("model"), str) or not v["model"].strip():
             raise ValueError("litellm_params.model is required (a LiteLLM id such as openai/gpt-4o)")
+        return v
+
+    @field_validator("litellm_params", "model_info")
+    @classmethod
+    def _prices(cls, v: dict[str, Any]) -> dict[str, Any]:
+        problems = price_override_problems(v, "price")  # input_cost_per_token & co: finite, >= 0
+        if problems:
+            raise ValueError("; ".join(p.split(".", 1)[1] for p in problems))
         return v
 
 

@@ -357,6 +357,7 @@ class Delegator:
                                     budget=budget if budget.active else None, on_event=on_event, stop=stop,
                                     redactor=self.redactor)
             await budget.close()
+            await budget.read_today()
         finally:
             with self._lock:
                 self._stops.discard(key)

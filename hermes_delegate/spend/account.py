@@ -46,6 +46,7 @@ class SpendAccount:
         self._renewer: asyncio.Task[None] | None = None
         self.spent_usd = 0.0
         self.unknown = 0
+        self.today: dict[str, Any] | None = None
 
     @property
     def active(self) -> bool:
@@ -162,4 +163,17 @@ class SpendAccount:
         if shared:
             out.update(charged_usd=round(self.spent_usd, 10), unknown=self.unknown, session=self.session,
                        tree_root=self.tree_root)
+            if self.today is not None:
+                out["today"] = self.today
         return out
+
+    async def read_today(self) -> None:
+        """The day's spend against the daily cap, for the end-of-batch line (`today` in the report)."""
+        if self.store is None or self.settings.daily_usd is None:
+            return
+        day, _ = period_keys(time.time(), self.settings.timezone)
+        try:
+            state = (await asyncio.to_thread(self.store.scope_states, [day]))[day]
+        except Exception:  # noqa: BLE001 - only a line of the summary
+            return
+        self.today = {"day": day[4:], "cap_usd": self.settings.daily_usd, **state}

@@ -51,5 +51,9 @@ def headroom(delegator: Any, store: Any) -> list[dict[str, Any]]:
 def spend_report(delegator: Any, *, since: float | None = None) -> dict[str, Any]:
     store = delegator.store
     rows = store.rows(since) if store is not None else []
+    day_model: dict[str, dict[str, float]] = {}
+    for r in rows:
+        d = day_model.setdefault(str(r.get("day")), {})
+        d[str(r.get("model"))] = d.get(str(r.get("model")), 0.0) + float(r.get("charged_usd") or 0.0)
     return {"ledger": store.where if store is not None else None, "since": since, **summarise(rows),
-            "caps": headroom(delegator, store), "rows": len(rows)}
+            "caps": headroom(delegator, store), "rows": len(rows), "day_model": day_model}

@@ -69,7 +69,7 @@ class _Context:
         return self._delegator
 
     def engine(self, cfg: Config) -> Delegator:
-        self._delegator = Delegator(cfg)
+        self._delegator = Delegator(cfg, door="cli")  # its own spend session: this invocation
         return self._delegator
 
 

@@ -47,9 +47,10 @@ def _tools(delegator: Any) -> Any:
     return DelegateTools(delegator, tool_name=DELEGATE_TOOL, list_name=LIST_TOOL)
 
 
-def _delegator(base: Any, *, parent_model: str | None, worker: Any = None) -> Any:
-    # one per call (its own interrupt), sharing the plugin's one Router instead of building one per call
-    return base.derive(worker=worker, parent_model=parent_model)
+def _delegator(base: Any, *, parent_model: str | None, worker: Any = None, session: str | None = None) -> Any:
+    # one per call (its own interrupt), sharing the plugin's one Router instead of building one per call;
+    # its spend session is the root of the delegation tree (a nested child draws from the root's caps)
+    return base.derive(worker=worker, parent_model=parent_model, session=session and f"hermes:{session}")
 
 
 # -- delegate_tasks (takeover.routed_delegate_task shares the gates) -----------------------------
@@ -99,7 +100,7 @@ def delegate_tasks(args: Any, **kw: Any) -> str:
 class Call:
     def __init__(self, parent: Any, cfg: Any, dt: Any, *, role: Any = None, roles: dict[int, Any] | None = None,
                  max_iterations: Any = None):
-        from .worker import Batch, HermesWorker  # noqa: PLC0415
+        from .worker import Batch, HermesWorker, tree_root  # noqa: PLC0415
 
         self.parent, self.dt = parent, dt
         hermes_cfg = dt._load_config() or {}
@@ -111,7 +112,7 @@ class Call:
         self.watch_parent = True  # False once detached into a background batch
         self.stopped = False
         self.delegator = _delegator(self.batch.handle, parent_model=parent_mod.parent_model(parent),
-                                    worker=HermesWorker(self.batch))
+                                    worker=HermesWorker(self.batch), session=tree_root(parent))
         self.lines: queue.Queue[str] = queue.Queue()
         self.results: dict[int, Any] = {}
 

@@ -221,3 +221,43 @@ def test_redis_store_shares_the_daily_cap_and_the_ledger(providers: LoopbackPair
     assert report["total"]["charged_usd"] <= planned.reserve_usd * 1.5
     daily = next(c for c in report["caps"] if c["scope"].startswith("daily cap"))
     assert daily["spent_usd"] == pytest.approx(report["total"]["charged_usd"])
+
+
+# -- MCP: the session is the server process, unless the client names one in _meta ----------------------
+def test_mcp_session_scope_comes_from_the_clients_meta(providers: LoopbackPair, tmp_path: Path):
+    pytest.importorskip("mcp")
+    import anyio
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    ledger = tmp_path / "l.sqlite3"
+    data = loopback_dict(providers, ledger=str(ledger), max_tokens=20, budget={"per_session_usd": 1.0})
+    (planned,), _ = Delegator(config_from_dict(data), env={}).plan([Task("x", model="priced")])
+    data["delegation"]["budget"]["per_session_usd"] = planned.reserve_usd * 1.5
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"], "NO_PROXY": "127.0.0.1,localhost"}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "hermes_delegate", "mcp", "--config", str(cfg)],
+                                   env=env)
+    outcomes: dict[str, list[str]] = {"A": [], "B": [], "server": []}
+
+    async def one(client: Any, session: str | None) -> str:
+        meta = {"session_id": session} if session else None
+        out = await client.call_tool("delegate_task", {"goal": "hi", "model": "priced"}, meta=meta)
+        return out.structured_content["results"][0]["status"]
+
+    async def main() -> None:
+        async with Client(params) as client:
+            for _ in range(20):
+                outcomes["A"].append(await one(client, "A"))
+                if outcomes["A"][-1] == "skipped_budget":
+                    break
+            outcomes["B"].append(await one(client, "B"))  # another session: its own cap
+            outcomes["server"].append(await one(client, None))  # no _meta: the server process's session
+
+    anyio.run(main)
+    assert outcomes["A"][-1] == "skipped_budget" and outcomes["A"].count("completed") >= 1
+    assert outcomes["B"] == ["completed"] and outcomes["server"] == ["completed"]
+    sessions = {r["session"] for r in ledger_rows(ledger)}
+    assert {"mcp:A", "mcp:B"} < sessions and len(sessions) == 3

@@ -55,6 +55,9 @@ class SqliteStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hermes-delegate-ledger")
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: list[tuple[Any, Any, tuple[Any, ...]]] = []
+        self._flushing = False
 
     @property
     def where(self) -> str:
@@ -114,23 +117,57 @@ class SqliteStore:
                       lease_s: float) -> tuple[Scope, float, float] | None:
         return await self._call(self.reserve_sync, hold_id, owner, scopes, amount, lease_s)
 
+    @staticmethod
+    def _apply_settle(db: sqlite3.Connection, hold_id: str | None, scope_keys: Sequence[str], usd: float,
+                      unknown: bool, row: dict[str, Any] | None) -> None:
+        if hold_id is not None:
+            db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
+        for key in scope_keys:
+            db.execute("INSERT INTO spent (scope, usd, unknown) VALUES (?, ?, ?) ON CONFLICT(scope) DO UPDATE "
+                       "SET usd = usd + excluded.usd, unknown = unknown + excluded.unknown",
+                       (key, usd, int(unknown)))
+        if row is not None:
+            db.execute(f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) VALUES "
+                       f"({', '.join('?' * len(LEDGER_COLUMNS))})", [row.get(c) for c in LEDGER_COLUMNS])
+
     def settle_sync(self, hold_id: str | None, scope_keys: Sequence[str], usd: float, unknown: bool,
                     row: dict[str, Any] | None) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            if hold_id is not None:
-                db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
-            for key in scope_keys:
-                db.execute("INSERT INTO spent (scope, usd, unknown) VALUES (?, ?, ?) ON CONFLICT(scope) DO UPDATE "
-                           "SET usd = usd + excluded.usd, unknown = unknown + excluded.unknown",
-                           (key, usd, int(unknown)))
-            if row is not None:
-                db.execute(f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) VALUES "
-                           f"({', '.join('?' * len(LEDGER_COLUMNS))})", [row.get(c) for c in LEDGER_COLUMNS])
-        self._tx(run)
+        self._tx(lambda db: self._apply_settle(db, hold_id, scope_keys, usd, unknown, row))
 
     async def settle(self, hold_id: str | None, scope_keys: Sequence[str], usd: float, unknown: bool,
                      row: dict[str, Any] | None) -> None:
-        await self._call(self.settle_sync, hold_id, scope_keys, usd, unknown, row)
+        """Returns once the settlement is committed. Settlements that arrive while one commit is under way
+        share the next (group commit): each still waits for the commit holding its row, never longer."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((loop, fut, (hold_id, scope_keys, usd, unknown, row)))
+            start = not self._flushing
+            self._flushing = True
+        if start:
+            self._pool.submit(self._flush)
+        await fut
+
+    def _flush(self) -> None:
+        while True:
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._flushing = False
+                    return
+            error: BaseException | None = None
+            try:
+                self._tx(lambda db: [self._apply_settle(db, *args) for _, _, args in batch])
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter of this commit
+                error = exc
+            for loop, fut, _ in batch:
+                def done(f: asyncio.Future[None] = fut, e: BaseException | None = error) -> None:
+                    if not f.done():
+                        f.set_exception(e) if e is not None else f.set_result(None)
+                try:
+                    loop.call_soon_threadsafe(done)
+                except RuntimeError:  # that loop has closed
+                    pass
 
     async def renew(self, hold_ids: Iterable[str], lease_s: float) -> None:
         ids = list(hold_ids)

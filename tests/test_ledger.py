@@ -261,3 +261,46 @@ def test_mcp_session_scope_comes_from_the_clients_meta(providers: LoopbackPair, 
     assert outcomes["B"] == ["completed"] and outcomes["server"] == ["completed"]
     sessions = {r["session"] for r in ledger_rows(ledger)}
     assert {"mcp:A", "mcp:B"} < sessions and len(sessions) == 3
+
+
+# -- hermes: the delegation tree shares the root session's caps ------------------------------------------
+@pytest.mark.slow
+def test_nested_hermes_delegation_draws_from_the_root_sessions_cap(tmp_path: Path, providers: LoopbackPair):
+    pytest.importorskip("run_agent", reason="hermes-agent is not installed (pip install -e '.[test]')")
+    from hermes_delegate.loopback import LoopbackProvider
+    from hermes_helpers import make_home, parent_responder, run_scenario
+
+    ledger = tmp_path / "l.sqlite3"
+    data = loopback_dict(providers, ledger=str(ledger), budget={"per_session_usd": 1.0})
+    (planned,), _ = Delegator(config_from_dict(data), env={}).plan([Task("orchestrate the review", model="priced")])
+    # room for one task's reservation, not two: while the child runs, its own delegation cannot fit
+    data["delegation"]["budget"]["per_session_usd"] = planned.reserve_usd * 1.5
+
+    def alpha(body: dict, p: Any) -> Any:
+        msgs = body.get("messages") or []
+        user = next((str(m.get("content")) for m in msgs if m.get("role") == "user"), "")
+        if "orchestrate" not in user:
+            return "grandchild answer"
+        if msgs[-1].get("role") == "tool":
+            return "orchestrated: " + str(msgs[-1].get("content"))[:2000]
+        return {"content": None, "tool_calls": [{"function": {"name": "delegate_task", "arguments": {
+            "tasks": [{"goal": "grandchild check", "model": "priced"}]}}}]}
+
+    providers.alpha.responder = alpha
+    with LoopbackProvider("parent") as parent:
+        parent.responder = parent_responder({"nest": {"tasks": [{"goal": "orchestrate the review", "model": "priced",
+                                                                 "role": "orchestrator"}]}}, tool="delegate_task")
+        home = make_home(tmp_path, {**data["delegation"], "router": data["router"]}, legacy=False, builtin=True,
+                         extra={"delegation": {"max_spawn_depth": 2}})
+        out = run_scenario(home, parent_url=parent.base_url,
+                           conversations=[{"user": "run:nest", "disabled_toolsets": [], "wait_background": True}],
+                           timeout=180)
+    conv = out["conversations"][0]
+    bg = conv["background"]
+    assert bg["status"] == "completed", bg
+    summary = bg["results"][0]["summary"]
+    assert summary.startswith("orchestrated:") and "skipped_budget" in summary and "session cap" in summary
+    assert not any("grandchild check" in str(m.get("content")) for r in providers.alpha.requests for m in r.messages
+                   if m.get("role") == "user" and "orchestrate" not in str(m.get("content")))
+    rows = ledger_rows(ledger)
+    assert [r["session"] for r in rows] == [f"hermes:{conv['session_id']}"]

@@ -123,6 +123,10 @@ class SpendAccount:
         if self.store is not None and (held is not None or paid):
             row = self._row(res, charge) if ledger and (sent or paid or res.status == "completed") else None
             hold_id, keys = held if held is not None else ("", [])
+            # every settlement counts in its day, month and session, capped or not: a cap set later
+            # already knows what was spent in its period
+            keys = sorted({*keys, *period_keys(time.time(), self.settings.timezone),
+                           *([f"session:{self.session}"] if self.session else [])})
             try:
                 await self.store.settle(hold_id or None, keys, charge.usd, charge.cost_usd is None, row)
             except Exception:  # noqa: BLE001 - the result is never lost to the ledger; the hold lapses

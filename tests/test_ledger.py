@@ -304,3 +304,26 @@ def test_nested_hermes_delegation_draws_from_the_root_sessions_cap(tmp_path: Pat
                    if m.get("role") == "user" and "orchestrate" not in str(m.get("content")))
     rows = ledger_rows(ledger)
     assert [r["session"] for r in rows] == [f"hermes:{conv['session_id']}"]
+
+
+def test_rows_redis_cannot_take_are_kept_in_the_local_ledger(providers: LoopbackPair, tmp_path: Path):
+    from helpers import free_port
+
+    ledger = tmp_path / "local.sqlite3"
+    data = loopback_dict(providers, router_settings={"num_retries": 0, "redis_url": f"redis://127.0.0.1:{free_port()}"},
+                         ledger=str(ledger), max_tokens=20)
+    d = Delegator(config_from_dict(data), env={})
+    assert d.store.where.startswith("redis://")
+    batch = d.run_sync([Task("a", model="priced"), Task("b", model="priced")])
+    assert batch.ok
+    assert sorted(r["task_index"] for r in ledger_rows(ledger)) == [0, 1]
+
+
+def test_a_daily_cap_that_cannot_be_checked_is_not_passed(providers: LoopbackPair, tmp_path: Path):
+    from helpers import free_port
+
+    data = loopback_dict(providers, router_settings={"num_retries": 0, "redis_url": f"redis://127.0.0.1:{free_port()}"},
+                         ledger=str(tmp_path / "l.sqlite3"), max_tokens=20, budget={"daily_usd": 5})
+    batch = Delegator(config_from_dict(data), env={}).run_sync([Task("a", model="priced")])
+    assert batch.results[0].status == "skipped_budget" and "cannot be reached" in batch.results[0].error["message"]
+    assert providers.alpha.requests == []

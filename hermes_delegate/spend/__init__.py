@@ -57,6 +57,11 @@ def open_store(config: Config, env: Mapping[str, str]) -> Any:
                 from .redis_store import RedisStore  # noqa: PLC0415
 
                 store = RedisStore(_redis_settings(config, env) or {}, where)
+                if config.delegation.ledger is not False:  # rows Redis cannot take are kept locally
+                    from .sqlite_store import SqliteStore, default_ledger_path  # noqa: PLC0415
+
+                    local = config.delegation.ledger
+                    store.fallback = SqliteStore(local if isinstance(local, str) else default_ledger_path(env))
             else:
                 from .sqlite_store import SqliteStore  # noqa: PLC0415
 

@@ -75,7 +75,13 @@ class SpendAccount:
                 self._holds[index] = ("", [])
                 return None
             hold_id = uuid.uuid4().hex
-            refused = await self.store.reserve(hold_id, OWNER, scopes, amount, self.lease_s)
+            try:
+                refused = await self.store.reserve(hold_id, OWNER, scopes, amount, self.lease_s)
+            except Exception as exc:  # noqa: BLE001 - a cap that cannot be checked is not passed
+                if self.budget is not None:
+                    self.budget.settle(amount, 0.0)
+                return (f"Not started: the spend caps' store ({self.store.where}) cannot be reached "
+                        f"({type(exc).__name__}); nothing was sent.")
             if refused is None:
                 self._holds[index] = (hold_id, [s.key for s in scopes])
                 self._renew_soon()
@@ -129,10 +135,23 @@ class SpendAccount:
                            *([f"session:{self.session}"] if self.session else [])})
             try:
                 await self.store.settle(hold_id or None, keys, charge.usd, charge.cost_usd is None, row)
-            except Exception:  # noqa: BLE001 - the result is never lost to the ledger; the hold lapses
-                log.warning("the spend ledger could not record task %s", res.index, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the result is never lost to the ledger; the hold lapses
+                await self._spool(res.index, keys, charge, row, exc)
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def _spool(self, index: int, keys: list[str], charge: Any, row: dict[str, Any] | None,
+                     exc: BaseException) -> None:
+        """A shared store (Redis) that cannot be reached: the row goes to this machine's SQLite ledger."""
+        fallback = getattr(self.store, "fallback", None)
+        log.warning("the spend ledger (%s) could not record task %s (%s)%s", self.store.where, index,
+                    type(exc).__name__, f"; kept in {fallback.where}" if fallback is not None else "")
+        if fallback is not None:
+            try:
+                await fallback.settle(None, keys, charge.usd, charge.cost_usd is None, row)
+            except Exception as again:  # noqa: BLE001
+                log.warning("the local spend ledger could not record task %s either (%s)", index,
+                            type(again).__name__)
 
     def _row(self, res: Any, charge: Any) -> dict[str, Any]:
         now = time.time()

@@ -89,6 +89,7 @@ class RedisStore:
         ns = where.rsplit("/", 1)[-1] or "default"
         self.prefix = f"hermes_delegate:spend:{ns}:"
         self._clients: dict[Any, Any] = {}  # event loop -> (client, scripts)
+        self.fallback: Any = None  # a SqliteStore for rows Redis cannot take (spend.open_store sets it)
 
     def _keys(self, *names: str) -> list[str]:
         return [self.prefix + n for n in names]

@@ -5,7 +5,7 @@ Three tables: `holds` (one row per reservation and scope: owner, amount, lease e
 key: dollars settled and how many settled tasks had an unknown cost) and `ledger` (one row per settled
 task). A reservation checks and takes every scope in one `BEGIN IMMEDIATE` transaction, so processes
 sharing the file never pass a cap together; a settlement moves the hold to `spent` and appends the
-ledger row in one commit, so a crash loses no settled row. Every call runs on the store's own thread.
+ledger row in one commit, so a crash loses no settled row. Every call runs off the event loop (its executor), one at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -52,7 +51,6 @@ class SqliteStore:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path).expanduser()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hermes-delegate-ledger")
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._pending_lock = threading.Lock()
@@ -88,7 +86,9 @@ class SqliteStore:
             return out
 
     async def _call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        # the loop's own executor: its threads end with the loop (no thread of ours outlives a batch);
+        # one connection, every use under self._lock
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     # -- caps ---------------------------------------------------------------------------------------
     @staticmethod
@@ -145,7 +145,7 @@ class SqliteStore:
             start = not self._flushing
             self._flushing = True
         if start:
-            self._pool.submit(self._flush)
+            loop.run_in_executor(None, self._flush)
         await fut
 
     def _flush(self) -> None:

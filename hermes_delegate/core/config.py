@@ -7,7 +7,9 @@
       task_timeout_s: 600
       allow: [small, "anthropic/*"]
       max_tasks: 50
-      budget_usd: 1.00
+      budget_usd: 1.00     # = budget.per_call_usd
+      budget: {daily_usd: 20, per_session_usd: 5, monthly_usd: 200, timezone: UTC}   # core/caps.py
+      ledger: true         # the spend ledger (spend/): true = the XDG state dir, a path, or false
     router:                # LiteLLM's own format, for litellm.Router (os.environ/ refs resolved by us)
       model_list: [...]
       router_settings: {...}

@@ -152,6 +152,9 @@ class Call:
         finally:
             self.batch.close()
             hermes_api.restore_tool_names(self.batch.tool_names)
+        spend = spend_line(out)
+        if spend:
+            self.lines.put(spend)
         self._print_progress()
         self._after()
         return _hermes_keys(self._budget_summaries(out))
@@ -267,3 +270,19 @@ def list_models(args: Any = None, **kw: Any) -> str:
     parent = parent_mod.find_parent(kw.get("session_id"))
     d = _delegator(runtime.delegator_for(cfg), parent_model=parent_mod.parent_model(parent) if parent else None)
     return _hermes_keys(runtime.submit(_tools(d).list_models(args)).result())
+
+
+def spend_line(out: str) -> str | None:
+    """The end-of-batch line: the call's cost and, under a daily cap, the day's spend against it."""
+    try:
+        data = json.loads(out)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("cost"), dict):
+        return None
+    total = data["cost"].get("total_usd")
+    line = f"cost {'unknown' if total is None else f'${total:.6f}'}"
+    today = (data.get("budget") or {}).get("today")
+    if isinstance(today, dict):
+        line += f"; today ${today.get('spent_usd', 0.0):.6f} of the ${today.get('cap_usd', 0):g} daily cap"
+    return line

@@ -245,3 +245,27 @@ def test_unpriced_models_are_refused_under_a_daily_cap_unless_allowed(tmp_path: 
         batch = Delegator(config_from_dict(data), env={}).run_sync([Task("x", model="priced")])
     assert batch.ok and batch.results[0].cost_usd is None
     assert batch.budget["unknown"] == 1  # counted as unknown, never as 0
+
+
+@pytest.mark.parametrize(("budget", "key"), [({"timezone": "Mars/Olympus"}, "timezone"),
+                                             ({"daily_usd": -1}, "daily_usd"), ({"monthly_usd": True}, "monthly_usd"),
+                                             ({"on_over_budget": "spend"}, "on_over_budget")])
+def test_bad_budget_settings_are_config_errors_naming_the_key(budget: dict, key: str):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"delegation": {"budget": budget}})
+    assert f"delegation.budget.{key}" in str(info.value)
+
+
+def test_budget_usd_and_per_call_usd_must_agree():
+    assert config_from_dict({"delegation": {"budget": {"per_call_usd": 2}}}).delegation.budget_usd == 2
+    with pytest.raises((ConfigError, BudgetError)) as info:
+        config_from_dict({"delegation": {"budget_usd": 1, "budget": {"per_call_usd": 2}}})
+    assert "per_call_usd" in str(info.value)
+
+
+def test_daily_cap_follows_the_configured_calendar():
+    from hermes_delegate.core.caps import period_keys
+
+    t = 1_767_225_600.0 - 1800  # 2025-12-31 23:30 UTC: already 2026-01-01 in Tokyo
+    assert period_keys(t, "UTC") == ("day:2025-12-31", "month:2025-12")
+    assert period_keys(t, "Asia/Tokyo") == ("day:2026-01-01", "month:2026-01")

@@ -2,6 +2,7 @@
 
     python bench/bench_engine.py            # 500 tasks, 3 alternating rounds (~75 s)
     python bench/bench_engine.py --quick    # 100 tasks, 1 round (~15 s)
+    python bench/bench_engine.py --ledger   # issue 22: ours with the spend ledger on ÷ off
 
 What it measures, all in this one run, on loopback traffic only:
 
@@ -90,9 +91,14 @@ def worker_main(side: str, url: str, n: int) -> None:
         # exactly what CompletionWorker sends (build_messages): system prompt + goal, no other kwargs
         return [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": goal(i)}]
 
-    if side == "ours":
+    if side.startswith("ours"):
+        import tempfile  # noqa: PLC0415
+
+        # the spend ledger (issue 22): on by default (here in a temp file, not the user's); `ours_off` without it
+        ledger: object = False if side == "ours_off" else str(Path(tempfile.mkdtemp()) / "ledger.sqlite3")
         cfg = config_from_dict({
-            "delegation": {"max_concurrency": max(n, 500), "max_tasks": max(n, 500), "task_timeout_s": TIMEOUT_S},
+            "delegation": {"max_concurrency": max(n, 500), "max_tasks": max(n, 500), "task_timeout_s": TIMEOUT_S,
+                           "ledger": ledger},
             "router": {"model_list": ml, "router_settings": dict(ROUTER_SETTINGS)},
         })
         d = Delegator(cfg, env={})
@@ -270,7 +276,8 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--no-pool", action="store_true", help="skip the 3-thread pool baseline")
-    ap.add_argument("--worker", choices=["raw", "ours", "pool"], help=argparse.SUPPRESS)
+    ap.add_argument("--ledger", action="store_true", help="only ours with the spend ledger on ÷ off (issue 22)")
+    ap.add_argument("--worker", choices=["raw", "ours", "pool", "ours_on", "ours_off"], help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = args.tasks or (100 if args.quick else 500)
@@ -280,13 +287,15 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 3)
 
     t_start = time.perf_counter()
-    print("resolver micro-bench …", flush=True)
-    resolver = bench_resolver(args.quick)
+    resolver = None
+    if not args.ledger:
+        print("resolver micro-bench …", flush=True)
+        resolver = bench_resolver(args.quick)
 
     from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
 
     provider = LoopbackProvider("engine-bench", latency_s=0.1).start()
-    names = ["raw", "ours"] + ([] if args.no_pool else ["pool"])
+    names = ["ours_off", "ours_on"] if args.ledger else ["raw", "ours"] + ([] if args.no_pool else ["pool"])
     print(f"starting workers {names} (import + Router build + one warm-up call each) …", flush=True)
     sides = {name: Side(name, provider.base_url, n) for name in names}
     runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -308,6 +317,18 @@ def main() -> None:
             s.close()
         provider.stop()
 
+    if args.ledger:
+        on_off = [a["wall_s"] / b["wall_s"] for a, b in zip(runs["ours_on"], runs["ours_off"])]
+        cpu = [a["cpu_s"] / b["cpu_s"] for a, b in zip(runs["ours_on"], runs["ours_off"])]
+        result = {"bench": "engine_ledger", "date": time.strftime("%Y-%m-%d %H:%M"), "tasks": n, "rounds": rounds,
+                  "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "runs": runs,
+                  "ratio_on_off_wall": on_off, "ratio_on_off_wall_median": statistics.median(on_off),
+                  "ratio_on_off_cpu": cpu, "ratio_on_off_cpu_median": statistics.median(cpu), "goal": 1.03}
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "engine_ledger.json").write_text(json.dumps(result, indent=2))
+        print(f"ledger on ÷ off: wall {statistics.median(on_off):.3f} (runs {[round(x, 3) for x in on_off]}), "
+              f"CPU {statistics.median(cpu):.3f}  (goal ≤ 1.03)")
+        return
     ratios = [o["wall_s"] / r["wall_s"] for o, r in zip(runs["ours"], runs["raw"])]
     cpu_ratios = [o["cpu_s"] / r["cpu_s"] for o, r in zip(runs["ours"], runs["raw"])]
     result = {

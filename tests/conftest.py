@@ -115,6 +115,7 @@ def _env_hygiene(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     xdg = tmp_path / "xdg"
     xdg.mkdir(exist_ok=True)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
+    monkeypatch.setenv("XDG_STATE_HOME", str(xdg / "state"))  # the spend ledger: per test, never the user's
     for name in ("NO_PROXY", "no_proxy"):
         current = os.environ.get(name)
         monkeypatch.setenv(name, f"{current},{_LOCAL}" if current else _LOCAL)

@@ -26,12 +26,16 @@ from hermes_delegate.tools.delegate_tools import DelegateTools
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: The one place a batch writes (issue 22): the spend ledger in the XDG state directory.
+LEDGER_DIR = os.path.join(".local", "state", "hermes-delegate")
+
+
 def snapshot(*roots: Path) -> dict[str, str]:
-    """{path: sha256} of every file under the roots."""
+    """{path: sha256} of every file under the roots (but the spend ledger's, which batches append to)."""
     out = {}
     for root in roots:
         for p in sorted(root.rglob("*")):
-            if p.is_file():
+            if p.is_file() and LEDGER_DIR not in str(p):
                 out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 

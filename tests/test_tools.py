@@ -284,7 +284,9 @@ def test_budget_cap_is_never_exceeded_and_skips_are_reported():
             "delegation": {"budget_usd": 1.0, "max_tokens": 100, "max_concurrency": 16, "learn_limits": False},
             "router": {"model_list": [{"model_name": "priced", "litellm_params": {
                 "model": "openai/m-priced", "api_base": pb.base_url, "api_key": CANARY,
-                "input_cost_per_token": 1e-7, "output_cost_per_token": 1e-4}}]}})
+                "input_cost_per_token": 1e-7, "output_cost_per_token": 1e-4}}],
+                # no retries: a reservation prices every attempt the Router may make (issue 22)
+                "router_settings": {"num_retries": 0}}})
         tools = DelegateTools(Delegator(cfg, env={}))
         out = json.loads(tools.delegate_task_sync(
             {"model": "priced", "budget_usd": 0.031, "tasks": [{"goal": f"task {i}"} for i in range(6)],

@@ -7,19 +7,21 @@ reserved at `input_tokens × input price + max_tokens × output price`, and sett
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .catalog import ModelPrice
-from .errors import BudgetError
+from .caps import BudgetSettings, price_override_problems
+from .errors import BudgetError, ConfigError
 
 if TYPE_CHECKING:
     from .config import Config
     from .planning import Task
     from .resolver import Resolution, Resolver
 
-__all__ = ["Pricing", "Budget", "effective_cap", "DEFAULT_RESERVE_TOKENS", "estimate_tokens"]
+__all__ = ["Pricing", "Budget", "effective_cap", "tightest_cap", "max_paid_tries", "DEFAULT_RESERVE_TOKENS", "estimate_tokens"]
 
 #: max_tokens assumed for a reservation when the config sets none (and passed to the worker,
 #: so the reservation is a real bound).
@@ -60,22 +62,59 @@ def effective_cap(config_cap: float | None, call_cap: object) -> float | None:
     return cap
 
 
+def tightest_cap(call_cap: float | None, settings: BudgetSettings) -> tuple[float, str] | None:
+    """The smallest cap a single task must fit (the call's, or a session/day/month cap), and its name."""
+    caps = [(c, label) for c, label in ((call_cap, "the budget"), (settings.per_session_usd, "the session cap"),
+                                        (settings.daily_usd, "the daily cap"), (settings.monthly_usd, "the monthly cap"))
+            if c is not None]
+    return min(caps) if caps else None
+
+
 def deployment_price(params: dict[str, Any], info: dict[str, Any]) -> ModelPrice | None:
-    for src in (params, info):
+    """A deployment's own price override (litellm_params first, then model_info). Each must be a finite
+    number >= 0: a config is checked when read; a remote proxy's listing is checked here."""
+    for where, src in (("litellm_params", params), ("model_info", info)):
+        problems = price_override_problems(src, where)
+        if problems:
+            raise ConfigError(f"{problems[0]}.", hint="Give prices as plain numbers of US dollars, e.g. 3e-06.")
         i, o = src.get("input_cost_per_token"), src.get("output_cost_per_token")
         if i is not None and o is not None:
             return ModelPrice(float(i), float(o))
     return None
 
 
+def max_paid_tries(config: Config) -> int:
+    """How many answered (so billable) attempts one call may make: 1 + the largest num_retries the
+    Router may use (router_settings, litellm_settings, a deployment's own; LiteLLM's default is 2)."""
+    found = [config.router.router_settings.get("num_retries"), config.router.litellm_settings.get("num_retries"),
+             *(d.litellm_params.get("num_retries") for d in config.router.model_list)]
+    numbers = [int(n) for n in found if isinstance(n, (int, float)) and not isinstance(n, bool)
+               and math.isfinite(n) and n >= 0]
+    if not numbers and found[0] is None and found[1] is None:
+        numbers = [ROUTER_DEFAULT_RETRIES]
+    return 1 + max(numbers or [0])
+
+
+#: LiteLLM's Router retries this often when no num_retries is configured (openai.DEFAULT_MAX_RETRIES).
+ROUTER_DEFAULT_RETRIES = 2
+#: What the structured-output instruction and the retry turn add around the schema, in characters.
+SCHEMA_OVERHEAD_CHARS = 200
+
+
 class Pricing:
-    """Prices for resolved models: deployment prices from the config first, then the catalog."""
+    """Prices for resolved models: deployment prices from the config first, then the catalog.
+
+    A reservation prices everything a task may send and be billed for: the system prompt, goal and
+    context, an output_schema's text and its one retry (which sends the first answer back), times every
+    attempt the Router may make (`max_paid_tries`), each at max_tokens of output."""
 
     def __init__(self, config: Config, resolver: Resolver, *, cap_usd: float | None, max_tokens: int,
-                 system_prompt: str = "", allow_unpriced: bool = False):
+                 system_prompt: str = "", allow_unpriced: bool = False, cap_label: str = "the budget"):
         self.config, self.resolver = config, resolver
         self.cap_usd, self.max_tokens = cap_usd, max_tokens
         self.system_prompt, self.allow_unpriced = system_prompt, allow_unpriced
+        self.cap_label = cap_label
+        self.tries = max_paid_tries(config)
 
     def price(self, res: Resolution) -> ModelPrice | None:
         """The most expensive deployment the call could land on; None when any price is unknown."""
@@ -91,6 +130,21 @@ class Pricing:
                 return None
             return ModelPrice(max(p.input_per_token for p in prices), max(p.output_per_token for p in prices))
         return self.resolver.catalog.price(res.model)
+
+    def estimate(self, price: ModelPrice, task: Task) -> float:
+        """The most one task may be billed on a model at `price`."""
+        text = self.system_prompt + task.goal + (f"\n\nContext:\n{task.context}" if task.context else "")
+        tokens_in = estimate_tokens(text)
+        mt = self.max_tokens
+        one = tokens_in * price.input_per_token + mt * price.output_per_token
+        schema = getattr(task, "output_schema", None)
+        if schema is not None:
+            schema_tokens = estimate_tokens(json.dumps(schema, ensure_ascii=False, default=str)) + \
+                SCHEMA_OVERHEAD_CHARS // 3
+            one += schema_tokens * price.input_per_token
+            # the retry after a wrong-shape answer: the same prompt plus that answer, and a new answer
+            one += one + (mt + SCHEMA_OVERHEAD_CHARS // 3) * price.input_per_token
+        return one * self.tries
 
     def reservation(self, res: Resolution, task: Task) -> float | None:
         if self.cap_usd is None:
@@ -112,17 +166,19 @@ class Pricing:
                 hint="Pick a priced model (see list_models), set prices in the model_list, "
                      "or set delegation.allow_unpriced: true.",
             )
-        tokens_in = estimate_tokens(self.system_prompt + task.goal + (task.context or ""))
-        return tokens_in * price.input_per_token + self.max_tokens * price.output_per_token
+        return self.estimate(price, task)
 
     def fits(self, amount: float) -> bool:
-        """Whether one reservation of `amount` fits the per-call cap (the plan-time check)."""
+        """Whether one reservation of `amount` fits the tightest cap (the plan-time check)."""
         return self.cap_usd is None or amount <= self.cap_usd
 
     def over_cap(self, res: Resolution, amount: float, why: str = "") -> BudgetError:
+        tries = f" ({self.tries} attempts)" if self.tries > 1 else ""
         return BudgetError(
-            f"One task on {res.model} may cost up to ${amount:.6f}; the budget is ${self.cap_usd:.6f}.{why}",
-            hint=f"Raise budget_usd to at least {amount:.6f}, lower max_tokens, or pick a cheaper model.",
+            f"One task on {res.model} may cost up to ${amount:.6f}{tries}; {self.cap_label} is "
+            f"${self.cap_usd:.6f}.{why}",
+            hint=f"Raise the cap to at least {amount:.6f}, lower max_tokens or num_retries, "
+                 "or pick a cheaper model.",
         )
 
 

@@ -7,10 +7,12 @@
       task_timeout_s: 600
       allow: [small, "anthropic/*"]
       max_tasks: 50
-      budget_usd: 1.00
-      budget: {on_over_budget: refuse}   # or downgrade: move a task that does not fit down `tiers`
+      budget_usd: 1.00     # = budget.per_call_usd
+      budget: {daily_usd: 20, per_session_usd: 5, monthly_usd: 200, timezone: UTC,   # core/caps.py
+               on_over_budget: refuse}   # or downgrade: move a task that does not fit down `tiers`
       tiers: [small, medium, large]      # the ladder, cheapest first (default: the tier aliases, in order)
       auto: {SIMPLE: small, MEDIUM: medium, COMPLEX: large, REASONING: large}   # `model: auto`
+      ledger: true         # the spend ledger (spend/): true = the XDG state dir, a path, or false
     router:                # LiteLLM's own format, for litellm.Router (os.environ/ refs resolved by us)
       model_list: [...]
       router_settings: {...}
@@ -34,6 +36,7 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .auto import check_auto_settings
+from .caps import BudgetSettings, price_override_problems
 
 __all__ = [
     "Config",
@@ -87,14 +90,6 @@ class FilesSettings(_Strict):
     max_task_bytes: int = Field(200_000, ge=1)
 
 
-class BudgetSettings(_Strict):
-    """`delegation.budget`: what happens to a task whose model does not fit the budget."""
-
-    on_over_budget: Literal["refuse", "downgrade"] = Field(
-        "refuse", description="refuse: a typed budget error before anything is sent; downgrade: the task moves "
-                              "down the tier ladder (delegation.tiers) to the best tier that fits")
-
-
 class DelegationSettings(_Strict):
     model: str | None = None
     aliases: dict[str, str] = Field(default_factory=dict)
@@ -105,11 +100,13 @@ class DelegationSettings(_Strict):
     allow: list[str] | None = None
     max_tasks: int = Field(100, ge=1, le=100_000)
     budget_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings, description="caps at every scope (core/caps)")
+    ledger: bool | str = Field(True, description="the spend ledger: true = $XDG_STATE_HOME/hermes-delegate/"
+                                                 "ledger.sqlite3, a path, or false (off)")
     allow_unpriced: bool = False
     max_input_chars: int = Field(200_000, ge=1, description="largest goal+context accepted per task")
     learn_limits: bool = Field(True, description="pace a deployment with no configured rpm/tpm by the rate-limit "
                                                  "headers it sends, and adapt on its 429s when it sends none")
-    budget: BudgetSettings = Field(default_factory=BudgetSettings)
     tiers: list[str] | None = Field(None, description="the tier ladder, cheapest first (downgrade moves down it); "
                                                       "default: the aliases named like tiers, in order")
     auto: dict[str, Any] = Field(default_factory=dict, description="`model: auto`: complexity tier → model "
@@ -136,6 +133,18 @@ class DelegationSettings(_Strict):
             raise ValueError(f"must be a number of US dollars, not {str(v).lower()}")
         return v
 
+    @model_validator(mode="after")
+    def _per_call_alias(self) -> "DelegationSettings":
+        """`budget_usd` is `budget.per_call_usd` by its old name: either may be given, or both if equal."""
+        a, b = self.budget_usd, self.budget.per_call_usd
+        if a is not None and b is not None and a != b:
+            raise ValueError(f"budget_usd ({a}) and budget.per_call_usd ({b}) disagree: give one of them")
+        cap = a if a is not None else b
+        self.budget_usd = cap
+        if self.budget.per_call_usd != cap:
+            self.budget = self.budget.model_copy(update={"per_call_usd": cap})
+        return self
+
     @field_validator("aliases")
     @classmethod
     def _alias_names(cls, v: dict[str, str]) -> dict[str, str]:
@@ -158,6 +167,14 @@ class Deployment(BaseModel):
     def _needs_model(cls, v: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(v.get("model"), str) or not v["model"].strip():
             raise ValueError("litellm_params.model is required (a LiteLLM id such as openai/gpt-4o)")
+        return v
+
+    @field_validator("litellm_params", "model_info")
+    @classmethod
+    def _prices(cls, v: dict[str, Any]) -> dict[str, Any]:
+        problems = price_override_problems(v, "price")  # input_cost_per_token & co: finite, >= 0
+        if problems:
+            raise ValueError("; ".join(p.split(".", 1)[1] for p in problems))
         return v
 
 

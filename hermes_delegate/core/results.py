@@ -35,6 +35,9 @@ class Attempt:
     status: str  # "ok", an HTTP status ("429"), or an error kind ("timeout", "connection", …)
     wait_s: float = 0.0  # time spent waiting before this attempt (backoff, Retry-After, queueing)
     error: str | None = None
+    #: the provider answered this attempt (so it may have billed it), whatever became of the answer
+    paid: bool = False
+    cost_usd: float | None = None  # what the answer cost (None: unknown, e.g. no usage or no price)
 
 
 @dataclass
@@ -54,6 +57,7 @@ class TaskResult:
     duration_s: float = 0.0
     tokens: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0})
     cost_usd: float | None = None  # null when unknown, never 0 by default
+    cost_estimated: bool = False  # a paid attempt's cost was unknown: the caps were charged its reservation
     error: dict[str, Any] | None = None  # {type, message, retryable}
     output: Any = None  # the parsed JSON answer of a task with output_schema
 

@@ -1,4 +1,4 @@
-"""`hermes-delegate`: resolve, models, run, doctor, demo.
+"""`hermes-delegate`: resolve, models, run, doctor, spend, demo.
 
 Exit codes: 0 all tasks completed (or the command succeeded), 1 some tasks did not complete
 (or doctor found problems), 2 usage, spec or config error (message on stderr). `run` and `demo` are
@@ -28,6 +28,7 @@ from typing import Any, Callable, TextIO
 
 from .. import Config, DelegateError, Delegator, finite, load_config, load_tasks
 from .cli_models import cmd_doctor, cmd_models, cmd_resolve
+from .cli_spend import cmd_spend
 from .render import for_people, utf8
 
 __all__ = ["main"]
@@ -69,7 +70,7 @@ class _Context:
         return self._delegator
 
     def engine(self, cfg: Config) -> Delegator:
-        self._delegator = Delegator(cfg)
+        self._delegator = Delegator(cfg, door="cli")  # its own spend session: this invocation
         return self._delegator
 
 
@@ -241,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the batch result as JSON")
     d = sub.add_parser("doctor", parents=[common], help="validate the config; list missing credentials by env var")
     d.add_argument("--json", action="store_true")
+    sp = sub.add_parser("spend", parents=[common], help="spend from the ledger by day, model, deployment, "
+                        "host and session, and the headroom under each cap")
+    sp.add_argument("--since", help="e.g. 7d, 24h, or a date 2026-12-01 (default: everything)")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--plot", metavar="FILE.png", help="draw spend per day stacked by model (matplotlib)")
     demo = sub.add_parser("demo", parents=[common], help="run a mixed-model batch on embedded loopback providers")
     demo.add_argument("--demo-config", help="a config with loopback://NAME api_bases (also --config); "
                       "default: the demo's own")
@@ -262,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The commands that render what the Delegator reports (cli_models.py).
-REPORTS = {"resolve": cmd_resolve, "models": cmd_models, "doctor": cmd_doctor}
+REPORTS = {"resolve": cmd_resolve, "models": cmd_models, "doctor": cmd_doctor, "spend": cmd_spend}
 
 
 def _hermes_home(args: argparse.Namespace) -> str | None:

@@ -117,6 +117,11 @@ def cmd_doctor(args: argparse.Namespace, delegator: Delegator, out: TextIO, prin
             print(f"  {row['group']:<20} {row['model']:<40} credentials {row['credentials']}{env_txt}", file=out)
         if report.get("learned_limits"):
             _print_learned(report, out)
+        spend = report.get("spend") or {}
+        print(f"ledger: {spend.get('ledger') or 'off'}", file=out)
+        for cap in spend.get("caps") or []:
+            left = f", spent ${cap['spent_usd']:.6f}, left ${cap['left_usd']:.6f}" if "left_usd" in cap else ""
+            print(f"  {cap['scope']}: ${cap['cap_usd']:g}{left}", file=out)
         print("ok: no problems found" if not problems else f"{len(problems)} problem(s):", file=out)
         for p in problems:
             print(f"  - {p}", file=out)

@@ -56,6 +56,8 @@ def loopback_config(path: Path, providers: dict[str, LoopbackProvider]) -> Confi
         if name not in providers:
             providers[name] = LoopbackProvider(name, latency_s=DEMO_LATENCY_S.get(name, 1.0)).start()
         params["api_base"] = providers[name].base_url
+    if isinstance(data.get("delegation"), dict):  # the demo's made-up spend stays out of the user's ledger
+        data["delegation"].setdefault("ledger", False)
     return config_from_dict(data, source=str(path), base_dir=path.parent)
 
 

@@ -131,12 +131,27 @@ def to_call_result(text: str) -> types.CallToolResult:
                                 structured_content=data if isinstance(data, dict) else {"value": data})
 
 
+#: Where a client names its session in a tool call's `_meta` (the per-session spend cap is then its own).
+SESSION_META_KEYS = ("hermes_delegate/session", "session_id", "sessionId")
+
+
+def session_of(meta: Any) -> str | None:
+    """The session a client passed in `_meta`, as `mcp:<id>` (at most 200 characters), or None."""
+    if not isinstance(meta, dict):
+        return None
+    for key in SESSION_META_KEYS:
+        value = meta.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+            return f"mcp:{str(value).strip()[:200]}"
+    return None
+
+
 # -- the server -------------------------------------------------------------------------------
 class McpHost:
     """One Delegator and its DelegateTools for the life of the server process."""
 
     def __init__(self, config: Config, *, warm: bool = True, roots: list[str] | None = None):
-        self.delegator = Delegator(config)
+        self.delegator = Delegator(config, door="mcp")  # its session (spend caps): this server process
         self.roots = [os.getcwd(), *(roots or [])]  # where `files` may be read from (+ delegation.files.roots)
         self.tools = DelegateTools(self.delegator, roots=self.roots)
         self.warm_enabled = warm
@@ -163,7 +178,7 @@ class McpHost:
                            output_schema=BATCH_OUTPUT_SCHEMA),
                 types.Tool(name=m["name"], description=m["description"], input_schema=m["parameters"])]
 
-    async def call(self, ctx: Any, name: str, args: Any) -> types.CallToolResult:
+    async def call(self, ctx: Any, name: str, args: Any, meta: Any = None) -> types.CallToolResult:
         if name == self.tools.list_name:
             return to_call_result(await self.tools.list_models(args))
         if name != self.tools.tool_name:
@@ -188,7 +203,8 @@ class McpHost:
                     await ctx.session.report_progress(done, ev.total, msg)
 
         # a Delegator per call (sharing the one Router), so cancelling this call interrupts only its batch
-        call_delegator = self.delegator.derive()
+        # its spend session: the client's, when it passes one in `_meta` (SESSION_META_KEYS), else the server's
+        call_delegator = self.delegator.derive(session=session_of(meta))
         tools = DelegateTools(call_delegator, tool_name=self.tools.tool_name, list_name=self.tools.list_name,
                               roots=self.roots)
         loop = asyncio.get_running_loop()
@@ -224,7 +240,7 @@ def build_server(config: Config, *, warm: bool = True, roots: list[str] | None =
         return types.ListToolsResult(tools=host.list_tools())
 
     async def on_call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        return await host.call(ctx, params.name, params.arguments)
+        return await host.call(ctx, params.name, params.arguments, getattr(params, "meta", None))
 
     server: Server[Any] = Server("hermes-delegate", version=__version__, lifespan=lifespan,
                                  instructions="delegate_task fans subtasks out in parallel, each on the model "

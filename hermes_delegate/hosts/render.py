@@ -58,9 +58,14 @@ def summary_lines(batch: BatchResult) -> list[str]:
     lines = [f"{len(batch.results)} tasks: {counts}",
              f"wall time {batch.total_duration_s:.2f}s vs {total_task:.2f}s summed task time ({speed})",
              f"cost {cost_txt}"]
-    if batch.budget:
-        b = batch.budget
+    b = batch.budget or {}
+    if b.get("cap_usd") is not None:
         lines.append(f"budget: spent ${b['spent_usd']:.6f} of ${b['cap_usd']:.6f} (reserved ${b['reserved_usd']:.6f})")
+    if b.get("today") is not None:
+        t = b["today"]
+        unknown = f", {t['unknown']} unknown" if t.get("unknown") else ""
+        lines.append(f"this call ${b.get('charged_usd', 0.0):.6f}; today ${t['spent_usd']:.6f} of the "
+                     f"${t['cap_usd']:g} daily cap ({t['day']}{unknown})")
     return lines
 
 

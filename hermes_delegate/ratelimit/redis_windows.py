@@ -229,11 +229,8 @@ class RedisWindows:
 
             raise ConfigError("router_settings name a Redis server, but the redis package is not installed.",
                               hint='pip install "hermes-delegate[redis]"') from exc
-        if self._kw["url"]:
-            client = aioredis.from_url(self._kw["url"], password=self._kw["password"], **_fail_fast())
-        else:
-            client = aioredis.Redis(host=self._kw["host"] or "127.0.0.1", port=self._kw["port"] or 6379,
-                                    password=self._kw["password"], **_fail_fast())
+        client = async_client({"redis_url": self._kw["url"], "redis_host": self._kw["host"],
+                               "redis_port": self._kw["port"], "redis_password": self._kw["password"]}, aioredis)
         self._script = client.register_script(_ADMIT)
         self._restamp_script = client.register_script(_RESTAMP)
         self._record_ago = client.register_script(_RECORD_AGO)
@@ -341,15 +338,7 @@ class RedisWindows:
 def read_learned(settings: Mapping[str, Any], prefix: str = "hermes_delegate:") -> dict[str, dict[str, Any]]:
     """Every deployment's learned limits in the Redis that router_settings name (for `models`/`doctor`,
     which call no model): deployment id -> what was learned. Raises the typed limiter_unavailable."""
-    import redis  # noqa: PLC0415
-
-    port = settings.get("redis_port")
-    kw = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": CONNECT_TIMEOUT_S}
-    if settings.get("redis_url"):
-        client = redis.Redis.from_url(settings["redis_url"], password=settings.get("redis_password"), **kw)
-    else:
-        client = redis.Redis(host=settings.get("redis_host") or "127.0.0.1", port=int(port) if port else 6379,
-                             password=settings.get("redis_password"), **kw)
+    client = sync_client(settings)
     try:
         out: dict[str, dict[str, Any]] = {}
         keys = list(client.scan_iter(match=f"{prefix}learned:*", count=500))
@@ -391,6 +380,30 @@ def litellm_cache_kwargs() -> dict[str, Any]:
     warnings.filterwarnings("ignore", message="A synchronous redis.retry.Retry was passed to an asyncio client",
                             category=UserWarning)
     return kw
+
+
+def async_client(settings: Mapping[str, Any], aioredis: Any = None) -> Any:
+    """A redis.asyncio client for the server router_settings name (redis_url, or redis_host/port), failing
+    fast (no client-side retries, short timeouts)."""
+    if aioredis is None:
+        import redis.asyncio as aioredis  # noqa: PLC0415
+    port = settings.get("redis_port")
+    if settings.get("redis_url"):
+        return aioredis.from_url(settings["redis_url"], password=settings.get("redis_password"), **_fail_fast())
+    return aioredis.Redis(host=settings.get("redis_host") or "127.0.0.1", port=int(port) if port else 6379,
+                          password=settings.get("redis_password"), **_fail_fast())
+
+
+def sync_client(settings: Mapping[str, Any]) -> Any:
+    """The same server, for a command that calls no model (models, doctor, spend)."""
+    import redis  # noqa: PLC0415
+
+    port = settings.get("redis_port")
+    kw = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": CONNECT_TIMEOUT_S}
+    if settings.get("redis_url"):
+        return redis.Redis.from_url(settings["redis_url"], password=settings.get("redis_password"), **kw)
+    return redis.Redis(host=settings.get("redis_host") or "127.0.0.1", port=int(port) if port else 6379,
+                       password=settings.get("redis_password"), **kw)
 
 
 def _fail_fast() -> dict[str, Any]:

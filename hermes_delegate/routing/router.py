@@ -10,7 +10,9 @@ only when a price is known.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -328,19 +330,39 @@ class RouterHandle:
                 attempts[-1].status, attempts[-1].error = "bad_response", f"a 200 response with {what}"
             else:
                 attempts.append(Attempt(dep, "bad_response", 0.0, f"a 200 response with {what}"))
+            with contextlib.suppress(ProviderError):  # an answer, billed even when unusable
+                self._charge(response, attempts[-1], model_id)
             err = ProviderError("bad_response", f"The provider returned {what}.", unusable_200=True)
             raise err
         if not attempts or attempts[-1].status != "ok":
             attempts.append(Attempt(dep, "ok", 0.0))
         if model_id:
             dep.limits = self.gate.describe(str(model_id)) or None
-        usage = getattr(response, "usage", None)
-        tokens = {"input": int(getattr(usage, "prompt_tokens", 0) or 0),
-                  "output": int(getattr(usage, "completion_tokens", 0) or 0)}
-        cost = hidden.get("response_cost")
-        cost_usd = float(cost) if cost is not None and self.price_known(model_id) else None
+        tokens, cost_usd = self._charge(response, attempts[-1], model_id)
         text = getattr(message, "content", None) or ""
         return Completion(response, text, dep, attempts, tokens, cost_usd)
+
+    def _charge(self, response: Any, attempt: Attempt, model_id: Any) -> tuple[dict[str, int], float | None]:
+        """An answered attempt is paid: its tokens and cost (LiteLLM's `response_cost`, where the price is
+        known; None when unknown or when the answer carried no usage). Negative or non-finite usage is a
+        `bad_response` (never a credit); the attempt stays paid at an unknown cost."""
+        attempt.paid = True
+        usage = getattr(response, "usage", None)
+        raw = (getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
+        numbers = [v for v in raw if v is not None]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+               for v in numbers):
+            attempt.status, attempt.error = "bad_response", f"usage {raw[0]!r} in / {raw[1]!r} out"
+            raise ProviderError("bad_response", "The provider reported negative or non-finite token usage.",
+                                hint="Its answer was dropped; the call is charged at its reservation.")
+        tokens = {"input": int(raw[0] or 0), "output": int(raw[1] or 0)}
+        cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+        cost_usd: float | None = None
+        if (usage is not None and any(numbers) and isinstance(cost, (int, float)) and math.isfinite(cost)
+                and cost >= 0 and self.price_known(model_id)):
+            cost_usd = float(cost)
+        attempt.cost_usd = cost_usd
+        return tokens, cost_usd
 
 
 def _retrieve_redis_pings() -> None:

@@ -19,9 +19,10 @@ import json
 import os
 import threading
 import time
+import uuid
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ..core.budget import DEFAULT_RESERVE_TOKENS, Budget, Pricing, effective_cap
+from ..core.budget import DEFAULT_RESERVE_TOKENS, Pricing, effective_cap, tightest_cap
 from ..core.config import Config
 from ..sources.config_file import load_config
 from ..core.errors import DelegateError, ProviderError, TaskPayloadError, UsageError
@@ -116,8 +117,13 @@ class Delegator:
 
     def __init__(self, config: Config | None = None, *, worker: Worker | None = None,
                  parent_model: str | None = None, env: Mapping[str, str] | None = None,
-                 router: Any = None):
+                 router: Any = None, session: str | None = None, tree_root: str | None = None,
+                 door: str | None = None):
         self.config = config or Config()
+        #: the spend scopes of this engine's batches: its session (a CLI run, an MCP session, a hermes
+        #: session), the delegation tree it belongs to, and which host it serves
+        self.session = session or uuid.uuid4().hex[:12]
+        self.tree_root, self.door = tree_root or self.session, door
         self.env = os.environ if env is None else env
         self.resolver = resolver_for(self.config, env=self.env)
         self.allowlist = Allowlist(self.config.delegation.allow, self.resolver)
@@ -174,10 +180,14 @@ class Delegator:
             self._worker = CompletionWorker(self.router)
         return self._worker
 
-    def derive(self, *, worker: Worker | None = None, parent_model: str | None = None) -> "Delegator":
+    def derive(self, *, worker: Worker | None = None, parent_model: str | None = None,
+               session: str | None = None, tree_root: str | None = None) -> "Delegator":
         """A Delegator on the same config, Resolver and Router, with its own worker, parent model and
-        interrupt (hosts keep one Delegator per config and derive one per call)."""
-        d = Delegator(self.config, worker=worker, parent_model=parent_model, env=self.env, router=self.router)
+        interrupt (hosts keep one Delegator per config and derive one per call). `session` and
+        `tree_root` pick the spend scopes its batches draw from (default: this Delegator's)."""
+        d = Delegator(self.config, worker=worker, parent_model=parent_model, env=self.env, router=self.router,
+                      session=session or self.session, tree_root=tree_root or (self.tree_root if session is None
+                                                                              else None), door=self.door)
         d.resolver, d.allowlist, d.redactor = self.resolver, self.allowlist, self.redactor
         d.auto_classifier = self.auto_classifier
         return d
@@ -290,7 +300,8 @@ class Delegator:
     # -- planning (pure) --------------------------------------------------------------------
     def _max_tokens(self, cap: float | None) -> int | None:
         mt = self.config.delegation.max_tokens
-        return mt if mt or cap is None else DEFAULT_RESERVE_TOKENS
+        capped = cap is not None or self.config.delegation.budget.shared  # a reservation bounds the output
+        return mt if mt or not capped else DEFAULT_RESERVE_TOKENS
 
     def plan(self, tasks: Sequence[Task | Mapping[str, Any] | str], *, model: str | None = None,
              budget_usd: float | None = None, roots: Iterable[str | os.PathLike[str]] | None = None,
@@ -309,8 +320,10 @@ class Delegator:
                          else task_files.attach_files(tasks, task_files.policy_for(self, roots)))
             cap = effective_cap(s.budget_usd, budget_usd)
             pricing = None
-            if cap is not None:
-                pricing = Pricing(self.config, self.resolver, cap_usd=cap, max_tokens=self._max_tokens(cap) or 0,
+            tightest = tightest_cap(cap, s.budget)
+            if tightest is not None:
+                pricing = Pricing(self.config, self.resolver, cap_usd=tightest[0],
+                                  max_tokens=self._max_tokens(tightest[0]) or 0, cap_label=tightest[1],
                                   system_prompt=s.system_prompt, allow_unpriced=s.allow_unpriced)
             planned = plan_batch(tasks, self.resolver, s, call_model=model,
                                  parent_model=self.parent_model, allow=self.allowlist, pricing=pricing,
@@ -369,16 +382,42 @@ class Delegator:
                         await asyncio.sleep(0)
             if self._router is not None and self._router.built:
                 self._router.new_batch()  # shared windows found down before are tried again
-            budget = Budget(cap) if cap is not None else None
+            budget = self._account(cap)
             t0 = time.perf_counter()
             results = await fan_out(planned, self.worker, system_prompt=s.system_prompt,
                                     max_concurrency=concurrency,
                                     timeout_s=s.task_timeout_s, max_tokens=self._max_tokens(cap),
-                                    budget=budget, on_event=on_event, stop=stop, redactor=self.redactor)
+                                    budget=budget if budget.active else None, on_event=on_event, stop=stop,
+                                    redactor=self.redactor)
+            await budget.close()
+            await budget.read_today()
         finally:
             with self._lock:
                 self._stops.discard(key)
         return BatchResult(results, time.perf_counter() - t0, budget.report() if budget else None)
+
+    @property
+    def store(self) -> Any:
+        """Where this engine's caps and ledger live (spend.open_store: SQLite or Redis), or None (off)."""
+        from ..spend import open_store  # noqa: PLC0415
+
+        return open_store(self.config, self.resolver.env)
+
+    def _account(self, cap: float | None) -> Any:
+        from ..spend.account import SpendAccount  # noqa: PLC0415
+
+        s = self.config.delegation
+        account = SpendAccount(call_cap=cap, settings=s.budget, store=self.store, session=self.session,
+                               tree_root=self.tree_root, door=self.door)
+        account.ledger = s.ledger is not False
+        return account
+
+    def spend_report(self, *, since: float | None = None) -> dict[str, Any]:
+        """The ledger summed by day, model, deployment, host and session, with the headroom under each cap
+        (`hermes-delegate spend`)."""
+        from ..spend.report import spend_report  # noqa: PLC0415
+
+        return spend_report(self, since=since)
 
     def interrupt(self) -> None:
         """Stop every running batch of this Delegator: unfinished tasks end `interrupted`.

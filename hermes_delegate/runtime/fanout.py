@@ -12,8 +12,6 @@ from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 from ..routing._litellm import to_provider_error
-from ..core.budget import Budget
-from ..core.downgrade import first_fit
 from ..core.errors import ProviderError
 from ..core.planning import PlannedTask
 from ..core.results import ProgressEvent, TaskResult
@@ -64,7 +62,7 @@ def _emit(cb: EventCallback | None, event: ProgressEvent, redactor: Any = None) 
 
 async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prompt: str,
                   max_concurrency: int, timeout_s: float | None, max_tokens: int | None = None,
-                  budget: Budget | None = None, on_event: EventCallback | None = None,
+                  budget: Any = None, on_event: EventCallback | None = None,
                   stop: asyncio.Event | None = None, redactor: Any = None) -> list[TaskResult]:
     """Run every planned task; return one result per task, in input order."""
     total = len(planned)
@@ -75,25 +73,22 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
 
     async def one(slot: int, p: PlannedTask) -> None:
         started: float | None = None
-        reserved = 0.0
-        charge_reservation = False
+        held = False
+        sent = True  # unknown: a task cut short may have been answered (and billed)
         res = _base(p, "interrupted")
         try:
             async with sem:
                 if budget is not None:
-                    while not budget.try_reserve(p.reserve_usd or 0.0):
-                        if not budget.in_flight:  # it will not fit: a cheaper tier (downgrade), else skipped
-                            rung = first_fit(p.fallbacks, lambda r: budget.try_reserve(r.reserve_usd or 0.0))
-                            if rung is not None:
-                                p = p.downgraded(rung)
-                                break
-                            res = _base(p, "skipped_budget")
-                            res.error = {"type": "budget", "retryable": False,
-                                         "message": f"Not started: the batch budget of ${budget.cap_usd} "
-                                                    f"would be passed (spent ${budget.spent_usd:.6f})."}
-                            return
-                        await budget.wait_for_change()
-                    reserved = p.reserve_usd or 0.0
+                    refused = await budget.reserve(p.index, p.reserve_usd)
+                    for rung in p.fallbacks if refused is not None else ():  # a cheaper tier (downgrade)
+                        if await budget.reserve(p.index, rung.reserve_usd) is None:
+                            p, refused = p.downgraded(rung), None
+                            break
+                    if refused is not None:
+                        res = _base(p, "skipped_budget")
+                        res.error = {"type": "budget", "retryable": False, "message": refused}
+                        return
+                    held = True
                 started = time.perf_counter()
                 _emit(on_event, ProgressEvent("start", p.index, total, p.goal, p.resolution.model), redactor)
                 job = Job(p.index, p.task.goal, p.task.context, p.resolution, p.model_source, system_prompt,
@@ -102,8 +97,8 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                     async with asyncio.timeout(timeout_s):
                         out = await worker.run(job)
                 except TimeoutError as exc:
-                    charge_reservation = True
                     res = _base(p, "timeout")
+                    sent = not getattr(exc.__cause__, "queued", None)
                     # what was tried before the clock ran out (RouterHandle puts it on the cancellation)
                     res.attempts = list(getattr(exc.__cause__, "attempts", None) or [])
                     msg = f"The task did not finish within {timeout_s:g} s."
@@ -121,7 +116,7 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                 res.deployment, res.attempts = out.deployment, out.attempts
                 res.output = getattr(out, "output", None)
         except asyncio.CancelledError as exc:
-            charge_reservation = True
+            sent = started is not None and not getattr(exc, "queued", None)
             res = _base(p, "interrupted")
             res.error = {"type": "interrupted", "retryable": True, "message": "The batch was interrupted."}
             res.attempts = list(getattr(exc, "attempts", None) or [])
@@ -134,9 +129,9 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
         finally:
             if started is not None:
                 res.duration_s = round(time.perf_counter() - started, 4)
-            if budget is not None and reserved:
-                actual = res.cost_usd if res.status == "completed" else (None if charge_reservation else 0.0)
-                budget.settle(reserved, actual)
+            if budget is not None and held:  # every paid attempt charged, whatever the status; one commit
+                await asyncio.shield(budget.settle(p.index, p.reserve_usd, res, sent=sent,
+                                                   ledger=getattr(budget, "ledger", True)))
             if redactor is not None:
                 _redact_result(res, redactor)
             results[slot] = res

@@ -268,6 +268,21 @@ def doctor_report(delegator: Delegator) -> dict[str, Any]:
         report.update(learned_limits(delegator))
     except ConfigError as exc:  # a Redis setting given as an os.environ/ reference, bad once resolved
         problems.append(exc.message)
+    report["spend"] = spend_summary(delegator)
     if "learned_limits_error" in report:  # every run would fail typed (limiter_unavailable)
         problems.append(f"router_settings: {report['learned_limits_error']}")
     return report
+
+
+def spend_summary(delegator: Any) -> dict[str, Any]:
+    """For doctor: where the ledger is, and each cap (spent and left where the store is readable)."""
+    from ..spend import ledger_location  # noqa: PLC0415
+
+    b = delegator.config.delegation.budget
+    out: dict[str, Any] = {"ledger": ledger_location(delegator.config, delegator.resolver.env),
+                           "timezone": b.timezone or "local", "on_over_budget": b.on_over_budget}
+    try:
+        out["caps"] = delegator.spend_report()["caps"] if out["ledger"] else []
+    except Exception as exc:  # noqa: BLE001 - doctor reports what it cannot read
+        out["caps"], out["error"] = [], f"{type(exc).__name__}"
+    return out

@@ -50,9 +50,10 @@ def _tools(delegator: Any) -> Any:
                          index_key="task_index")
 
 
-def _delegator(base: Any, *, parent_model: str | None, worker: Any = None) -> Any:
-    # one per call (its own interrupt), sharing the plugin's one Router instead of building one per call
-    return base.derive(worker=worker, parent_model=parent_model)
+def _delegator(base: Any, *, parent_model: str | None, worker: Any = None, session: str | None = None) -> Any:
+    # one per call (its own interrupt), sharing the plugin's one Router instead of building one per call;
+    # its spend session is the root of the delegation tree (a nested child draws from the root's caps)
+    return base.derive(worker=worker, parent_model=parent_model, session=session and f"hermes:{session}")
 
 
 # -- the gates takeover.routed_delegate_task applies -------------------------------------------
@@ -86,7 +87,7 @@ def _role(r: Any) -> str:
 class Call:
     def __init__(self, parent: Any, cfg: Any, dt: Any, *, role: Any = None, roles: dict[int, Any] | None = None,
                  max_iterations: Any = None):
-        from .worker import Batch, HermesWorker  # noqa: PLC0415
+        from .worker import Batch, HermesWorker, tree_root  # noqa: PLC0415
 
         self.parent, self.dt = parent, dt
         hermes_cfg = dt._load_config() or {}
@@ -98,7 +99,7 @@ class Call:
         self.watch_parent = True  # False once detached into a background batch
         self.stopped = False
         self.delegator = _delegator(self.batch.handle, parent_model=parent_mod.parent_model(parent),
-                                    worker=HermesWorker(self.batch))
+                                    worker=HermesWorker(self.batch), session=tree_root(parent))
         self.lines: queue.Queue[str] = queue.Queue()
         self.results: dict[int, Any] = {}
 
@@ -138,6 +139,9 @@ class Call:
         finally:
             self.batch.close()
             hermes_api.restore_tool_names(self.batch.tool_names)
+        spend = spend_line(out)
+        if spend:
+            self.lines.put(spend)
         self._print_progress()
         self._after()
         return _hermes_keys(self._budget_summaries(out))
@@ -259,3 +263,19 @@ def list_models(args: Any = None, **kw: Any) -> str:
     parent = parent_mod.find_parent(kw.get("session_id"))
     d = _delegator(runtime.delegator_for(cfg), parent_model=parent_mod.parent_model(parent) if parent else None)
     return _hermes_keys(runtime.submit(_tools(d).list_models(args)).result())
+
+
+def spend_line(out: str) -> str | None:
+    """The end-of-batch line: the call's cost and, under a daily cap, the day's spend against it."""
+    try:
+        data = json.loads(out)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("cost"), dict):
+        return None
+    total = data["cost"].get("total_usd")
+    line = f"cost {'unknown' if total is None else f'${total:.6f}'}"
+    today = (data.get("budget") or {}).get("today")
+    if isinstance(today, dict):
+        line += f"; today ${today.get('spent_usd', 0.0):.6f} of the ${today.get('cap_usd', 0):g} daily cap"
+    return line

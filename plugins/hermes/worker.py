@@ -80,6 +80,8 @@ class Batch:
                 hermes_api.restore_tool_names(self.tool_names)
         child._delegate_saved_tool_names = self.tool_names
         child._hermes_delegate_child = True
+        # the delegation tree shares one budget: a child that delegates again draws from the root's caps
+        child._hermes_delegate_tree_root = tree_root(self.parent)
         _strip_own_tools(child)
         if routed:
             child._fallback_chain, child._fallback_model = [], None  # never fall back to hermes's provider
@@ -204,3 +206,8 @@ def _output(entry: dict[str, Any], child: Any, session: Any) -> Any:
 
 def _attempts(session: Any) -> list:
     return [a for c in (session.completions if session is not None else []) for a in c.attempts]
+
+
+def tree_root(agent: Any) -> str | None:
+    """The session id of the root of `agent`'s delegation tree (its own, for a top-level agent)."""
+    return getattr(agent, "_hermes_delegate_tree_root", None) or getattr(agent, "session_id", None)

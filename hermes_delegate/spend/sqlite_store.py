@@ -1,0 +1,213 @@
+"""The spend store on one machine: a SQLite file (stdlib `sqlite3`, WAL), by default
+`$XDG_STATE_HOME/hermes-delegate/ledger.sqlite3`.
+
+Three tables: `holds` (one row per reservation and scope: owner, amount, lease expiry), `spent` (per scope
+key: dollars settled and how many settled tasks had an unknown cost) and `ledger` (one row per settled
+task). A reservation checks and takes every scope in one `BEGIN IMMEDIATE` transaction, so processes
+sharing the file never pass a cap together; a settlement moves the hold to `spent` and appends the
+ledger row in one commit, so a crash loses no settled row. Every call runs off the event loop (its executor), one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..core.caps import Scope
+
+__all__ = ["SqliteStore", "default_ledger_path", "LEDGER_COLUMNS"]
+
+LEDGER_COLUMNS = ("ts", "day", "status", "cost_usd", "charged_usd", "estimated", "tokens_in", "tokens_out",
+                  "model", "deployment", "provider", "api_host", "host", "door", "session", "tree_root",
+                  "error_type", "task_index")
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS holds (id TEXT NOT NULL, scope TEXT NOT NULL, amount REAL NOT NULL, owner TEXT NOT NULL,
+                                  expires REAL NOT NULL, PRIMARY KEY (id, scope));
+CREATE INDEX IF NOT EXISTS holds_scope ON holds (scope, expires);
+CREATE TABLE IF NOT EXISTS spent (scope TEXT PRIMARY KEY, usd REAL NOT NULL DEFAULT 0,
+                                  unknown INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY, {", ".join(LEDGER_COLUMNS)});
+CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
+"""
+
+
+def default_ledger_path(env: Any = None) -> Path:
+    """`$XDG_STATE_HOME/hermes-delegate/ledger.sqlite3` (default `~/.local/state/...`)."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "hermes-delegate" / "ledger.sqlite3"
+
+
+class SqliteStore:
+    """Caps and ledger in one SQLite file. Open lazily: nothing is created until the first write or read."""
+
+    shared_across_machines = False
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path).expanduser()
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: list[tuple[Any, Any, tuple[Any, ...]]] = []
+        self._flushing = False
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    # -- the connection, on the store's thread ----------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # a process crash loses no commit in WAL mode
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def _tx(self, fn: Any) -> Any:
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return out
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        # the loop's own executor: its threads end with the loop (no thread of ours outlives a batch);
+        # one connection, every use under self._lock
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    # -- caps ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _state(db: sqlite3.Connection, scope: str, now: float) -> tuple[float, float, int]:
+        row = db.execute("SELECT usd, unknown FROM spent WHERE scope = ?", (scope,)).fetchone()
+        held = db.execute("SELECT COALESCE(SUM(amount), 0) FROM holds WHERE scope = ? AND expires >= ?",
+                          (scope, now)).fetchone()[0]
+        return (row[0] if row else 0.0), float(held), (row[1] if row else 0)
+
+    def reserve_sync(self, hold_id: str, owner: str, scopes: Sequence[Scope], amount: float,
+                     lease_s: float) -> tuple[Scope, float, float] | None:
+        """Hold `amount` in every scope, or in none: None, or (the scope refusing, its spent, its held)."""
+        def run(db: sqlite3.Connection) -> tuple[Scope, float, float] | None:
+            now = time.time()
+            db.execute("DELETE FROM holds WHERE expires < ?", (now,))
+            for s in scopes:
+                spent, held, _ = self._state(db, s.key, now)
+                if spent + held + amount > s.cap_usd + 1e-12:
+                    return s, spent, held
+            db.executemany("INSERT OR REPLACE INTO holds VALUES (?, ?, ?, ?, ?)",
+                           [(hold_id, s.key, amount, owner, now + lease_s) for s in scopes])
+            return None
+        return self._tx(run)
+
+    async def reserve(self, hold_id: str, owner: str, scopes: Sequence[Scope], amount: float,
+                      lease_s: float) -> tuple[Scope, float, float] | None:
+        return await self._call(self.reserve_sync, hold_id, owner, scopes, amount, lease_s)
+
+    @staticmethod
+    def _apply_settle(db: sqlite3.Connection, hold_id: str | None, scope_keys: Sequence[str], usd: float,
+                      unknown: bool, row: dict[str, Any] | None) -> None:
+        if hold_id is not None:
+            db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
+        for key in scope_keys:
+            db.execute("INSERT INTO spent (scope, usd, unknown) VALUES (?, ?, ?) ON CONFLICT(scope) DO UPDATE "
+                       "SET usd = usd + excluded.usd, unknown = unknown + excluded.unknown",
+                       (key, usd, int(unknown)))
+        if row is not None:
+            db.execute(f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) VALUES "
+                       f"({', '.join('?' * len(LEDGER_COLUMNS))})", [row.get(c) for c in LEDGER_COLUMNS])
+
+    def settle_sync(self, hold_id: str | None, scope_keys: Sequence[str], usd: float, unknown: bool,
+                    row: dict[str, Any] | None) -> None:
+        self._tx(lambda db: self._apply_settle(db, hold_id, scope_keys, usd, unknown, row))
+
+    async def settle(self, hold_id: str | None, scope_keys: Sequence[str], usd: float, unknown: bool,
+                     row: dict[str, Any] | None) -> None:
+        """Returns once the settlement is committed. Settlements that arrive while one commit is under way
+        share the next (group commit): each still waits for the commit holding its row, never longer."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((loop, fut, (hold_id, scope_keys, usd, unknown, row)))
+            start = not self._flushing
+            self._flushing = True
+        if start:
+            loop.run_in_executor(None, self._flush)
+        await fut
+
+    def _flush(self) -> None:
+        while True:
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._flushing = False
+                    return
+            error: BaseException | None = None
+            try:
+                self._tx(lambda db: [self._apply_settle(db, *args) for _, _, args in batch])
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter of this commit
+                error = exc
+            for loop, fut, _ in batch:
+                def done(f: asyncio.Future[None] = fut, e: BaseException | None = error) -> None:
+                    if not f.done():
+                        f.set_exception(e) if e is not None else f.set_result(None)
+                try:
+                    loop.call_soon_threadsafe(done)
+                except RuntimeError:  # that loop has closed
+                    pass
+
+    async def renew(self, hold_ids: Iterable[str], lease_s: float) -> None:
+        ids = list(hold_ids)
+
+        def run(db: sqlite3.Connection) -> None:
+            db.executemany("UPDATE holds SET expires = ? WHERE id = ?", [(time.time() + lease_s, i) for i in ids])
+        if ids:
+            await self._call(self._tx, run)
+
+    async def release(self, hold_ids: Iterable[str]) -> None:
+        ids = list(hold_ids)
+        if ids:
+            await self._call(self._tx, lambda db: db.executemany("DELETE FROM holds WHERE id = ?",
+                                                                 [(i,) for i in ids]))
+
+    # -- reading (the `spend` command, doctor, headroom) ---------------------------------------------
+    def scope_states(self, keys: Sequence[str]) -> dict[str, dict[str, float]]:
+        """{scope: {spent_usd, reserved_usd, unknown}} as of now (nothing created if the file is absent)."""
+        if not self.path.exists():
+            return {k: {"spent_usd": 0.0, "reserved_usd": 0.0, "unknown": 0} for k in keys}
+        with self._lock:
+            db = self._db()
+            now = time.time()
+            out = {}
+            for k in keys:
+                spent, held, unknown = self._state(db, k, now)
+                out[k] = {"spent_usd": round(spent, 10), "reserved_usd": round(held, 10), "unknown": unknown}
+            return out
+
+    def rows(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Every ledger row (since a unix time), oldest first."""
+        if not self.path.exists():
+            return []
+        with self._lock:
+            cur = self._db().execute(f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger WHERE ts >= ? ORDER BY ts",
+                                     (since or 0.0,))
+            return [dict(zip(LEDGER_COLUMNS, r)) for r in cur.fetchall()]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

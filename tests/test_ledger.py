@@ -290,7 +290,7 @@ def test_nested_hermes_delegation_draws_from_the_root_sessions_cap(tmp_path: Pat
     with LoopbackProvider("parent") as parent:
         parent.responder = parent_responder({"nest": {"tasks": [{"goal": "orchestrate the review", "model": "priced",
                                                                  "role": "orchestrator"}]}}, tool="delegate_task")
-        home = make_home(tmp_path, {**data["delegation"], "router": data["router"]}, legacy=False, builtin=True,
+        home = make_home(tmp_path, {**data["delegation"], "router": data["router"]}, builtin=True,
                          extra={"delegation": {"max_spawn_depth": 2}})
         out = run_scenario(home, parent_url=parent.base_url,
                            conversations=[{"user": "run:nest", "disabled_toolsets": [], "wait_background": True}],

@@ -104,11 +104,13 @@ def test_failed_task_after_paid_attempts_is_charged(tmp_path: Path):
 
 
 def test_reservation_prices_the_output_schema_and_its_retry(tmp_path: Path):
-    """A large schema is sent with every attempt: a cap it cannot fit refuses before anything is sent."""
-    schema = {"type": "object", "properties": {f"field_{i}": {"type": "string", "description": "x" * 40}
-                                               for i in range(2000)}}
+    """A large schema is sent with every attempt: a cap it cannot fit refuses before anything is sent.
+    (~32 KB of schema, within the schema rules' bounds: ~$0.01 a send, sent twice with its retry, on top
+    of ~$0.01 of output; without the schema a task reserves ~$0.01, under the $0.02 cap.)"""
+    schema = {"type": "object", "properties": {f"field_{i}": {"type": "string", "description": "x" * 60}
+                                               for i in range(300)}}
     with Provider(lambda body: reply("{}", {"prompt_tokens": 40_000, "completion_tokens": 2})) as p:
-        d = Delegator(config_from_dict(priced(p.base_url, tmp_path, budget_usd=0.05)), env={})
+        d = Delegator(config_from_dict(priced(p.base_url, tmp_path, budget_usd=0.02)), env={})
         with pytest.raises(BatchValidationError) as info:
             d.run_sync([Task(f"t{i}", model="priced", output_schema=schema) for i in range(3)])
         assert p.requests == []

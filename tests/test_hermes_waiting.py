@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from conftest import LoopbackPair, loopback_config
 from hermes_delegate import Delegator, ProviderError
-from hermes_delegate_hermes import middleware, waiting
+from hermes_delegate_hermes import middleware, runtime, waiting
 
 
 class CompletesInTheWindow(concurrent.futures.Future):
@@ -97,14 +96,9 @@ def test_polls_call_between_until_the_future_is_done():
 
 # -- the llm_execution middleware, over a real Delegator and a loopback provider ----------------
 @pytest.fixture
-def plugin_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="test-plugin-loop", daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+def plugin_loop() -> asyncio.AbstractEventLoop:
+    """The plugin's own loop (a daemon thread, stopped at interpreter exit), as the worker passes it."""
+    return runtime.loop()
 
 
 @pytest.fixture

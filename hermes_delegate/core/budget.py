@@ -9,15 +9,25 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .catalog import ModelPrice
 from .errors import BudgetError
 
 if TYPE_CHECKING:
     from .config import Config
-    from .planning import Task
     from .resolver import Resolution, Resolver
+
+
+class TaskText(Protocol):
+    """What a reservation reads of a task (a planning.Task; planning imports this module, so the
+    type is named here, not imported from there)."""
+
+    @property
+    def goal(self) -> str: ...
+
+    @property
+    def context(self) -> str | None: ...
 
 __all__ = ["Pricing", "Budget", "effective_cap", "DEFAULT_RESERVE_TOKENS", "estimate_tokens"]
 
@@ -92,7 +102,7 @@ class Pricing:
             return ModelPrice(max(p.input_per_token for p in prices), max(p.output_per_token for p in prices))
         return self.resolver.catalog.price(res.model)
 
-    def reservation(self, res: Resolution, task: Task) -> float | None:
+    def reservation(self, res: Resolution, task: TaskText) -> float | None:
         if self.cap_usd is None:
             return None
         price = self.price(res)

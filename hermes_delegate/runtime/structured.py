@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from ..core.errors import ProviderError, TaskPayloadError
 
 if TYPE_CHECKING:
+    from ..core.resolver import Resolution
     from ..routing.router import RouterHandle
-    from .worker import Job
+
+
+class Routed(Protocol):
+    """What the rules read of a job (a worker.Job; worker imports this module, so the type is named
+    here, not imported from there)."""
+
+    @property
+    def resolution(self) -> Resolution: ...
 
 __all__ = ["check_output_schema", "supports_json_schema", "parse_and_validate", "instruction", "response_format",
            "retry_message", "bad_output"]
@@ -65,7 +73,7 @@ def parse_and_validate(text: str, schema: Mapping[str, Any]) -> tuple[Any, str |
     return value, None
 
 
-def supports_json_schema(router: RouterHandle, job: Job) -> bool:
+def supports_json_schema(router: RouterHandle, job: Routed) -> bool:
     """True when every deployment the task may land on supports response_format json_schema."""
     from ..routing._litellm import import_litellm  # noqa: PLC0415
 

@@ -34,9 +34,10 @@ META_KEY = "hermes_delegate_call"
 
 
 def _call_id(data: Mapping[str, Any] | None) -> str | None:
-    meta = (data or {}).get("metadata") or {}
-    lp_meta = ((data or {}).get("litellm_params") or {}).get("metadata") or {}
-    return meta.get(META_KEY) or lp_meta.get(META_KEY)
+    if not data:
+        return None
+    found = (data.get("metadata") or {}).get(META_KEY)  # asked several times per request: the cheap place first
+    return found or ((data.get("litellm_params") or {}).get("metadata") or {}).get(META_KEY)
 
 
 def _model_id(data: Mapping[str, Any]) -> str | None:

@@ -78,7 +78,8 @@ def test_a_result_key_left_only_in_a_comment_or_a_docstring_is_reported(hermes_t
 
 def test_the_plugin_managers_cli_reference_and_the_spinners_print_above_are_checked(hermes_tree):
     _edit(hermes_tree, "hermes_cli/plugins.py", "self._cli_ref = None", "# self._cli_ref = None")
-    _edit(hermes_tree, "agent/display.py", "    def print_above(", "    # def print_above(self, text)\n    def print_line(")
+    _edit(hermes_tree, "agent/display.py", "    def print_above(",
+          "    # def print_above(self, text)\n    def print_line(")
     assert hermes_api.source_problems(hermes_tree) == [
         "the plugin manager no longer sets _cli_ref (hermes_cli/plugins.py)",
         "the spinner has no print_above() (agent/display.py)",

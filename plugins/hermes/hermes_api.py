@@ -23,7 +23,6 @@ import ast
 import inspect
 import io
 import logging
-import re
 import sys
 import threading
 import tokenize

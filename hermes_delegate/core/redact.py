@@ -33,9 +33,16 @@ _PATTERNS = [
     (re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token|sig)=)[^&\s#]+"), r"\1***"),
     (re.compile(r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s,}]{6,}"), r"\1***"),
 ]
-#: For each shape, strings one of which its match always contains (lower-cased): text without any of
-#: them (most text) skips that shape's regex, the costly part of redacting text that holds no secret.
-_NEEDLES = (("://",), ("bearer", "basic"), ("sk-",), ("=",), ("api", "authorization"))
+#: For a shape (by its pattern's text), strings one of which its every match contains, case-folded:
+#: text without any of them (most text) skips that regex, the costly part of redacting text that holds
+#: no secret. A shape not listed here (or whose pattern changed) always runs.
+_NEEDLES: dict[str, tuple[str, ...]] = {
+    r"(?i)(://)([^/\s:@]+):([^/\s@]+)@": ("://",),
+    r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}": ("bearer", "basic"),
+    r"\bsk-[A-Za-z0-9_-]{8,}": ("sk-",),
+    r"(?i)([?&](?:api[_-]?key|key|token|access_token|sig)=)[^&\s#]+": ("=",),
+    r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s,}]{6,}": ("api", "authorization"),
+}
 _MIN_SECRET_LEN = 6
 
 
@@ -132,8 +139,9 @@ class Redactor:
             if s in text:
                 text = text.replace(s, "***")
         low = text.casefold()  # a superset of what (?i) matches: never skips a match
-        for (pat, rep), needles in zip(_PATTERNS, _NEEDLES):
-            if any(n in low for n in needles):
+        for pat, rep in _PATTERNS:
+            needles = _NEEDLES.get(pat.pattern)
+            if needles is None or any(n in low for n in needles):
                 text = pat.sub(rep, text)
         return text
 

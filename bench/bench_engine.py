@@ -3,6 +3,7 @@
     python bench/bench_engine.py            # 500 tasks, 3 alternating rounds (~75 s)
     python bench/bench_engine.py --quick    # 100 tasks, 1 round (~15 s)
     python bench/bench_engine.py --ledger   # issue 22: ours with the spend ledger on ÷ off
+    python bench/bench_engine.py --profile  # then one cProfile'd batch per side (bench/out/engine-*.prof)
 
 What it measures, all in this one run, on loopback traffic only:
 
@@ -143,6 +144,17 @@ def worker_main(side: str, url: str, n: int) -> None:
 
     say({"ready": True, "import_s": t_import, "startup_s": time.perf_counter() - t0})
     for line in sys.stdin:
+        if line.startswith("profile "):  # one untimed batch under cProfile, after the rounds (--profile)
+            import cProfile  # noqa: PLC0415
+
+            prof = cProfile.Profile()
+            gc.collect()
+            prof.enable()
+            ok, failed = loop.run_until_complete(batch())
+            prof.disable()
+            prof.dump_stats(line.split(" ", 1)[1].strip())
+            say({"ok": ok, "failed": failed})
+            continue
         if line.strip() != "run":
             break
         gc.collect()
@@ -174,6 +186,11 @@ class Side:
 
     def run(self) -> dict:
         self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def profile(self, path: Path) -> dict:
+        self.proc.stdin.write(f"profile {path}\n")
         self.proc.stdin.flush()
         return self._read()
 
@@ -277,6 +294,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--no-pool", action="store_true", help="skip the 3-thread pool baseline")
     ap.add_argument("--ledger", action="store_true", help="only ours with the spend ledger on ÷ off (issue 22)")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the rounds, one more batch per side under cProfile: bench/out/engine-{raw,ours}.prof")
     ap.add_argument("--worker", choices=["raw", "ours", "pool", "ours_on", "ours_off"], help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -312,6 +331,11 @@ def main() -> None:
                 runs[name].append(res)
                 print(f"  round {r + 1}/{rounds} {name:>4}: {res['wall_s']:7.3f} s wall, {res['cpu_s']:6.3f} s CPU, "
                       f"ok {res['ok']}/{n}, provider max in flight {st['max_in_flight']}", flush=True)
+        if args.profile:
+            OUT.mkdir(parents=True, exist_ok=True)
+            for name in ("raw", "ours"):
+                sides[name].profile(OUT / f"engine-{name}.prof")
+                print(f"  profiled one {name} batch: {OUT / f'engine-{name}.prof'}", flush=True)
     finally:
         for s in sides.values():
             s.close()

@@ -27,7 +27,6 @@ from .core.resolver import Resolution, Resolver
 from .core.providers import provider_for_slug
 from .core.results import Attempt, BatchResult, DeploymentInfo, ProgressEvent, TaskResult
 from .core.grammar import ModelSpec, parse_model_string
-from .core.text import finite, utf8
 from .tools.delegate_tools import DelegateTools, internal_error, tool_error
 from .runtime.worker import Job, Worker, WorkerOutput
 
@@ -77,12 +76,10 @@ __all__ = [
     "WorkerOutput",
     "coerce_tasks",
     "config_from_dict",
-    "finite",
     "internal_error",
     "load_config",
     "load_tasks",
     "parse_model_string",
     "provider_for_slug",
     "tool_error",
-    "utf8",
 ]

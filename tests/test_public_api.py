@@ -58,3 +58,18 @@ def test_hosts_get_what_they_need_from_the_delegator(tmp_path):
     assert d.learned_limits() == {}
     for name in ("check_model", "run_planned_sync", "interrupt_on_signals", "log_filter"):
         assert callable(getattr(d, name)), name
+
+
+def test_text_helpers_are_internal_hosts_get_strict_json_and_safe_text_from_the_delegator():
+    """`finite` and `utf8` are not public (issue 24): a host gets strict JSON from `Delegator.to_json`
+    and text it can always write from `Delegator.redact`."""
+    import json
+
+    from hermes_delegate import Delegator
+
+    assert not {"finite", "utf8"} & set(hermes_delegate.__all__)
+    assert not hasattr(hermes_delegate, "finite") and not hasattr(hermes_delegate, "utf8")
+    text = Delegator.to_json({"cost": float("nan"), "cap": float("inf"), "summary": "half \ud83d pair"}, indent=2)
+    assert json.loads(text) == {"cost": None, "cap": None, "summary": "half \ufffd pair"}
+    text.encode("utf-8")  # never a UnicodeEncodeError
+    assert Delegator(env={}).redact("echoed \udcff byte") == "echoed \ufffd byte"

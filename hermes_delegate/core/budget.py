@@ -10,7 +10,7 @@ import asyncio
 import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .catalog import ModelPrice
 from .caps import BudgetSettings, price_override_problems
@@ -18,10 +18,21 @@ from .errors import BudgetError, ConfigError
 
 if TYPE_CHECKING:
     from .config import Config
-    from .planning import Task
     from .resolver import Resolution, Resolver
 
-__all__ = ["Pricing", "Budget", "effective_cap", "tightest_cap", "max_paid_tries", "DEFAULT_RESERVE_TOKENS", "estimate_tokens"]
+
+class TaskText(Protocol):
+    """What a reservation reads of a task (a planning.Task; planning imports this module, so the
+    type is named here, not imported from there)."""
+
+    @property
+    def goal(self) -> str: ...
+
+    @property
+    def context(self) -> str | None: ...
+
+__all__ = ["Pricing", "Budget", "effective_cap", "tightest_cap", "max_paid_tries", "DEFAULT_RESERVE_TOKENS",
+           "estimate_tokens"]
 
 #: max_tokens assumed for a reservation when the config sets none (and passed to the worker,
 #: so the reservation is a real bound).
@@ -131,7 +142,7 @@ class Pricing:
             return ModelPrice(max(p.input_per_token for p in prices), max(p.output_per_token for p in prices))
         return self.resolver.catalog.price(res.model)
 
-    def estimate(self, price: ModelPrice, task: Task) -> float:
+    def estimate(self, price: ModelPrice, task: TaskText) -> float:
         """The most one task may be billed on a model at `price`."""
         text = self.system_prompt + task.goal + (f"\n\nContext:\n{task.context}" if task.context else "")
         tokens_in = estimate_tokens(text)
@@ -146,7 +157,7 @@ class Pricing:
             one += one + (mt + SCHEMA_OVERHEAD_CHARS // 3) * price.input_per_token
         return one * self.tries
 
-    def reservation(self, res: Resolution, task: Task) -> float | None:
+    def reservation(self, res: Resolution, task: TaskText) -> float | None:
         if self.cap_usd is None:
             return None
         amount = self.amount(res, task)
@@ -154,7 +165,7 @@ class Pricing:
             raise self.over_cap(res, amount)
         return amount
 
-    def amount(self, res: Resolution, task: Task) -> float:
+    def amount(self, res: Resolution, task: TaskText) -> float:
         """What one task on `res` is reserved at; BudgetError when its price is unknown (and that is not
         allowed)."""
         price = self.price(res)

@@ -37,12 +37,28 @@ _PATTERNS = [
     (re.compile(rf"(?i)([?&;#]{_CREDENTIAL_PARAM}=)[^&;#\s\"'<>]+"), r"\1***"),
     (re.compile(r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s,}]{6,}"), r"\1***"),
 ]
+#: For a shape (by its pattern's text), strings one of which its every match contains, case-folded:
+#: text without any of them (most text) skips that regex, the costly part of redacting text that holds
+#: no secret. A shape not listed here (or whose pattern changed) always runs.
+_NEEDLES: dict[str, tuple[str, ...]] = {
+    r"(?i)(://)([^/\s:@]+):([^/\s@]+)@": ("://",),
+    r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}": ("bearer", "basic"),
+    r"\bsk-[A-Za-z0-9_-]{8,}": ("sk-",),
+    r"(?i)([?&](?:api[_-]?key|key|token|access_token|sig)=)[^&\s#]+": ("=",),
+    r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s,}]{6,}": ("api", "authorization"),
+}
 _MIN_SECRET_LEN = 6
 
 
 @functools.lru_cache(maxsize=4096)
 def _secret_name(name: str) -> bool:
     return SECRET_ENV_RE.search(name) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_raw_name(name: bytes | str) -> bool:
+    """`_secret_name` of a key of os.environ's raw dict (bytes on POSIX, str on Windows)."""
+    return _secret_name(os.fsdecode(name) if isinstance(name, bytes) else name)
 
 #: litellm's loggers (the names it logs under; they exist before litellm is imported).
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
@@ -135,10 +151,17 @@ class Redactor:
             self._sorted = sorted(self._secrets, key=len, reverse=True)
 
     def _refresh(self) -> None:
-        if self._live_env is not None:
-            found = [v for k, v in self._live_env.items() if _secret_name(k)]
-            if not self._secrets.issuperset(found):
-                self.add(*found)
+        env = self._live_env
+        if env is None:
+            return
+        raw = getattr(env, "_data", None) if isinstance(env, os._Environ) else None
+        if isinstance(raw, dict):  # os.environ: its raw dict, decoding only the secret-named values
+            decode = env.decodevalue  # type: ignore[attr-defined]
+            found = [decode(v) for k, v in raw.items() if _secret_raw_name(k)]
+        else:
+            found = [v for k, v in env.items() if _secret_name(k)]
+        if not self._secrets.issuperset(found):
+            self.add(*found)
 
     def _apply(self, text: Any) -> Any:
         if not isinstance(text, str) or not text:
@@ -146,8 +169,11 @@ class Redactor:
         for s in self._sorted:
             if s in text:
                 text = text.replace(s, "***")
+        low = text.casefold()  # a superset of what (?i) matches: never skips a match
         for pat, rep in _PATTERNS:
-            text = pat.sub(rep, text)
+            needles = _NEEDLES.get(pat.pattern)
+            if needles is None or any(n in low for n in needles):
+                text = pat.sub(rep, text)
         return text
 
     def __call__(self, text: Any) -> Any:

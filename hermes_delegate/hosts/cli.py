@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import functools
 import io
-import json
 import logging
 import os
 import signal
@@ -26,10 +25,10 @@ import sys
 import threading
 from typing import Any, Callable, TextIO
 
-from .. import Config, DelegateError, Delegator, finite, load_config, load_tasks
+from .. import Config, DelegateError, Delegator, load_config, load_tasks
 from .cli_models import cmd_doctor, cmd_models, cmd_resolve
 from .cli_spend import cmd_spend
-from .render import for_people, utf8
+from .render import for_people
 
 __all__ = ["main"]
 
@@ -37,8 +36,7 @@ EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _print_json(obj: Any, out: TextIO) -> None:
-    text = json.dumps(finite(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False)
-    print(utf8(text), file=out, flush=True)
+    print(Delegator.to_json(obj, indent=2), file=out, flush=True)
 
 
 class _Redacted:
@@ -50,7 +48,7 @@ class _Redacted:
         self.raw, self.ctx = raw, ctx
 
     def write(self, text: str) -> int:
-        self.raw.write(utf8(self.ctx.delegator.redact(text)))
+        self.raw.write(self.ctx.delegator.redact(text))
         return len(text)
 
     def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, …

@@ -12,9 +12,9 @@ import threading
 import time
 from typing import Any, TextIO
 
-from .. import BatchResult, DelegateError, ProgressEvent, TaskResult, utf8
+from .. import BatchResult, DelegateError, ProgressEvent, TaskResult
 
-__all__ = ["task_line", "Progress", "summary_lines", "for_people", "utf8"]
+__all__ = ["task_line", "Progress", "summary_lines", "for_people"]
 
 _ICON = {"completed": "✓", "failed": "✗", "timeout": "⏱", "interrupted": "■", "skipped_budget": "$"}
 

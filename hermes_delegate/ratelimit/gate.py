@@ -226,6 +226,10 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         if sent is not None:
             self._background(self.windows.restamp(*sent), counting=sent[0])
 
+    def awaits_wire(self) -> bool:
+        """Whether any request sent to a limited deployment waits for `on_wire` (none: nothing to do)."""
+        return bool(self._unwired)
+
     def forget_call(self, call_id: str | None) -> None:
         """The call is over: a request that never reached the wire has nothing left to restamp."""
         if call_id is not None:

@@ -74,13 +74,16 @@ def headers_of(obj: Any) -> Mapping[str, Any] | None:
 
 
 def _lower(headers: Mapping[str, Any]) -> dict[str, str]:
-    """Lower-cased names, the raw `llm_provider-` copy winning over litellm's own re-statement."""
+    """The rate-limit headers (every dialect's `…ratelimit…` and `retry-after…`), lower-cased names,
+    the raw `llm_provider-` copy winning over litellm's own re-statement."""
     out: dict[str, str] = {}
     raw: dict[str, str] = {}
     for key, value in headers.items():
         if not isinstance(key, str) or value is None:
             continue
         name = key.lower()
+        if "ratelimit" not in name and "retry-after" not in name:
+            continue  # most of a response's headers: nothing to learn from
         if name.startswith(_PREFIX):
             raw[name[len(_PREFIX):]] = str(value)
         else:
@@ -150,6 +153,8 @@ def parse_rate_headers(headers: Mapping[str, Any] | None, now_wall: float) -> Ra
     if not headers:
         return RateHeaders()
     h = _lower(headers)
+    if not h:  # a deployment that states no limits (most responses without configured ones)
+        return RateHeaders()
     retry = _retry_after(h, now_wall)
     if any(k.startswith("anthropic-ratelimit-") for k in h):
         def triple(kind: str) -> tuple[float | None, float | None, float | None]:

@@ -17,14 +17,16 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from ..core.results import Attempt
 from ..ratelimit.headers import headers_of
 from ._litellm import exception_text
 
 if TYPE_CHECKING:
-    from .router import RouterHandle
+    from ..core.results import DeploymentInfo
+    from ..ratelimit.gate import CapacityGate
+    from ..ratelimit.windows import TokenEstimate
 
 __all__ = ["CallLog", "make_hooks", "install_dispatcher", "register_call", "unregister_call", "META_KEY"]
 
@@ -32,9 +34,10 @@ META_KEY = "hermes_delegate_call"
 
 
 def _call_id(data: Mapping[str, Any] | None) -> str | None:
-    meta = (data or {}).get("metadata") or {}
-    lp_meta = ((data or {}).get("litellm_params") or {}).get("metadata") or {}
-    return meta.get(META_KEY) or lp_meta.get(META_KEY)
+    if not data:
+        return None
+    found = (data.get("metadata") or {}).get(META_KEY)  # asked several times per request: the cheap place first
+    return found or ((data.get("litellm_params") or {}).get("metadata") or {}).get(META_KEY)
 
 
 def _model_id(data: Mapping[str, Any]) -> str | None:
@@ -73,7 +76,22 @@ class CallLog:
         return self.held.pop(call_id, [])
 
 
-def make_hooks(handle: "RouterHandle") -> Any:
+class HookedHandle(Protocol):
+    """What the hooks use of the handle they serve (a router.RouterHandle; router imports this
+    module, so the type is named here, not imported from there)."""
+
+    calls: CallLog
+    gate: CapacityGate
+
+    def deployment_info(self, model_id: str | None, api_base: str | None = None,
+                        provider: str | None = None) -> DeploymentInfo: ...
+
+    def status_of(self, exc: BaseException | None) -> str: ...
+
+    def estimate_tokens(self, messages: Any, request_kwargs: Mapping[str, Any] | None) -> TokenEstimate: ...
+
+
+def make_hooks(handle: HookedHandle) -> Any:
     """A CustomLogger bound to one RouterHandle (defined lazily: litellm is imported by now)."""
     from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
 
@@ -165,8 +183,9 @@ def make_hooks(handle: "RouterHandle") -> Any:
                     await gate.sent(dep_id, call_id)
             return None
 
-        def on_wire(self, data: Mapping[str, Any]) -> None:
-            gate.on_wire(_call_id(data))
+        def on_wire(self, call_id: str | None) -> None:
+            if gate.awaits_wire():  # only requests to limited deployments are counted again at the wire
+                gate.on_wire(call_id)
 
         async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
             release(request_data, None, response, record(request_data, None))
@@ -220,9 +239,10 @@ def install_dispatcher(litellm: Any) -> None:
 
             def log_pre_api_call(self, model, messages, kwargs):  # noqa: ANN001
                 # litellm's last stop before the HTTP client (Logging.pre_call): the wire time
-                h = hooks_for(kwargs)
+                call_id = _call_id(kwargs)
+                h = _ACTIVE.get(call_id) if call_id is not None else None
                 if h is not None:
-                    h.on_wire(kwargs)
+                    h.on_wire(call_id)
 
             async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
                 h = hooks_for(request_data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import uuid
@@ -36,6 +37,9 @@ from ..sources.groups import resolver_for
 __all__ = ["RouterHandle", "Completion", "api_host"]
 
 log = logging.getLogger(__name__)
+_CALL_PREFIX = uuid.uuid4().hex[:12]  # our call ids: this process's prefix and a counter
+_CALL_NUMBERS = itertools.count()
+
 
 @dataclass
 class Completion:
@@ -236,7 +240,7 @@ class RouterHandle:
         name = self.model_name_for(res)
         for key, value in res.params.items():  # a mapped variant (`:thinking` → thinking=…); the task's own win
             kwargs.setdefault(key, value)
-        call_id = uuid.uuid4().hex
+        call_id = f"{_CALL_PREFIX}-{next(_CALL_NUMBERS)}"  # unique in this process; no syscall per call
         self.calls.open(call_id)
         self.router  # noqa: B018 - building the Router makes self.hooks
         register_call(call_id, self.hooks)

@@ -33,6 +33,7 @@ from ..core.resolver import Resolution, Resolver
 from ..sources.groups import resolver_for
 from ..routing.auto import AutoClassifier
 from ..core.results import BatchResult
+from ..core.text import finite, utf8
 from .worker import Worker
 from .structured import check_output_schema
 
@@ -145,8 +146,16 @@ class Delegator:
 
     # -- redaction (the boundary where results, events, errors and logs leave the engine) ------
     def redact(self, text: Any) -> Any:
-        """`text` with every secret this engine knows replaced by `***` (non-strings unchanged)."""
-        return self.redactor(text)
+        """`text` with every secret this engine knows replaced by `***`, as valid UTF-8 (a lone surrogate
+        becomes U+FFFD), so it can always be written out; non-strings unchanged."""
+        out = self.redactor(text)
+        return utf8(out) if isinstance(out, str) else out
+
+    @staticmethod
+    def to_json(obj: Any, *, indent: int | None = None) -> str:
+        """`obj` as strict JSON (NaN and infinities become null) that always encodes as UTF-8: what a
+        host prints or sends. Not redacted: write it through `redact` (the CLI's output stream does)."""
+        return utf8(json.dumps(finite(obj), indent=indent, ensure_ascii=False, default=str, allow_nan=False))
 
     @staticmethod
     def log_filter() -> Any:

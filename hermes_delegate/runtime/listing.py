@@ -12,7 +12,7 @@ Delegator (`model_listing`, `check_model`, `learned_limits`, `doctor`), which re
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from ..core.auto import AUTO_DOC, auto_map, is_auto
 from ..core.budget import Pricing, deployment_price
@@ -27,7 +27,24 @@ from ..core.results import api_host
 from ..ratelimit.gate import Limits
 
 if TYPE_CHECKING:
-    from .delegator import Delegator
+    from ..core.config import Config
+    from ..core.planning import Allowlist
+
+
+class Engine(Protocol):
+    """What the listing reads of the engine (a delegator.Delegator; delegator imports this module, so
+    the type is named here, not imported from there)."""
+
+    config: Config
+    resolver: Resolver
+    allowlist: Allowlist
+    parent_model: str | None
+
+    def context_window(self, resolution: Resolution) -> int | None: ...
+
+    async def deployment_states(self) -> tuple[list[str | None], set[str] | None]: ...
+
+    def deployment_limits(self, router_id: str) -> dict[str, Any] | None: ...
 
 __all__ = ["model_listing", "check_model", "learned_limits", "doctor_report"]
 
@@ -37,7 +54,7 @@ def _prices(price: ModelPrice | None) -> dict[str, float | None]:
     return {"input_per_1m": pm["input"] if pm else None, "output_per_1m": pm["output"] if pm else None}
 
 
-def _deployment(delegator: Delegator, dep: Any, router_id: str | None, cooling: set[str] | None,
+def _deployment(delegator: Engine, dep: Any, router_id: str | None, cooling: set[str] | None,
                 index: int) -> dict[str, Any]:
     lp, info, env = dep.litellm_params, dep.model_info, delegator.resolver.env
     problems = deployment_problems(lp, f"router.model_list[{index}].litellm_params", env)
@@ -60,7 +77,7 @@ def _deployment(delegator: Delegator, dep: Any, router_id: str | None, cooling: 
     }
 
 
-def _limits(delegator: Delegator, rid: str | None, lp: Mapping[str, Any], info: Mapping[str, Any]) -> dict | None:
+def _limits(delegator: Engine, rid: str | None, lp: Mapping[str, Any], info: Mapping[str, Any]) -> dict | None:
     """The limits in force: learned ones too once the Router has heard from the deployment."""
     if rid:
         live = delegator.deployment_limits(str(rid))
@@ -71,7 +88,7 @@ def _limits(delegator: Delegator, rid: str | None, lp: Mapping[str, Any], info: 
             if v is not None} or None
 
 
-def _model_facts(delegator: Delegator, res: Resolution) -> dict[str, Any]:
+def _model_facts(delegator: Engine, res: Resolution) -> dict[str, Any]:
     """A direct id (not a group): a configured deployment of the same id lends its credentials."""
     params: Mapping[str, Any] = delegator.config.params_for_model(res.model) or {}
     env = delegator.resolver.env
@@ -96,7 +113,7 @@ def _try_resolve(r: Resolver, name: str, warnings: list[str], where: str) -> Res
         return None
 
 
-async def model_listing(delegator: Delegator) -> dict[str, Any]:
+async def model_listing(delegator: Engine) -> dict[str, Any]:
     """Everything an agent (list_models) or a person (`hermes-delegate models`) may pick. The groups are
     the Resolver's (`resolver.model_list`: the config's own, or a remote proxy's), as resolution uses."""
     s, r, allow = delegator.config.delegation, delegator.resolver, delegator.allowlist
@@ -161,7 +178,7 @@ async def model_listing(delegator: Delegator) -> dict[str, Any]:
     }
 
 
-async def check_model(delegator: Delegator, model: Any) -> dict[str, Any]:
+async def check_model(delegator: Engine, model: Any) -> dict[str, Any]:
     """What one model string resolves to, and whether it can run here (raises DelegateError)."""
     if not isinstance(model, str):
         raise TaskPayloadError("model must be a string.", hint='E.g. {"model": "glm-4.7"}.')
@@ -188,7 +205,7 @@ async def check_model(delegator: Delegator, model: Any) -> dict[str, Any]:
     return out
 
 
-def _auto_targets(delegator: Delegator) -> dict[str, dict[str, Any]]:
+def _auto_targets(delegator: Engine) -> dict[str, dict[str, Any]]:
     """`model: auto`'s mapping: each complexity tier → its model string, what that resolves to (or why
     not), and whether the allowlist lets it run."""
     out: dict[str, dict[str, Any]] = {}
@@ -204,7 +221,7 @@ def _auto_targets(delegator: Delegator) -> dict[str, dict[str, Any]]:
 
 
 # -- what the CLI's `models` and `doctor` add ------------------------------------------------------
-def learned_limits(delegator: Delegator) -> dict[str, Any]:
+def learned_limits(delegator: Engine) -> dict[str, Any]:
     """Limits processes learned from this config's deployments, when they share them through the Redis
     the router_settings name: {"learned_limits": {deployment id: {...}}}, or the reason they cannot be
     read ({"learned_limits_error": ...}); {} without Redis (a process keeps what it learns to itself)."""
@@ -227,7 +244,7 @@ def learned_limits(delegator: Delegator) -> dict[str, Any]:
                                if k in ids or (v.get("group"), v.get("model")) in ours}}
 
 
-def doctor_report(delegator: Delegator) -> dict[str, Any]:
+def doctor_report(delegator: Engine) -> dict[str, Any]:
     """The config checked, for `hermes-delegate doctor`: {config, deployments (group, model, credentials,
     key_env), aliases (name → id or error), ignored, problems[, learned_limits]}. Every deployment is
     the Resolver's (a remote proxy's groups in remote mode)."""

@@ -15,14 +15,22 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from ..core.errors import ProviderError, TaskPayloadError
 from . import schema_rules
 
 if TYPE_CHECKING:
+    from ..core.resolver import Resolution
     from ..routing.router import RouterHandle
-    from .worker import Job
+
+
+class Routed(Protocol):
+    """What the rules read of a job (a worker.Job; worker imports this module, so the type is named
+    here, not imported from there)."""
+
+    @property
+    def resolution(self) -> Resolution: ...
 
 __all__ = ["check_output_schema", "supports_json_schema", "parse_and_validate", "check_answer", "instruction",
            "response_format", "retry_message", "bad_output"]
@@ -68,7 +76,7 @@ async def check_answer(text: str, schema: Mapping[str, Any]) -> tuple[Any, str |
     return await asyncio.to_thread(parse_and_validate, text, schema)
 
 
-def supports_json_schema(router: RouterHandle, job: Job) -> bool:
+def supports_json_schema(router: RouterHandle, job: Routed) -> bool:
     """True when every deployment the task may land on supports response_format json_schema."""
     from ..routing._litellm import import_litellm  # noqa: PLC0415
 

@@ -11,13 +11,12 @@ the memory-provider notice and the cost roll-up.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import queue
 from typing import Any
 
-from . import hermes_api, parent as parent_mod, runtime, settings
+from . import hermes_api, parent as parent_mod, runtime, settings, waiting
 from .schema import DELEGATE_TOOL, LIST_TOOL
 
 log = logging.getLogger("hermes_delegate.hermes")
@@ -116,21 +115,19 @@ class Call:
         tools = _tools(self.delegator)
         fut = runtime.submit(tools.delegate_task(args, on_event=self.on_event))
         stopped = False
+
+        def between() -> None:
+            nonlocal stopped
+            self._print_progress()
+            asked = self.stopped or (self.watch_parent and getattr(self.parent, "_interrupt_requested", False))
+            if not stopped and asked:
+                stopped = True
+                self.delegator.interrupt()
+                for index in list(self.batch.children):
+                    self.batch.cancel(index)
+
         try:
-            while True:
-                try:
-                    out = fut.result(timeout=_POLL_S)
-                    break
-                except concurrent.futures.TimeoutError:
-                    if fut.done():
-                        raise
-                    self._print_progress()
-                    asked = self.stopped or (self.watch_parent and getattr(self.parent, "_interrupt_requested", False))
-                    if not stopped and asked:
-                        stopped = True
-                        self.delegator.interrupt()
-                        for index in list(self.batch.children):
-                            self.batch.cancel(index)
+            out = waiting.wait(fut, _POLL_S, between)
         except Exception as exc:  # noqa: BLE001 - DelegateTools never raises; this is the last guard
             from hermes_delegate import internal_error  # noqa: PLC0415
 

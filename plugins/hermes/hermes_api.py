@@ -2,32 +2,38 @@
 
 Public seams used elsewhere (no entry needed here): `ctx.register_tool`, `ctx.register_middleware`
 ("tool_execution", "llm_execution"), `tools.registry.registry.get_entry(...).dynamic_schema_overrides`,
-`tools.delegate_tool.is_spawn_paused`, `tools.async_delegation.dispatch_async_delegation_batch`,
+`tools.async_delegation.dispatch_async_delegation_batch`,
 `gateway.session_context.async_delivery_supported`, `tools.approval.get_current_session_key`,
 `hermes_cli.plugins.invoke_hook` / `get_plugin_manager`, `hermes_cli.config.read_raw_config` /
 `get_config_path`, `model_tools.get_toolset_for_tool`, `tools.daemon_pool.DaemonThreadPoolExecutor`.
 
 Everything else below is private (`_`-prefixed) in hermes 0.19.0; each entry says why no public
-seam serves. `check()` verifies all of it (functions and their parameters, module attributes and
-their types, the result keys we read, the agent attributes we read or set). If anything differs,
+seam serves (and `is_spawn_paused`, public but checked with them). `check()` verifies all of it
+(functions and their parameters, module attributes and their types, and, in hermes's source code,
+not its comments or strings: the result keys we read, the agent attributes we read or set, the
+plugin manager's CLI reference, the spinner's `print_above`, the call-stack names parent.py looks
+for). If anything differs,
 `compatible()` is False: the plugin logs one line and stays out of the way, so the built-in
 `delegate_task` keeps working untouched.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
+import io
 import logging
 import sys
 import threading
+import tokenize
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
 log = logging.getLogger("hermes_delegate.hermes")
 
 TESTED_WITH = "0.19.0"
-#: the `hermes` extra's range: what CI tests (>=0.19.0,<0.20)
+#: the `hermes` extra's range in pyproject.toml: what CI tests; named in the guard's message
 SUPPORTED = ">=0.19.0,<0.20"
 
 #: tools.delegate_tool functions -> keyword parameters we pass. Why private: hermes 0.19 has no
@@ -49,6 +55,8 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
     "_get_max_concurrent_children": (),
     # the async pool's cap that the built-in passes to dispatch_async_delegation_batch
     "_get_max_async_children": (),
+    # the built-in's spawn pause (public, but nothing else tells us it is still there)
+    "is_spawn_paused": (),
     # progress lines to the parent's console, the way built-in children report
     "_emit_parent_console": ("parent_agent", "line"),
     # cut long summaries to the parent's context headroom (spills to a file), as the built-in does
@@ -84,6 +92,17 @@ AGENT_ATTRS: dict[str, str] = {
 }
 #: the CLI object on the plugin manager (parent lookup fallback when the stack has no agent)
 PLUGIN_MANAGER_ATTR = "_cli_ref"
+PLUGIN_MANAGER_FILE = "hermes_cli/plugins.py"
+#: the method progress lines go through when the parent shows a spinner (AIAgent._delegate_spinner)
+SPINNER_METHOD = ("agent/display.py", "print_above")
+#: where the running agent sits on a tool call's stack, for parent.find_parent: (file, function,
+#: the parameter holding it). Why: hermes hands a tool handler no agent (model_tools.py l.1271-1277).
+FRAME_LOCALS: tuple[tuple[str, str, str], ...] = (
+    ("agent/tool_executor.py", "execute_tool_calls_sequential", "agent"),  # the sequential path
+    ("agent/agent_runtime_helpers.py", "invoke_tool", "agent"),  # both paths
+    ("run_agent.py", "_invoke_tool", "self"),  # AIAgent._invoke_tool, the concurrent path's thread
+    ("tools/delegate_tool.py", "_run_single_child", "parent_agent"),  # a child's thread
+)
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
@@ -109,18 +128,7 @@ def problems() -> list[str]:
         from tools import delegate_tool as dt  # noqa: PLC0415
     except Exception as exc:  # noqa: BLE001
         return [f"tools.delegate_tool does not import ({type(exc).__name__})"]
-    for name, params in FUNCTIONS.items():
-        fn = getattr(dt, name, None)
-        if not callable(fn):
-            out.append(f"tools.delegate_tool.{name} is missing")
-            continue
-        try:
-            have = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            continue
-        lacking = [p for p in params if p not in have]
-        if lacking:
-            out.append(f"{name}() has no parameter {', '.join(lacking)}")
+    out += function_problems(dt)
     for mod_name, attr, kind in ATTRIBUTES:
         try:
             mod = __import__(mod_name, fromlist=["_"])
@@ -133,24 +141,7 @@ def problems() -> list[str]:
         ok = callable(value) if kind is type(len) else isinstance(value, kind)
         if not ok:
             out.append(f"{mod_name}.{attr} is missing or not a {'function' if kind is type(len) else kind.__name__}")
-    root = Path(getattr(dt, "__file__", None) or ".").resolve().parent.parent
-    texts: dict[str, str] = {}
-    try:  # the result keys we read, in _run_single_child's source (plain text: inspect.getsource is slow)
-        texts["tools/delegate_tool.py"] = src = (root / "tools/delegate_tool.py").read_text(encoding="utf-8")
-        start = src.index("\ndef _run_single_child(")
-        end = src.find("\ndef ", start + 1)
-        body = src[start:end if end > 0 else None]
-        out += [f"_run_single_child() no longer returns {k!r}" for k in RUN_RESULT_KEYS if f'"{k}"' not in body]
-    except (OSError, ValueError, UnicodeDecodeError):  # no source (zipped install): the signature check stands
-        pass
-    for attr, rel in AGENT_ATTRS.items():
-        if rel not in texts:
-            try:
-                texts[rel] = (root / rel).read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                texts[rel] = ""
-        if f".{attr}" not in texts[rel]:
-            out.append(f"AIAgent.{attr} is no longer set in {rel}")
+    out += source_problems(Path(getattr(dt, "__file__", None) or ".").resolve().parent.parent)
     try:
         from tools.registry import registry  # noqa: PLC0415
 
@@ -172,6 +163,150 @@ def problems() -> list[str]:
     return out
 
 
+def function_problems(dt: ModuleType) -> list[str]:
+    """What tools.delegate_tool (`dt`) lacks of FUNCTIONS: a function, or a parameter we pass."""
+    out: list[str] = []
+    for name, params in FUNCTIONS.items():
+        fn = getattr(dt, name, None)
+        if not callable(fn):
+            out.append(f"tools.delegate_tool.{name} is missing")
+            continue
+        try:
+            have = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            continue
+        lacking = [p for p in params if p not in have]
+        if lacking:
+            out.append(f"{name}() has no parameter {', '.join(lacking)}")
+    return out
+
+
+def source_problems(root: Path) -> list[str]:
+    """What hermes's source code (under `root`, hermes's site-packages) no longer has. Code only: a
+    name in a comment or a string does not count. Searched as bytes and tokenized line by line around
+    each mention (parsing hermes's large modules whole would cost registration ~1 s). A file that
+    cannot be read counts as empty (what it should hold is reported missing); without
+    tools/delegate_tool.py's source the result keys go unchecked (its signatures are checked)."""
+    out: list[str] = []
+    texts: dict[str, _Code] = {}
+
+    def text(rel: str) -> _Code:
+        if rel not in texts:
+            try:
+                texts[rel] = _Code((root / rel).read_bytes())
+            except OSError:
+                texts[rel] = _Code(b"")
+        return texts[rel]
+
+    body = _function_text(text("tools/delegate_tool.py"), "_run_single_child")
+    if body is not None:
+        out += [f"_run_single_child() no longer returns {k!r}" for k in RUN_RESULT_KEYS if not _dict_key(body, k)]
+    for attr, rel in AGENT_ATTRS.items():
+        if not _assigns(text(rel), attr):
+            out.append(f"AIAgent.{attr} is no longer set in {rel}")
+    if not _assigns(text(PLUGIN_MANAGER_FILE), PLUGIN_MANAGER_ATTR):
+        out.append(f"the plugin manager no longer sets {PLUGIN_MANAGER_ATTR} ({PLUGIN_MANAGER_FILE})")
+    rel, method = SPINNER_METHOD
+    if _parameters(text(rel), method) is None:
+        out.append(f"the spinner has no {method}() ({rel})")
+    for rel, function, name in FRAME_LOCALS:
+        params = _parameters(text(rel), function)
+        if params is None or name not in params:
+            out.append(f"{function}() in {rel} no longer holds the agent as {name!r} (parent lookup)")
+    return out
+
+
+def _code_lines(code: _Code, *needles: str) -> Iterator[list[tokenize.TokenInfo]]:
+    """The tokens of each line of `code` that mentions a needle outside a triple-quoted string."""
+    src = code.text
+    for needle in needles:
+        raw = needle.encode()
+        pos = src.find(raw)
+        while pos >= 0:
+            start = src.rfind(b"\n", 0, pos) + 1
+            end = src.find(b"\n", pos)
+            end = len(src) if end < 0 else end
+            if not code.in_docstring(start):
+                yield _tokens(src[start:end].decode("utf-8", "replace"))
+            pos = src.find(raw, end)
+
+
+class _Code:
+    """A source file's bytes (UTF-8; decoded only around what is looked for)."""
+
+    def __init__(self, text: bytes):
+        self.text = text
+
+    def in_docstring(self, pos: int) -> bool:
+        """Whether `pos` lies inside a triple-quoted string (an odd number of triple quotes before it)."""
+        return (self.text.count(b'"""', 0, pos) + self.text.count(b"\'\'\'", 0, pos)) % 2 == 1
+
+
+def _tokens(line: str) -> list[tokenize.TokenInfo]:
+    out: list[tokenize.TokenInfo] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline):
+            out.append(tok)
+    except (tokenize.TokenError, IndentationError, SyntaxError):  # a statement that goes on below
+        pass
+    return out
+
+
+def _assigns(src: _Code, attr: str) -> bool:
+    """Code sets `<something>.attr` (`x.attr = …`, `x.attr += …`, `x.attr: T = …`)."""
+    for toks in _code_lines(src, "." + attr):
+        for a, b, c in zip(toks, toks[1:], toks[2:]):
+            if (a.type == tokenize.OP and a.string == "." and b.type == tokenize.NAME and b.string == attr
+                    and c.type == tokenize.OP and (c.string == ":" or (c.string.endswith("=") and c.string != "=="))):
+                return True
+    return False
+
+
+def _dict_key(src: _Code, key: str) -> bool:
+    """Code uses the string `key` as a mapping key (`{"key": …}` or `x["key"] = …`)."""
+    for toks in _code_lines(src, f'"{key}"', f"'{key}'"):
+        for i, tok in enumerate(toks[:-1]):
+            if tok.type == tokenize.STRING and tok.string in (f'"{key}"', f"'{key}'") and (
+                    toks[i + 1].string == ":" or (i > 0 and toks[i - 1].string == "[" and toks[i + 1].string == "]")):
+                return True
+    return False
+
+
+def _parameters(code: _Code, function: str) -> list[str] | None:
+    """The parameter names of the first `def function(` in code, or None when there is none."""
+    src, head = code.text, f"def {function}(".encode()
+    pos = src.find(head)
+    while pos >= 0:
+        start = src.rfind(b"\n", 0, pos) + 1
+        line_head = src[start:pos].strip()
+        if line_head in (b"", b"async") and not code.in_docstring(start):
+            close = src.find(b":\n", pos)  # the signature ends with the first ':' closing a line
+            while close >= 0:
+                try:
+                    tree = ast.parse(src[pos:close + 1].decode("utf-8", "replace") + " pass")
+                except SyntaxError:
+                    close = src.find(b":\n", close + 1)
+                    if close - pos > 4000:
+                        break
+                    continue
+                fn = tree.body[0]
+                args = fn.args  # type: ignore[attr-defined]
+                return [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
+        pos = src.find(head, pos + 1)
+    return None
+
+
+def _function_text(code: _Code, function: str) -> _Code | None:
+    """A top-level function's text: from its `def` to the next top-level `def`."""
+    src = code.text
+    try:
+        start = src.index(f"\ndef {function}(".encode())
+    except ValueError:
+        return None
+    end = src.find(b"\ndef ", start + 1)
+    return _Code(src[start:end if end > 0 else None])
+
+
 def _defined_later(mod: ModuleType, attr: str) -> bool:
     """`attr` is a top-level assignment in `mod`'s source (mod is still being imported)."""
     try:
@@ -191,7 +326,7 @@ def check() -> ModuleType:
                 f"hermes-delegate was built against hermes-agent {TESTED_WITH}; the installed hermes-agent "
                 f"{hermes_version()} differs: {'; '.join(found)}. hermes's built-in delegate_task runs "
                 f"unchanged (no `model`). Install a hermes-delegate release for this hermes-agent, or pin "
-                f"hermes-agent=={TESTED_WITH}.")
+                f"hermes-agent=={TESTED_WITH} (supported: hermes-agent{SUPPORTED}).")
         if not _state["ok"]:
             raise HermesAPIError(_state["message"])
     return sys.modules["tools.delegate_tool"]

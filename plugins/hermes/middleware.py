@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from . import waiting
+
 log = logging.getLogger("hermes_delegate.hermes")
 
 #: Request keys forwarded to the Router; hermes/OpenAI-client-only keys (timeout, extra_body,
@@ -50,22 +52,18 @@ class RoutedSession:
             kwargs["_skip_mcp_handler"] = True
         fut = asyncio.run_coroutine_threadsafe(
             self.delegator.complete(self.resolution, messages, **kwargs), self.loop)
-        while True:
-            try:
-                done = fut.result(timeout=_POLL_S)
-                break
-            except concurrent.futures.TimeoutError as exc:
-                if fut.done():  # the call itself timed out
-                    return self.fail(exc)
-                if getattr(self.child, "_interrupt_requested", False):
-                    fut.cancel()
-                    self.interrupted = True
-                    return stop_response("Interrupted.", self.resolution.model)
-            except concurrent.futures.CancelledError:
-                self.interrupted = True
-                return stop_response("Interrupted.", self.resolution.model)
-            except Exception as exc:  # noqa: BLE001 - ProviderError (with .attempts) or anything else
-                return self.fail(exc)
+
+        def between() -> None:
+            if getattr(self.child, "_interrupt_requested", False):
+                fut.cancel()  # the next poll raises CancelledError; a call already done keeps its result
+
+        try:
+            done = waiting.wait(fut, _POLL_S, between)
+        except concurrent.futures.CancelledError:
+            self.interrupted = True
+            return stop_response("Interrupted.", self.resolution.model)
+        except Exception as exc:  # noqa: BLE001 - ProviderError (with .attempts), its own timeout, or anything else
+            return self.fail(exc)
         self.completions.append(done)
         return done.response
 

@@ -3,8 +3,10 @@
 hermes 0.19 hands a plugin tool handler only `task_id`, `session_id` and `user_task`, never the
 agent (model_tools.py l.1271-1277). Tools always run on a call stack that holds the owning
 AIAgent (agent/tool_executor.execute_tool_calls_sequential's `agent`, or `self` in
-AIAgent._invoke_tool on the concurrent path), so we walk the stack to the nearest one and
-cross-check its session_id. Fallbacks: the interactive CLI's agent, then a gc scan by session_id.
+AIAgent._invoke_tool on the concurrent path; hermes_api.FRAME_LOCALS, checked by the version
+guard), so we walk the stack to the nearest one and cross-check its session_id. Fallback: the
+interactive CLI's agent, only when its session_id matches. Never a search of the process's other
+objects: an agent found there may be another session's (or a stale one of this session).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-_NAMES = ("agent", "self", "parent_agent")
+from .hermes_api import FRAME_LOCALS
+
+_NAMES = tuple(dict.fromkeys(name for _, _, name in FRAME_LOCALS))  # agent, self, parent_agent
 
 
 def _agent_class() -> type | None:
@@ -36,7 +40,7 @@ def find_parent(session_id: str | None = None, *, start: Any = None) -> Any:
                 nearest = nearest or obj
         frame = frame.f_back
     if session_id:
-        found = _cli_agent(cls, session_id) or _gc_agent(cls, session_id)
+        found = _cli_agent(cls, session_id)
         if found is not None:
             return found
     return nearest
@@ -47,15 +51,6 @@ def _cli_agent(cls: type, session_id: str) -> Any:
 
     agent = hermes_api.cli_agent()
     return agent if isinstance(agent, cls) and agent.session_id == session_id else None
-
-
-def _gc_agent(cls: type, session_id: str) -> Any:
-    import gc  # noqa: PLC0415
-
-    for obj in gc.get_objects():
-        if isinstance(obj, cls) and getattr(obj, "session_id", None) == session_id:
-            return obj
-    return None
 
 
 def litellm_model_for(provider: str | None, model: str | None,

@@ -80,6 +80,10 @@ class DelegationSettings(_Strict):
     max_input_chars: int = Field(200_000, ge=1, description="largest goal+context accepted per task")
     learn_limits: bool = Field(True, description="pace a deployment with no configured rpm/tpm by the rate-limit "
                                                  "headers it sends, and adapt on its 429s when it sends none")
+    max_queue_wait_s: float = Field(300.0, gt=0, allow_inf_nan=False,
+                                    description="the longest a task waits in the rate-limit queue (all its attempts "
+                                                "together), with or without a task timeout; then it fails "
+                                                "queue_timeout, naming the limit that held it")
 
     @field_validator("budget_usd", mode="before")
     @classmethod

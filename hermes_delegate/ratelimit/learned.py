@@ -222,6 +222,8 @@ class Adaptive:
         first = self.sends[0] if self.sends else refused
         start = max(first, refused - RATE_SPAN_S, self.paced_since)
         end = max(refused, self.hold_from)
+        if end - start < MIN_SPAN_S:  # a 429 soon after the pace was set: the provider's window still
+            start = max(first, end - MIN_SPAN_S)  # counts what was sent before; so does the measure
         accepted = sum(1 for t in self.sends if start <= t <= end) - \
             sum(1 for t in self.refusals if start <= t <= end)
         if accepted < 1:  # it accepted nothing: there is no rate to measure; the holds alone apply

@@ -220,7 +220,10 @@ class Adaptive:
         # request) until the 429 came back; a 429 answers at once, so by the end of its hold the
         # refusals of that span are known, and what is still in flight was let in
         first = self.sends[0] if self.sends else refused
-        start = max(first, refused - RATE_SPAN_S, self.paced_since)
+        # from the first send since the pace was set: the seeded window may hold the first ones back a
+        # while, and that idle while is not the provider's rate (measured in, it cut a 9.6/s pace to 6.4)
+        since = next((t for t in self.sends if t >= self.paced_since), refused)
+        start = max(first, refused - RATE_SPAN_S, since)
         end = max(refused, self.hold_from)
         if end - start < MIN_SPAN_S:  # a 429 soon after the pace was set: the provider's window still
             start = max(first, end - MIN_SPAN_S)  # counts what was sent before; so does the measure

@@ -104,7 +104,7 @@ def test_no_task_waits_longer_than_max_queue_wait_s_even_without_a_task_timeout(
         assert r.error["type"] == "queue_timeout", r.error
         msg = r.error["message"]
         assert "Nothing was sent" in msg and "delegation.max_queue_wait_s" in msg
-        assert "rpm 1 (learned from the provider's rate-limit headers" in msg, msg
+        assert "rpm 1, learned from the provider's rate-limit headers" in msg, msg
     assert p.stats()["requests"] == 1
 
 
@@ -117,7 +117,7 @@ def test_a_call_behind_a_full_deployment_gives_up_at_the_bound_naming_the_limit(
     assert sorted(r.status for r in out.results) == ["completed", "failed"], [r.error for r in out.results]
     failed = next(r for r in out.results if r.status == "failed")
     assert failed.error["type"] == "queue_timeout"
-    assert "max_parallel 1 (configured)" in failed.error["message"], failed.error
+    assert "max_parallel 1, configured" in failed.error["message"], failed.error
     assert p.stats()["requests"] == 1
 
 
@@ -152,11 +152,15 @@ def test_redis_names_a_deployment_by_provider_and_forgets_what_nobody_confirms(
     shared_id = f"main-{uuid.uuid4().hex[:8]}"  # two configs, one id, two providers
     a = delegator(dep(slow, shared_id), router_settings=_redis_settings(redis_port))
     b = delegator(dep(fast, shared_id), router_settings=_redis_settings(redis_port))
-    assert a.run_sync([Task("a", model="g")]).ok and b.run_sync([Task("b", model="g")]).ok
+    assert a.run_sync([Task(f"a{i}", model="g") for i in range(3)]).ok
+    assert b.run_sync([Task(f"b{i}", model="g") for i in range(3)]).ok
+    client = redis.Redis(port=redis_port)
+    deadline = time.monotonic() + 10  # published in the background: wait for it, not for a time
+    while len(_learned_keys(client, shared_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
 
     assert a.learned_limits()["learned_limits"][shared_id]["rpm"] == 120.0  # not the other config's
     assert b.learned_limits()["learned_limits"][shared_id]["rpm"] == 1200.0
-    client = redis.Redis(port=redis_port)
     keys = _learned_keys(client, shared_id)
     assert len(keys) == 2, keys  # before: one key, each config overwriting the other's limits
     assert all(LOOPBACK_KEY not in k and "127.0.0.1" not in k for k in keys)
@@ -194,6 +198,9 @@ def test_a_refused_limit_is_never_published(stop_after: list, redis_port: int) -
     d = delegator(dep(p, dep_id), router_settings=_redis_settings(redis_port))
     assert d.run_sync([Task(f"t{i}", model="g") for i in range(3)]).ok
     client = redis.Redis(port=redis_port)
+    deadline = time.monotonic() + 10  # published in the background
+    while not _learned_keys(client, dep_id) and time.monotonic() < deadline:
+        time.sleep(0.02)
     (key,) = _learned_keys(client, dep_id)
     body = json.loads(client.get(key))
     assert body["rpm"] == 6000.0 and "tpm" not in body and body["refused"]["tpm"]["value"] == 1.0
@@ -276,6 +283,10 @@ def test_a_learned_tpm_smaller_than_one_request_is_refused_at_admission() -> Non
     assert wait == 0.0
     described = gate.describe("d")
     assert "tpm" not in described and described["refused"] == {"tpm": 150.0}, described
+    gate.observe("d", {"x-ratelimit-limit-tokens": "150"}, status=200)  # stated again: still not believed
+    assert "tpm" not in gate.describe("d") and "d" not in gate.limits
+    gate.observe("d", {"x-ratelimit-limit-tokens": "60000"}, status=200)  # a larger one is
+    assert gate.describe("d")["tpm"] == 60000.0
 
 
 def test_limits_stated_again_are_republished_and_so_kept_alive() -> None:

@@ -124,7 +124,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
             st.held_by = "a 429's Retry-After"
             return st.blocked_until - now
         if lim.max_parallel is not None and st.in_flight >= lim.max_parallel:
-            st.held_by = f"max_parallel {lim.max_parallel} ({self.limit_source(dep_id, 'max_parallel')})"
+            st.held_by = f"max_parallel {lim.max_parallel}, {self.limit_source(dep_id, 'max_parallel')}"
             return float("inf")  # until a release
         if not st.warm and st.in_flight >= 1 and (lim.rpm is not None or lim.tpm is not None):
             # cold: until the first request returns (LiteLLM's client set-up delays it by a variable
@@ -134,12 +134,12 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
             return float("inf")
         ad = self.adaptive.get(dep_id)
         if self.learn and ad is not None and ad.slow_starting() and max(st.in_flight, st.sending) >= ad.window:
-            st.held_by = (f"slow start ({ad.window} requests at once, one more per success: it states no "
-                          "limits and has not answered 429 yet)")
+            st.held_by = (f"slow start, {ad.window} requests at once and one more per success: it states no "
+                          "limits and has not answered 429 yet")
             return float("inf")  # until a release
         wait = self._tpm_wait(dep_id, st, lim, est_tokens, now)
         if wait > 0:
-            st.held_by = f"tpm {lim.tpm:g} ({self.limit_source(dep_id, 'tpm')})"
+            st.held_by = f"tpm {lim.tpm:g}, {self.limit_source(dep_id, 'tpm')}"
         return wait
 
     async def _try(self, dep_id: str, est_tokens: "float | TokenEstimate", group: str = "") -> tuple[float, bool]:
@@ -172,7 +172,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
                 await asyncio.wait(list(self._counting[dep_id]))
             wait = await self.windows.admit(dep_id, ask)
             if wait > 0:
-                st.held_by = (f"rpm {lim.rpm:g} ({self.limit_source(dep_id, 'rpm')})"
+                st.held_by = (f"rpm {lim.rpm:g}, {self.limit_source(dep_id, 'rpm')}"
                               if ask.rpm and not self.windows.shared
                               else "its limits, shared with other processes through Redis")
                 if ask.waiter:

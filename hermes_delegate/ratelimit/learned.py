@@ -104,9 +104,12 @@ class Adaptive:
         stated = {"rpm": rate.requests_limit or None, "tpm": rate.tokens_limit or None}
         for key, value in stated.items():
             why = refusal(key, value)
+            before = self.refused.get(key)
             if why is not None:
                 self.refused[key] = {"value": value, "from": source, "reason": why}
                 stated[key] = None
+            elif value is not None and before is not None and value <= before["value"]:
+                stated[key] = None  # refused before (too small for a request): still not believed
             elif value is not None:
                 self.refused.pop(key, None)
         if stated["rpm"] is None and stated["tpm"] is None:

@@ -122,7 +122,7 @@ class LearnedLimits:
             return "adapted on the provider's 429s"
         if ad is not None and key in ad.corrected:
             return "learned from the provider's headers, raised to what succeeded"
-        return "learned from the provider's rate-limit headers (or another process, through Redis)"
+        return "learned from the provider's rate-limit headers, here or by another process through Redis"
 
 
 def limit_notes(ad: Adaptive, conf: Limits) -> dict[str, Any]:

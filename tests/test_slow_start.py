@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from conftest import LOOPBACK_KEY
 from hermes_delegate import Delegator, Task, config_from_dict
 from hermes_delegate.loopback import LoopbackProvider
@@ -21,6 +23,7 @@ from hermes_delegate.ratelimit.learned import SLOW_START_END, SLOW_START_WINDOW
 DEPS = [{"model_info": {"id": "d"}}]
 
 
+@pytest.mark.slow
 def test_the_first_burst_at_a_provider_that_states_nothing_does_not_collide() -> None:
     with LoopbackProvider("ss", latency_s=0.2, rps=4, retry_after="auto", ratelimit_headers="none") as p:
         cfg = config_from_dict({
@@ -31,12 +34,12 @@ def test_the_first_burst_at_a_provider_that_states_nothing_does_not_collide() ->
                        "router_settings": {"num_retries": 8}}})
         d = Delegator(cfg)
         d.router.router  # noqa: B018 - import litellm and build the Router outside the batch
-        out = d.run_sync([Task(f"task {i}", model="g") for i in range(24)])
+        out = d.run_sync([Task(f"task {i}", model="g") for i in range(16)])
         stats = p.stats()
-    assert out.counts() == {"completed": 24}, [r.error for r in out.results if r.error]
-    # before: the 15 calls queued behind the first request all went at once when it answered, and 13
-    # of them were refused; now the window meets the limit at a few requests in flight
-    assert stats["429"] <= 4, stats
+    assert out.counts() == {"completed": 16}, [r.error for r in out.results if r.error]
+    # before: the 15 calls queued behind the first request all went at once when it answered, and
+    # 11 or more of them were refused; now the window meets the limit at a few requests in flight
+    assert stats["429"] <= 6, stats
     limits = out.results[-1].deployment.limits
     assert limits["learned_from"] == "429s", limits  # then the pace adapted on 429s, as before
 

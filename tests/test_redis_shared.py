@@ -146,7 +146,7 @@ def test_a_pace_adapted_on_429s_is_where_the_next_process_starts(provider: Loopb
     first = _run(cfg, tmp_path, 1, n=20)
     assert first[0]["counts"] == {"completed": 20}
     first_429s = provider.stats()["429"]
-    assert first_429s >= 3, "the first burst meets the limit"
+    assert first_429s >= 1, "the first process meets the limit (slow start: a few requests at once, not a burst)"
     assert first[0]["limits"][-1]["learned_from"] == "429s"
 
     time.sleep(1.1)  # the provider's window forgets the first process

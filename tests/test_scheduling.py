@@ -343,5 +343,5 @@ def test_a_task_timed_out_in_the_queue_says_what_held_it(trio: Trio):
 
     assert first.status == "completed"
     assert second.status == "timeout" and second.attempts == []
-    assert "Nothing was sent: it was queued (g-s1 is at its rate limit)." in second.error["message"]
+    assert "Nothing was sent: it was queued (g-s1 waits for rpm 1, configured)." in second.error["message"]
     assert trio[0].stats()["requests"] == 1

@@ -113,6 +113,12 @@ class DelegationSettings(_Strict):
                                  "(SIMPLE, MEDIUM, COMPLEX, REASONING); other keys go to LiteLLM's "
                                  "complexity_router_config")
 
+    files: FilesSettings = Field(default_factory=FilesSettings)
+    max_queue_wait_s: float = Field(300.0, gt=0, allow_inf_nan=False,
+                                    description="the longest a task waits in the rate-limit queue (all its attempts "
+                                                "together), with or without a task timeout; then it fails "
+                                                "queue_timeout, naming the limit that held it")
+
     @field_validator("tiers")
     @classmethod
     def _tier_names(cls, v: list[str] | None) -> list[str] | None:
@@ -124,7 +130,6 @@ class DelegationSettings(_Strict):
     @classmethod
     def _auto_settings(cls, v: dict[str, Any]) -> dict[str, Any]:
         return check_auto_settings(v)
-    files: FilesSettings = Field(default_factory=FilesSettings)
 
     @field_validator("budget_usd", mode="before")
     @classmethod

@@ -160,9 +160,10 @@ class BatchValidationError(UsageError):
 class ProviderError(DelegateError):
     """A provider call failed at run time. `kind` names the failure class a caller can branch on:
     rate_limit, timeout, connection, server, bad_response, auth, bad_request, not_found,
-    context_window, content_policy, budget_exceeded, interrupted, unknown."""
+    context_window, content_policy, budget_exceeded, interrupted, queue_timeout (waited
+    delegation.max_queue_wait_s in the rate-limit queue; nothing sent), limiter_unavailable, unknown."""
 
-    RETRYABLE = {"rate_limit", "timeout", "connection", "server", "bad_response"}
+    RETRYABLE = {"rate_limit", "timeout", "connection", "server", "bad_response", "queue_timeout"}
 
     #: Every attempt made for the call that failed (routing.Attempt rows), filled in by the router.
     attempts: list[Any]

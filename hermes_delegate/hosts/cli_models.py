@@ -54,7 +54,11 @@ def _learned_line(row: dict[str, Any], now: float) -> str:
     parts = [f"{key} {row[key]:g}" for key in ("rpm", "tpm") if isinstance(row.get(key), (int, float))]
     age = max(0.0, now - float(row.get("at") or now))
     ago = f"{age:.0f} s ago" if age < 120 else f"{age / 60:.0f} min ago"
-    return f"  {row.get('group')} ({row.get('model')}): {', '.join(parts)} (learned from {row.get('learned_from')}, {ago})"
+    refused = row.get("refused") if isinstance(row.get("refused"), dict) else {}
+    said = "; ".join(f"{k} {v.get('value')} refused: {v.get('reason')}" for k, v in refused.items()
+                     if isinstance(v, dict))
+    return (f"  {row.get('group')} ({row.get('model')}): {', '.join(parts) or 'no limits'} (learned from "
+            f"{row.get('learned_from')}, {ago})" + (f" — {said}" if said else ""))
 
 
 def _print_learned(report: dict[str, Any], out: TextIO) -> None:

@@ -48,6 +48,10 @@ full capacity again):
   tokens only); resets are RFC 3339 UTC times (``2026-12-03T01:02:03.456Z``);
 * ``"none"``: no rate-limit headers.
 
+``extra_headers`` (a list of ``(name, value)`` pairs, default none) is sent as is on every chat /
+messages response, 200s and 429s alike, after the headers above: a provider that states anything
+(``x-ratelimit-limit-tokens: 1``, an HTTP-date ``Retry-After``) without enforcing it.
+
 ``retry_after`` sets a 429's ``Retry-After``: a number of seconds, ``None`` (no
 header) or ``"auto"``: the time until the request would fit again (the later of
 the refusing limits' waits; the whole-window reset for a request too large to
@@ -147,6 +151,7 @@ class LimitsMixin:
     retry_after: float | str | None
     responder: Any
     ratelimit_headers: str
+    extra_headers: list[tuple[str, str]]
     token_window_s: float
     _lock: threading.Lock
     _rps: float | None
@@ -238,7 +243,11 @@ class LimitsMixin:
         return max(0.0, self._tok[-1].time + self.token_window_s - now)  # unreachable in practice
 
     def _rl_headers(self, now: float) -> list[tuple[str, str]]:
-        """Rate-limit headers in the configured dialect (after counting an admitted request)."""
+        """Rate-limit headers in the configured dialect (after counting an admitted request), then
+        ``extra_headers``."""
+        return self._dialect_headers(now) + [(str(k), str(v)) for k, v in (self.extra_headers or [])]
+
+    def _dialect_headers(self, now: float) -> list[tuple[str, str]]:
         dialect = self.ratelimit_headers
         if dialect == "none" or (self._rps is None and self._tpm is None):
             return []

@@ -97,6 +97,7 @@ class LoopbackProvider(LimitsMixin, ChatMixin, AnthropicMixin):
         tpm: float | None = None,
         token_window_s: float = 60.0,
         ratelimit_headers: str = "openai",
+        extra_headers: Iterable[tuple[str, str]] = (),
     ):
         if ratelimit_headers not in RATELIMIT_DIALECTS:
             raise ValueError(f"ratelimit_headers must be one of {list(RATELIMIT_DIALECTS)}, not {ratelimit_headers!r}")
@@ -108,6 +109,7 @@ class LoopbackProvider(LimitsMixin, ChatMixin, AnthropicMixin):
         self._tpm = _check_limit("tpm", tpm)
         self.token_window_s = token_window_s
         self.ratelimit_headers = ratelimit_headers
+        self.extra_headers = list(extra_headers)
         self.name = name
         self.host = host
         self.latency_s = float(latency_s)

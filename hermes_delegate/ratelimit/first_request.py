@@ -14,6 +14,7 @@ import uuid
 from typing import Any, Mapping, Sequence
 
 from .learned import Adaptive
+from .sanity import checked_published
 
 __all__ = ["FirstRequests", "ARRIVAL_GRACE_S", "PROBE_WAIT_S", "dep_id_of"]
 
@@ -23,6 +24,9 @@ __all__ = ["FirstRequests", "ARRIVAL_GRACE_S", "PROBE_WAIT_S", "dep_id_of"]
 ARRIVAL_GRACE_S = 0.25
 #: An adapted pace changes on every success: a shared store hears of it at most this often.
 PUBLISH_EVERY_S = 1.0
+#: Limits a deployment keeps stating are published again this often (a shared store keeps them for
+#: redis_windows.LEARNED_TTL_S, a few times this).
+CONFIRM_EVERY_S = 30.0
 #: A first request is counted in a shared store's rpm window while it is out, for the processes
 #: that learn the limits meanwhile; this long at most (its answer moves the entry to then).
 PROBE_COUNTED_S = 60.0
@@ -56,20 +60,27 @@ class FirstRequests:
         if ticket is not None:
             self._probing.add(ticket)
         grace_end: float | None = None
+        t0 = self.clock()
+        deadline = self._deadline(ticket, t0) if ticket is not None else float("inf")
         try:
-            return await self._admit_unknown(call_id, deployments, ticket, grace_end)
+            return await self._admit_unknown(call_id, deployments, ticket, grace_end, (t0, deadline))
         finally:
+            if ticket is not None:
+                self._spend(ticket, t0)
             self._probing.discard(ticket)  # type: ignore[arg-type]
             self._wake()
 
     async def _admit_unknown(self, call_id: str, deployments: Sequence[Mapping[str, Any]], ticket: int | None,
-                             grace_end: float | None) -> list[Mapping[str, Any]] | None:
+                             grace_end: float | None, bound: tuple[float, float]) -> list[Mapping[str, Any]] | None:
+        t0, deadline = bound
+        group = str(self.labels.get(dep_id_of(deployments[0]), {}).get("group") or "") if deployments else ""
         while True:
             if self.limited(deployments):
                 return None
             now = self.clock()
+            self._check_deadline(deadline, t0, group or "its group", deployments)
             if ticket is not None and any(t < ticket for t in self._probing):
-                await self._sleep(None)  # an earlier call is here: it goes first
+                await self._sleep(self._left(deadline))  # an earlier call is here: it goes first
                 continue
             earlier = self._not_arrived(ticket) if ticket is not None else set()
             if earlier:
@@ -101,7 +112,7 @@ class FirstRequests:
                 if ticket is not None:
                     self._served.add(ticket)  # later calls need not wait for it to arrive
                 return ready
-            await self._sleep(None if soonest == float("inf") else soonest)
+            await self._sleep(self._bounded(soonest, deadline))
 
     def picked(self, call_id: str, dep_id: str) -> None:
         """The Router sent this call to `dep_id`: its other reservations are free again."""
@@ -127,17 +138,22 @@ class FirstRequests:
         self._wake()
 
     # -- limits learned by one process, known to all (a shared store) -----------------------
-    def _publish(self, dep_id: str, ad: Adaptive) -> None:
+    def _publish(self, dep_id: str, ad: Adaptive, *, confirmed: bool = False) -> None:
         """Put what this deployment taught us where the other processes look first: on a change of
-        stated limits at once, an adapted pace at most once a second."""
+        stated limits at once, an adapted pace at most once a second, the same limits stated again
+        (`confirmed`) every CONFIRM_EVERY_S (the store forgets them soon after they stop being
+        confirmed). Limits refused since they were published are published as gone."""
         st = self._state[dep_id]
         now = self.clock()
-        if not self.windows.shared or (ad.rpm is None and ad.tpm is None) or \
-                (ad.adapted and now - st.published_at < PUBLISH_EVERY_S):
+        if not self.windows.shared or (ad.rpm is None and ad.tpm is None and st.published_at == float("-inf")) \
+                or (ad.adapted and now - st.published_at < PUBLISH_EVERY_S) \
+                or (confirmed and now - st.published_at < CONFIRM_EVERY_S):
             return
         st.published_at = now
         learned = {**ad.describe(), "learned_from": "429s" if ad.adapted else "headers",
                    "measured_rpm": ad.measured_rpm, "at": time.time(), **self.labels.get(dep_id, {})}
+        if ad.refused:
+            learned["refused"] = {k: {"value": v["value"], "reason": v["reason"]} for k, v in ad.refused.items()}
         self._background(self.windows.publish(dep_id, learned))
 
     async def recall(self, deployments: Sequence[Mapping[str, Any]]) -> None:
@@ -154,7 +170,8 @@ class FirstRequests:
                 learned = await self.windows.recall(dep_id)
             except Exception:  # noqa: BLE001 - best effort: without it the first request teaches them
                 continue
-            if learned and (learned.get("rpm") or learned.get("tpm")) and self._unknown(dep_id):
+            learned = checked_published(learned) if learned else None  # unbelievable values: refused
+            if learned and (_pos(learned.get("rpm")) or _pos(learned.get("tpm"))) and self._unknown(dep_id):
                 ad = self.adaptive[dep_id]
                 ad.answered, ad.rpm, ad.tpm = True, _pos(learned.get("rpm")), _pos(learned.get("tpm"))
                 ad.adapted = learned.get("learned_from") == "429s"

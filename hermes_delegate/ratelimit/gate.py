@@ -17,6 +17,10 @@ alone (first_request.py), its response's rate-limit headers become its limits, a
 sends none is paced at a rate adapted on its 429s. Configured limits win over learned ones, field by
 field.
 
+No call waits in the queue longer than `max_wait_s` in all (delegation.max_queue_wait_s, over all of
+its attempts): it then fails typed (`queue_timeout`), saying which limit held it and where that
+limit came from; a head whose computed wait is already longer fails at once.
+
 This module holds the gate and its FIFO queue (fair across calls by their tickets); its mixins hold
 the rest, over the per-deployment state in state.py: first_request.py (the first request, shared
 learning), learning.py (what came back: `observe`, learned limits merged with configured ones,
@@ -33,14 +37,26 @@ import uuid
 from collections import defaultdict, deque
 from typing import Any, Awaitable, Callable, Collection, Mapping, Sequence
 
+from ..core.errors import ProviderError
 from .first_request import ARRIVAL_GRACE_S, FirstRequests, dep_id_of as _dep_id
 from .learned import Adaptive
 from .learning import DEFAULT_429_BLOCK_S, LearnedLimits
+from .sanity import MAX_HOLD_S, refusal
 from .state import NO_LIMITS, DeploymentState
 from .tokens import TokenBudget
 from .windows import JITTER_PAD_S, Ask, Limits, LocalWindows, TokenEstimate, WindowStore
 
-__all__ = ["Limits", "TokenEstimate", "CapacityGate", "JITTER_PAD_S", "DEFAULT_429_BLOCK_S"]
+__all__ = ["Limits", "TokenEstimate", "CapacityGate", "JITTER_PAD_S", "DEFAULT_429_BLOCK_S", "queue_timeout"]
+
+
+def queue_timeout(waited_s: float, max_wait_s: float, group: str, held: str | None) -> ProviderError:
+    """The typed error of a call that waited in the queue as long as it may (nothing was sent)."""
+    return ProviderError(
+        "queue_timeout",
+        f"Nothing was sent: the request waited {waited_s:.1f} s in the queue for {group!r}, and may wait "
+        f"{max_wait_s:g} s at most (delegation.max_queue_wait_s). Held by: {held or 'earlier calls'}. "
+        "Configure the deployment's real rpm/tpm (configured limits win over learned ones), raise "
+        "delegation.max_queue_wait_s, or send fewer tasks at once.", num_retries=0)
 
 
 class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
@@ -48,8 +64,12 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
 
     def __init__(self, limits: Mapping[str, Limits], *, windows: WindowStore | None = None,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
-                 learn: bool = False, labels: Mapping[str, Mapping[str, Any]] | None = None):
+                 learn: bool = False, labels: Mapping[str, Mapping[str, Any]] | None = None,
+                 max_wait_s: float | None = None):
         self.configured = dict(limits)
+        #: the longest a call may wait in the queue, over all its attempts (None: no bound)
+        self.max_wait_s = max_wait_s
+        self._spent: dict[int, float] = {}  # ticket -> seconds that call has queued so far
         #: what a deployment is (group, model) for the limits published to a shared store; never credentials
         self.labels = dict(labels or {})
         self._recalled: set[str] = set()
@@ -87,7 +107,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         if dep_id in self.limits:
             return True
         ad = self.adaptive.get(dep_id)
-        return self.learn and ad is not None and ad.settle_at is not None
+        return self.learn and ad is not None and (ad.settle_at is not None or ad.slow_starting())
 
     def add(self, dep_id: str, limits: Limits, label: Mapping[str, Any] | None = None) -> None:
         """A deployment added after the gate was built (an implicit one)."""
@@ -101,15 +121,26 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
     def _local_wait(self, dep_id: str, lim: Limits, est_tokens: "float | TokenEstimate", now: float) -> float:
         st = self._state[dep_id]
         if st.blocked_until > now:
+            st.held_by = "a 429's Retry-After"
             return st.blocked_until - now
         if lim.max_parallel is not None and st.in_flight >= lim.max_parallel:
+            st.held_by = f"max_parallel {lim.max_parallel}, {self.limit_source(dep_id, 'max_parallel')}"
             return float("inf")  # until a release
         if not st.warm and st.in_flight >= 1 and (lim.rpm is not None or lim.tpm is not None):
             # cold: until the first request returns (LiteLLM's client set-up delays it by a variable
             # amount, which would bunch the next ones into one provider window). A slot count alone
             # (max_parallel) has no window to bunch into: its first wave goes at once.
+            st.held_by = "its first request, not answered yet"
             return float("inf")
-        return self._tpm_wait(dep_id, st, lim, est_tokens, now)
+        ad = self.adaptive.get(dep_id)
+        if self.learn and ad is not None and ad.slow_starting() and max(st.in_flight, st.sending) >= ad.window:
+            st.held_by = (f"slow start, {ad.window} requests at once and one more per success: it states no "
+                          "limits and has not answered 429 yet")
+            return float("inf")  # until a release
+        wait = self._tpm_wait(dep_id, st, lim, est_tokens, now)
+        if wait > 0:
+            st.held_by = f"tpm {lim.tpm:g}, {self.limit_source(dep_id, 'tpm')}"
+        return wait
 
     async def _try(self, dep_id: str, est_tokens: "float | TokenEstimate", group: str = "") -> tuple[float, bool]:
         """(0.0, slot taken?) when the deployment can take this request now; else (seconds to wait, False)."""
@@ -122,6 +153,11 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
             ad.settle(now)
             self._apply_learned(dep_id, ad)
         lim = self.limits.get(dep_id)
+        if lim is not None and lim.tpm is not None and lim.token_bucket and ad is not None and ad.tpm is not None:
+            why = refusal("tpm", lim.tpm, self._charge(self._state[dep_id], est_tokens))
+            if why is not None and ad.refuse("tpm", why):  # it could never admit this request: not believed
+                self._apply_learned(dep_id, ad)
+                lim = self.limits.get(dep_id)
         if lim is None:
             if not self.paced(dep_id):
                 return 0.0, False
@@ -136,6 +172,9 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
                 await asyncio.wait(list(self._counting[dep_id]))
             wait = await self.windows.admit(dep_id, ask)
             if wait > 0:
+                st.held_by = (f"rpm {lim.rpm:g}, {self.limit_source(dep_id, 'rpm')}"
+                              if ask.rpm and not self.windows.shared
+                              else "its limits, shared with other processes through Redis")
                 if ask.waiter:
                     self._queued_at[group].add(dep_id)
                 return wait, False
@@ -145,6 +184,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
             if ask.parallel:
                 st.leases.append(ask.token)
         st.in_flight += 1
+        st.held_by = ""
         self._take_tokens(dep_id, st, lim, est_tokens, now)
         return 0.0, True
 
@@ -252,14 +292,17 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
                    if _dep_id(d) in self._state)
 
     def holding(self, dep_ids: Collection[str]) -> str | None:
-        """Why a call queued for these deployments is still waiting, in words, or None when nothing
-        here holds them (for a timeout that came before any request was sent)."""
+        """Why a call queued for these deployments is still waiting, in words (which limit, and where
+        it came from), or None when nothing here holds them (for a timeout that came before any
+        request was sent)."""
         now = self.clock()
         reasons: list[str] = []
         for dep_id in dep_ids:
             st = self._state.get(dep_id)
             if st is not None and st.blocked_until > now:
                 reasons.append(f"{dep_id} is held {st.blocked_until - now:.1f} s more after a 429")
+            elif st is not None and st.held_by and self.paced(dep_id):
+                reasons.append(f"{dep_id} waits for {st.held_by}")
             elif dep_id in self.limits:
                 reasons.append(f"{dep_id} is at its rate limit")
             elif st is not None and not st.warm and st.in_flight:
@@ -297,7 +340,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
     def block(self, dep_id: str, seconds: float) -> None:
         """A 429 said Retry-After: send nothing more to this deployment until then."""
         st = self._state[dep_id]
-        st.blocked_until = max(st.blocked_until, self.clock() + min(60.0, max(0.0, seconds)))
+        st.blocked_until = max(st.blocked_until, self.clock() + min(MAX_HOLD_S, max(0.0, seconds)))
 
     def in_flight(self, dep_id: str) -> int:
         return self._state[dep_id].in_flight if dep_id in self._state else 0
@@ -311,6 +354,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         t0 = self.clock()
         if ticket is None:
             ticket = next(self._auto)
+        deadline = self._deadline(ticket, t0)
         queue = self._waiting[group]
         queue.add(ticket)
         self._wake()
@@ -318,7 +362,8 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         try:
             while True:
                 if group in self._busy or ticket != min(queue):
-                    await self._sleep(None)
+                    self._check_deadline(deadline, t0, group, deployments)
+                    await self._sleep(self._left(deadline))
                     continue
                 earlier = self._not_arrived(ticket)
                 if earlier:
@@ -351,12 +396,52 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
                         self.waits += 1
                         self.wait_s += waited
                     return ready, waited, slot
-                await self._sleep(None if soonest == float("inf") else soonest, changed)
+                # a head that would wait past its bound fails now, not when the bound is reached
+                self._check_deadline(deadline, t0, group, deployments, soonest)
+                await self._sleep(self._bounded(soonest, deadline), changed)
         finally:
+            self._spend(ticket, t0)
             queue.discard(ticket)
             if not queue:
                 self._leave(group)
             self._wake()
+
+    # -- the queue-wait bound (delegation.max_queue_wait_s) -------------------------------------
+    def _deadline(self, ticket: int, now: float) -> float:
+        """When this call's queue time runs out (inf: no bound), counting what it has queued already."""
+        if self.max_wait_s is None:
+            return float("inf")
+        if self.outstanding is not None and len(self._spent) > 64:  # calls that are over
+            open_now = set(self.outstanding())
+            self._spent = {t: v for t, v in self._spent.items() if t in open_now}
+        return now + max(0.0, self.max_wait_s - self._spent.get(ticket, 0.0))
+
+    def _left(self, deadline: float) -> float | None:
+        """Seconds to the deadline, for a sleep (None: no bound)."""
+        return None if deadline == float("inf") else max(0.001, deadline - self.clock())
+
+    def _bounded(self, wait: float, deadline: float) -> float | None:
+        """A sleep of `wait` seconds (inf: until something changes), cut short at the deadline."""
+        left = self._left(deadline)
+        if wait == float("inf"):
+            return left
+        return wait if left is None else min(wait, left)
+
+    def _spend(self, ticket: int, t0: float) -> None:
+        if self.max_wait_s is not None:
+            self._spent[ticket] = self._spent.get(ticket, 0.0) + max(0.0, self.clock() - t0)
+
+    def _check_deadline(self, deadline: float, t0: float, group: str, deployments: Sequence[Mapping[str, Any]],
+                        soonest: float = 0.0) -> None:
+        """Raise queue_timeout when the call's bound is reached, or (a head) its wait would pass it."""
+        now = self.clock()
+        if deadline == float("inf") or (now < deadline and (soonest == float("inf") or now + soonest <= deadline)):
+            return
+        assert self.max_wait_s is not None
+        held = self.holding([_dep_id(d) for d in deployments])
+        if now < deadline:  # a head whose turn is known to come too late
+            held = f"{held or 'its limits'}; its turn would come in {soonest:.1f} s"
+        raise queue_timeout(self.max_wait_s - max(0.0, deadline - now), self.max_wait_s, group, held)
 
     def _leave(self, group: str) -> None:
         """This group's waiter no longer waits at the deployments of a shared store it queued at."""

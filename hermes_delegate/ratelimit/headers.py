@@ -3,7 +3,7 @@
 Providers tell every client their limits: OpenAI-style ``x-ratelimit-{limit,remaining,reset}-{requests,
 tokens}`` (reset as a Go duration: ``1s``, ``250ms``, ``6m0s``), Anthropic's ``anthropic-ratelimit-
 {requests,tokens,input-tokens}-{limit,remaining,reset}`` (reset as an RFC 3339 time), and ``Retry-After``
-(seconds or an HTTP date) / ``retry-after-ms`` on a 429. LiteLLM hands them back on a response as
+(seconds or an HTTP date) / ``retry-after-ms`` / ``x-ms-retry-after-ms`` on a 429. LiteLLM hands them back on a response as
 ``_hidden_params["additional_headers"]``, each raw header prefixed ``llm_provider-``, and on an error as
 ``litellm_response_headers``. Limits are per minute in both dialects. Pure: no I/O, no clock (the caller
 passes the wall time to measure RFC 3339 resets against).
@@ -133,9 +133,10 @@ def _until(text: str | None, now_wall: float) -> float | None:
 
 
 def _retry_after(h: Mapping[str, str], now_wall: float) -> float | None:
-    ms = _number(h.get("retry-after-ms"))
-    if ms is not None:
-        return ms / 1000.0
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):  # OpenAI's, Azure's
+        ms = _number(h.get(name))
+        if ms is not None:
+            return ms / 1000.0
     text = h.get("retry-after")
     if text is None:
         return None

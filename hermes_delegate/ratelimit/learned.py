@@ -16,6 +16,15 @@ up or the measure was low. So the pace stays within a few percent
 of the provider's rate, meeting a 429 about once every 60 requests, where a cut to 0.5 (TCP Reno's)
 would average 75 % of it.
 
+Before its first 429, such a provider is not sent to all at once either: after its first answer, a
+small in-flight window (SLOW_START_WINDOW) grows by one request per success (it doubles every round
+trip, TCP's slow start) until the first 429 hands over to the pace above, or until it reaches
+SLOW_START_END with no 429 (the provider's limit is then out of reach: nothing more is held).
+
+What a provider states is believed within bounds (sanity.py): a limit that cannot admit one request
+is refused (`refused`), and one that later successes contradict (more accepted in a minute than it
+allows) is raised to what was accepted (`corrected`).
+
 Pure bookkeeping: the gate calls in with what happened, on the gate's clock.
 """
 
@@ -27,8 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .headers import RateHeaders
+from .sanity import refusal
 
-__all__ = ["Adaptive", "BETA", "MIN_PAD_S", "MAX_PAD_S", "jitter_pad"]
+__all__ = ["Adaptive", "BETA", "MIN_PAD_S", "MAX_PAD_S", "jitter_pad", "SLOW_START_WINDOW", "SLOW_START_END"]
 
 BETA = 0.9
 GROWTH_FAR, GROWTH_NEAR, GROWTH_BEYOND = 0.02, 0.0005, 0.01
@@ -43,6 +53,13 @@ MIN_RPM = 6.0
 MIN_PAD_S = 0.005
 MAX_PAD_S = 0.1
 _SAMPLES = 32
+#: Slow start: requests in flight at once after a header-less deployment's first answer; one more per
+#: success; over (nothing held) once it reaches SLOW_START_END without a 429.
+SLOW_START_WINDOW = 2
+SLOW_START_END = 32
+#: A stated limit is contradicted when, within a minute, more than max(CONTRADICTED × it, it + 2)
+#: requests (or tokens) succeeded.
+CONTRADICTED = 1.25
 
 
 @dataclass
@@ -64,23 +81,100 @@ class Adaptive:
     #: the window the provider counts tokens over: the longest token reset it stated (a reset is when
     #: the tokens used so far are back, so one after a full window's use is the window), 1–60 s
     token_window_s: float = 1.0
+    #: stated values not believed (sanity.refusal): {"rpm"/"tpm": {"value", "from", "reason"}}
+    refused: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: stated values raised to what later successes showed: {"rpm"/"tpm": {"stated", "now", "reason"}}
+    corrected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    floor_rpm: float = 0.0  # at least this many requests a minute were accepted
+    floor_tpm: float = 0.0
+    window: int = 0  # slow start's in-flight window (0: not begun)
+    window_over: bool = False  # slow start ended (a 429, or SLOW_START_END reached)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+    successes: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # when successes came back
+    accepted_tokens: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=4096))
     sends: deque[float] = field(default_factory=lambda: deque(maxlen=1024))  # when requests were sent
     refusals: deque[float] = field(default_factory=lambda: deque(maxlen=1024))  # when the 429'd ones were
 
-    def learn(self, rate: RateHeaders) -> bool:
-        """Take the limits a response states; True when they differ from what we had."""
+    def learn(self, rate: RateHeaders, source: str = "headers") -> bool:
+        """Take the limits a response states, within bounds; True when they differ from what we had.
+        A stated limit under the bounds is refused; one under what successes showed is raised."""
         self.answered = True
         if not rate.has_limits:
             return False
+        stated = {"rpm": rate.requests_limit or None, "tpm": rate.tokens_limit or None}
+        for key, value in stated.items():
+            why = refusal(key, value)
+            before = self.refused.get(key)
+            if why is not None:
+                self.refused[key] = {"value": value, "from": source, "reason": why}
+                stated[key] = None
+            elif value is not None and before is not None and value <= before["value"]:
+                stated[key] = None  # refused before (too small for a request): still not believed
+            elif value is not None:
+                self.refused.pop(key, None)
+        if stated["rpm"] is None and stated["tpm"] is None:
+            return False  # nothing believable: as a provider that states nothing
         self.sends_headers = True
         self.adapted = False
         if rate.tokens_reset_s:
             self.token_window_s = min(60.0, max(self.token_window_s, rate.tokens_reset_s))
-        changed = (rate.requests_limit, rate.tokens_limit) != (self.rpm, self.tpm)
-        self.rpm = rate.requests_limit if rate.requests_limit else None
-        self.tpm = rate.tokens_limit if rate.tokens_limit else None
+        rpm, tpm = stated["rpm"], stated["tpm"]
+        if rpm is not None and rpm < self.floor_rpm:
+            rpm = self.floor_rpm
+        if tpm is not None and tpm < self.floor_tpm:
+            tpm = self.floor_tpm
+        changed = (rpm, tpm) != (self.rpm, self.tpm)
+        self.rpm, self.tpm = rpm, tpm
         return changed
+
+    def refuse(self, key: str, reason: str) -> bool:
+        """A learned `rpm`/`tpm` turned out unbelievable (e.g. fewer tokens than one request needs):
+        drop it; True when it was in force."""
+        value = getattr(self, key)
+        if value is None or self.adapted:
+            return False
+        self.refused[key] = {"value": value, "from": "shared store" if not self.sends_headers else "headers",
+                             "reason": reason}
+        setattr(self, key, None)
+        if self.rpm is None and self.tpm is None:
+            self.sends_headers = False
+        return True
+
+    def _contradicted(self, key: str, now: float, seen: float) -> bool:
+        """`seen` requests (or tokens) succeeded within the last minute: more than the stated limit
+        allows, it is raised to that (and stays at least that while it is stated again)."""
+        value = getattr(self, key)
+        if value is None or self.adapted or seen <= max(CONTRADICTED * value, value + 2):
+            return False
+        first = self.corrected.get(key, {}).get("stated", value)
+        setattr(self, "floor_" + key, seen)
+        setattr(self, key, seen)
+        self.corrected[key] = {"stated": first, "now": seen,
+                               "reason": f"{seen:g} {'requests' if key == 'rpm' else 'tokens'} succeeded "
+                                         "within a minute"}
+        return True
+
+    def on_tokens(self, now: float, tokens: float) -> bool:
+        """A success reported `tokens` used; True when they contradict the learned tpm (raised)."""
+        if tokens <= 0:
+            return False
+        self.accepted_tokens.append((now, tokens))
+        while self.accepted_tokens and self.accepted_tokens[0][0] <= now - 60.0:
+            self.accepted_tokens.popleft()
+        return self._contradicted("tpm", now, sum(t for _, t in self.accepted_tokens))
+
+    # -- slow start: a header-less deployment's in-flight window before its first 429 --------------
+    def slow_starting(self) -> bool:
+        return self.window > 0 and not self.window_over and not self.sends_headers and not self.adapted \
+            and self.rpm is None and self.tpm is None
+
+    def grow_window(self) -> None:
+        """A success from a deployment that states no limits: begin slow start, or widen its window."""
+        if self.window_over or self.sends_headers or self.adapted or self.rpm is not None or self.tpm is not None:
+            return
+        self.window = SLOW_START_WINDOW if self.window == 0 else self.window + 1
+        if self.window >= SLOW_START_END:
+            self.window_over = True
 
     def on_sent(self, now: float) -> None:
         self.sends.append(now)
@@ -89,6 +183,11 @@ class Adaptive:
         """A success; True when it changed the adapted pace."""
         if latency_s is not None and latency_s >= 0:
             self.latencies.append(latency_s)
+        self.successes.append(now)
+        while self.successes and self.successes[0] <= now - 60.0:
+            self.successes.popleft()
+        if self._contradicted("rpm", now, float(len(self.successes))):
+            return True
         if self.adapted and self.rpm is not None:
             top = self.measured_rpm or self.rpm
             if self.rpm < 0.97 * top:
@@ -105,6 +204,8 @@ class Adaptive:
     def on_429(self, now: float, hold_s: float, latency_s: float | None = None) -> None:
         """A 429. From a deployment that states no limits: the pace is set when the hold ends (`settle`)."""
         self.rate_limited += 1
+        if self.slow_starting():  # the pace set when the hold ends takes over; until then, half the window
+            self.window = max(1, self.window // 2)
         sent_at = now - (latency_s or 0.0)
         self.refusals.append(sent_at)
         if self.sends_headers or now < self.hold_decrease_until or self.settle_at is not None:
@@ -122,8 +223,13 @@ class Adaptive:
         # request) until the 429 came back; a 429 answers at once, so by the end of its hold the
         # refusals of that span are known, and what is still in flight was let in
         first = self.sends[0] if self.sends else refused
-        start = max(first, refused - RATE_SPAN_S, self.paced_since)
+        # from the first send since the pace was set: the seeded window may hold the first ones back a
+        # while, and that idle while is not the provider's rate (measured in, it cut a 9.6/s pace to 6.4)
+        since = next((t for t in self.sends if t >= self.paced_since), refused)
+        start = max(first, refused - RATE_SPAN_S, since)
         end = max(refused, self.hold_from)
+        if end - start < MIN_SPAN_S:  # a 429 soon after the pace was set: the provider's window still
+            start = max(first, end - MIN_SPAN_S)  # counts what was sent before; so does the measure
         accepted = sum(1 for t in self.sends if start <= t <= end) - \
             sum(1 for t in self.refusals if start <= t <= end)
         if accepted < 1:  # it accepted nothing: there is no rate to measure; the holds alone apply

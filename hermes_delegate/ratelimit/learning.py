@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from .headers import parse_rate_headers
 from .learned import Adaptive
+from .sanity import MAX_HOLD_S
 from .state import NO_LIMITS
 from .windows import Limits
 
@@ -37,7 +38,7 @@ class LearnedLimits:
             self._state[dep_id].probe_by = None
         now = self.clock()
         if status == 429:
-            hold = rate.retry_after_s if rate.retry_after_s is not None else DEFAULT_429_BLOCK_S
+            hold = min(MAX_HOLD_S, rate.retry_after_s if rate.retry_after_s is not None else DEFAULT_429_BLOCK_S)
             conf = self.configured.get(dep_id)
             if self.learn and (conf is None or conf.rpm is None):  # no configured rpm: adapt the pace
                 ad.on_429(now, hold, latency_s)
@@ -46,8 +47,12 @@ class LearnedLimits:
             self.block(dep_id, max(hold, rate.wait_s()))
         elif status is None or status < 400:
             changed = ad.on_success(now, latency_s) or changed
+            if self.learn and dep_id not in self.limits and not ad.sends_headers and not ad.adapted:
+                ad.grow_window()  # slow start (learned.py): unknown limits, no headers, no 429 yet
         if changed:
             self._apply_learned(dep_id, ad)
+        elif self.learn and ad.sends_headers and not ad.adapted and rate.has_limits:
+            self._publish(dep_id, ad, confirmed=True)  # the same limits stated again: still true
         self._wake()
 
     def _apply_learned(self, dep_id: str, ad: Adaptive, *, publish: bool = True) -> None:
@@ -103,4 +108,37 @@ class LearnedLimits:
             out["learned_from"] = "429s" if ad is not None and ad.adapted else "headers"
         if ad is not None and ad.rate_limited:
             out["rate_limited"] = ad.rate_limited
+        if ad is not None and (ad.refused or ad.corrected):
+            out.update(limit_notes(ad, conf))
         return out
+
+    def limit_source(self, dep_id: str, key: str) -> str:
+        """Where the `rpm`/`tpm`/`max_parallel` in force came from, in words."""
+        conf = self.configured.get(dep_id) or NO_LIMITS
+        if getattr(conf, key, None) is not None:
+            return "configured"
+        ad = self.adaptive.get(dep_id)
+        if ad is not None and ad.adapted and key == "rpm":
+            return "adapted on the provider's 429s"
+        if ad is not None and key in ad.corrected:
+            return "learned from the provider's headers, raised to what succeeded"
+        return "learned from the provider's rate-limit headers, here or by another process through Redis"
+
+
+def limit_notes(ad: Adaptive, conf: Limits) -> dict[str, Any]:
+    """`refused` / `corrected` learned values and one warning sentence each (for list_models, results)."""
+    out: dict[str, Any] = {}
+    warnings: list[str] = []
+    refused = {k: v for k, v in ad.refused.items() if getattr(conf, k) is None}
+    if refused:
+        out["refused"] = {k: v["value"] for k, v in refused.items()}
+        warnings += [f"{k} {v['value']:g} stated by the provider ({v['from']}) was refused: {v['reason']}"
+                     for k, v in refused.items()]
+    corrected = {k: v for k, v in ad.corrected.items() if getattr(conf, k) is None}
+    if corrected:
+        out["corrected"] = {k: {"stated": v["stated"], "now": v["now"]} for k, v in corrected.items()}
+        warnings += [f"{k} {v['stated']:g} stated by the provider was raised to {v['now']:g}: {v['reason']}"
+                     for k, v in corrected.items()]
+    if warnings:
+        out["warnings"] = warnings
+    return out

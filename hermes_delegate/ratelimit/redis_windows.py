@@ -20,6 +20,7 @@ import warnings
 from typing import Any, Awaitable, Callable, Mapping
 
 from ..core.errors import ProviderError
+from .sanity import checked_published
 from .windows import Ask
 
 __all__ = ["RedisWindows", "limiter_unavailable", "litellm_cache_kwargs", "read_learned", "CONNECT_TIMEOUT_S",
@@ -191,12 +192,15 @@ RENEW_EVERY_S = 10.0
 PARALLEL_POLL_S = 0.05
 #: A queued waiter not back this long after it was told to come back has left the queue.
 FAIR_GRACE_MS = 250
-#: Learned limits stay this long after they were last heard (every response states them again).
-LEARNED_TTL_S = 3600
+#: Learned limits stay this long after they were last confirmed (a process still hearing the same limits
+#: publishes them again every first_request.CONFIRM_EVERY_S): a value nobody confirms is soon gone.
+LEARNED_TTL_S = 120
 
 
 class RedisWindows:
-    """A WindowStore (see windows.py) in Redis. Keys: `hermes_delegate:{rpm,par,tpm,bucket,wait,due,next,learned}:<deployment id>`."""
+    """A WindowStore (see windows.py) in Redis. Keys: `hermes_delegate:{rpm,par,tpm,bucket,wait,due,next,learned}:<name>`,
+    the name of a deployment being `names[deployment id]` (keys.store_key: its id and a digest of its
+    provider, api_base and model), or its id when not named."""
 
     shared = True
 
@@ -214,6 +218,9 @@ class RedisWindows:
         self._down_reason = ""
         self._held: dict[str, set[str]] = {}  # deployment -> tokens of the parallel slots held
         self._renewer: asyncio.Task[None] | None = None
+        #: deployment id -> its name in Redis (keys.store_key), set by whoever knows the deployments
+        self.names: dict[str, str] = {}
+        self.learned_ttl_s = LEARNED_TTL_S
 
     @classmethod
     def from_router_settings(cls, settings: Mapping[str, Any]) -> "RedisWindows":
@@ -264,7 +271,11 @@ class RedisWindows:
         self._down_until = 0.0
 
     def _keys(self, key: str) -> list[str]:
-        return [f"{self.prefix}{kind}:{key}" for kind in ("rpm", "par", "tpm", "bucket", "wait", "due", "next")]
+        name = self.names.get(key, key)
+        return [f"{self.prefix}{kind}:{name}" for kind in ("rpm", "par", "tpm", "bucket", "wait", "due", "next")]
+
+    def learned_key(self, key: str) -> str:
+        return f"{self.prefix}learned:{self.names.get(key, key)}"
 
     async def admit(self, key: str, ask: Ask) -> float:
         limit, window_s = ask.rpm or (0, 0.0)
@@ -320,10 +331,10 @@ class RedisWindows:
 
     async def publish(self, key: str, learned: Mapping[str, Any]) -> None:
         body = json.dumps({k: v for k, v in learned.items() if v is not None})
-        await self._run(lambda: self._client.set(f"{self.prefix}learned:{key}", body, ex=LEARNED_TTL_S))
+        await self._run(lambda: self._client.set(self.learned_key(key), body, px=int(self.learned_ttl_s * 1000)))
 
     async def recall(self, key: str) -> dict[str, Any] | None:
-        body = await self._run(lambda: self._client.get(f"{self.prefix}learned:{key}"))
+        body = await self._run(lambda: self._client.get(self.learned_key(key)))
         return _learned(body)
 
     async def aclose(self) -> None:
@@ -337,7 +348,8 @@ class RedisWindows:
 
 def read_learned(settings: Mapping[str, Any], prefix: str = "hermes_delegate:") -> dict[str, dict[str, Any]]:
     """Every deployment's learned limits in the Redis that router_settings name (for `models`/`doctor`,
-    which call no model): deployment id -> what was learned. Raises the typed limiter_unavailable."""
+    which call no model): store name (keys.store_key) -> what was learned, values that cannot be
+    believed moved to `refused` (sanity.checked_published). Raises the typed limiter_unavailable."""
     client = sync_client(settings)
     try:
         out: dict[str, dict[str, Any]] = {}
@@ -345,6 +357,7 @@ def read_learned(settings: Mapping[str, Any], prefix: str = "hermes_delegate:") 
         for key, body in zip(keys, client.mget(keys) if keys else []):
             learned = _learned(body)
             if learned is not None:
+                learned = checked_published(learned)
                 out[(key.decode() if isinstance(key, bytes) else key)[len(prefix) + len("learned:"):]] = learned
         return out
     except (redis.RedisError, OSError) as exc:

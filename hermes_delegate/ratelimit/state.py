@@ -34,3 +34,4 @@ class DeploymentState:
     leases: deque[str] = field(default_factory=deque)  # parallel slots held in a shared store
     published_at: float = float("-inf")  # when learned limits were last written to a shared store
     probe_token: str | None = None  # the first request's entry in a shared store's rpm window
+    held_by: str = ""  # what made the last admission here wait (rpm, tpm, max_parallel, ...), for `holding`

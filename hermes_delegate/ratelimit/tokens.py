@@ -80,6 +80,9 @@ class TokenBudget:
     def used_tokens(self, dep_id: str, est: "float | TokenEstimate", prompt: float, completion: float) -> None:
         """A response reported its token counts: estimates for this deployment follow them."""
         st = self._state[dep_id]
+        ad = self.adaptive.get(dep_id)
+        if ad is not None and ad.on_tokens(self.clock(), prompt + completion):  # more than the learned tpm
+            self._apply_learned(dep_id, ad)
         if isinstance(est, TokenEstimate) and est.prompt > 0 and prompt > 0:
             st.token_ratio = min(10.0, max(0.1, 0.7 * st.token_ratio + 0.3 * prompt / est.prompt))
             if not est.max_tokens:

@@ -24,6 +24,7 @@ from ..core.budget import estimate_tokens
 from .hooks import (META_KEY, CallLog, install_dispatcher, make_hooks, register_call,
                            unregister_call)
 from ..ratelimit.gate import CapacityGate, Limits, TokenEstimate
+from ..ratelimit.keys import store_key
 from ..core.budget import deployment_price
 from ..core.config import Config
 from ..core.credentials import deployment_provider, unset_refs
@@ -113,7 +114,10 @@ class RouterHandle:
             labels={str(d["model_info"]["id"]): {"group": d.get("model_name"),
                                                  "model": (d.get("litellm_params") or {}).get("model")}
                     for d in router.get_model_list() or []},
+            max_wait_s=self.config.delegation.max_queue_wait_s,
         )
+        for d in router.get_model_list() or []:
+            self._name_in_store(str(d["model_info"]["id"]), d.get("litellm_params") or {})
         self.hooks = make_hooks(self)
         install_dispatcher(litellm)
         return router
@@ -139,8 +143,16 @@ class RouterHandle:
                 self.gate.add(str(added.model_info.id),
                               Limits.from_deployment(added.model_dump(exclude_none=True), self._default_parallel),
                               label={"group": res.model, "model": params.get("model")})
+                self._name_in_store(str(added.model_info.id), params)
             self._implicit.add(res.model)
         return res.model
+
+    def _name_in_store(self, dep_id: str, params: Mapping[str, Any]) -> None:
+        """A shared store (Redis) names a deployment by its id and what makes it distinct (provider,
+        api_base, model; hashed): two configs reusing one `model_info.id` never share its windows."""
+        names = getattr(self.gate.windows, "names", None)
+        if names is not None:
+            names[dep_id] = store_key(dep_id, params)
 
     def _implicit_params(self, res: Resolution) -> dict[str, Any]:
         """Params of an implicit deployment, `os.environ/` refs resolved here (with the config's

@@ -230,18 +230,27 @@ def learned_limits(delegator: Engine) -> dict[str, Any]:
         return {}
     from ..ratelimit.redis_windows import read_learned  # noqa: PLC0415
 
+    from ..ratelimit.keys import deployment_digest, split_store_key  # noqa: PLC0415
+
     r = delegator.resolver
     conn = {k: resolve_env_ref(v, r.env) if isinstance(v, str) else v for k, v in settings.items()
             if k in ("redis_host", "redis_port", "redis_url", "redis_password")}
     check_values(conn, ROUTER_SETTINGS, "router_settings")  # an os.environ/ value, now resolved
     ours = {(d.model_name, d.litellm_params.get("model")) for d in r.model_list}
     ids = {str(d.model_info["id"]) for d in r.model_list if d.model_info.get("id")}
+    # a deployment is named by its id and a digest of (provider, api_base, model): only ours are shown
+    digests = {deployment_digest({**d.litellm_params, "api_base": resolve_env_ref(
+        d.litellm_params.get("api_base") or d.litellm_params.get("base_url"), r.env)}) for d in r.model_list}
     try:
         found = read_learned(conn)
     except DelegateError as exc:
         return {"learned_limits_error": exc.message}
-    return {"learned_limits": {k: v for k, v in sorted(found.items())
-                               if k in ids or (v.get("group"), v.get("model")) in ours}}
+    shown: dict[str, Any] = {}
+    for key, value in sorted(found.items()):
+        dep_id, digest = split_store_key(key)
+        if digest in digests if digest is not None else (dep_id in ids or (value.get("group"), value.get("model")) in ours):
+            shown[dep_id] = value
+    return {"learned_limits": shown}
 
 
 def doctor_report(delegator: Engine) -> dict[str, Any]:

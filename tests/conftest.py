@@ -60,6 +60,7 @@ import os
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # before any test module imports litellm
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -119,7 +120,13 @@ def _env_hygiene(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     for name in ("NO_PROXY", "no_proxy"):
         current = os.environ.get(name)
         monkeypatch.setenv(name, f"{current},{_LOCAL}" if current else _LOCAL)
+    # a test that runs the CLI in-process (`main([...])`) points the root logger at that test's captured
+    # stderr; put it back, or a later test's log record meets a closed stream ("--- Logging error ---")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 # -- loopback providers ------------------------------------------------------------------------

@@ -87,6 +87,7 @@ def _wait_idle(providers: LoopbackPair, grace_s: float = 5.0) -> int:
     return sum(p.in_flight for p in providers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 @pytest.mark.parametrize("fault", list(EXPECTED))
 def test_fault_matrix(providers: LoopbackPair, fault: str, topology: str):

@@ -386,6 +386,7 @@ def test_demo_files_ship_in_the_package_and_match_the_checkout_copies():
     assert tasks.read_text(encoding="utf-8") == (root / "demo-tasks.yaml").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_demo_runs_from_another_directory(tmp_path):
     import subprocess
     import sys

@@ -20,6 +20,8 @@ from hermes_delegate.loopback import LoopbackProvider  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hermes_helpers import PLACEHOLDER_HOST, make_home, parent_responder, run_scenario, tool_results  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real hermes-agent sessions in fresh interpreters
+
 CHILD_FORBIDDEN = {"delegate_task", "delegate_tasks", "list_models", "clarify", "memory", "execute_code"}
 
 

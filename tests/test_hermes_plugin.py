@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hermes_helpers import (PLACEHOLDER_HOST, PLUGIN_SRC, make_home, parent_responder,  # noqa: E402
                             run_scenario, tool_results)
 
+pytestmark = pytest.mark.slow  # real hermes-agent sessions in fresh interpreters
+
 CHILD_TOOLS_FORBIDDEN = {"delegate_tasks", "list_models", "delegate_task", "clarify", "memory", "execute_code"}
 
 

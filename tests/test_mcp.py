@@ -34,6 +34,8 @@ from mcp.shared.exceptions import MCPError  # noqa: E402
 
 from hermes_delegate.loopback import start_providers  # noqa: E402
 
+pytestmark = [pytest.mark.litellm, pytest.mark.slow]  # each test starts the server (litellm's import)
+
 ROOT = Path(__file__).resolve().parents[1]
 #: The `hermes-delegate` entry point of the environment running the tests (CI's second pass: .venv-newest's),
 #: so the server runs on the same litellm and mcp as the test does.

@@ -22,6 +22,8 @@ from helpers import max_in_window
 from hermes_delegate import Delegator, Task, config_from_dict
 from hermes_delegate.loopback import LoopbackProvider, start_providers
 
+pytestmark = pytest.mark.timing  # rates and windows a provider observed
+
 R = 3  # requests per second each provider admits
 
 

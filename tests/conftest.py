@@ -1,5 +1,33 @@
 """Shared pytest fixtures for hermes-delegate. Names here are stable: other test files rely on them.
 
+Running, and the three markers (registered in pyproject.toml; ``--strict-markers`` rejects any other)
+    The suite runs in parallel by default (pytest-xdist, ``-n auto --dist loadgroup`` in pyproject's
+    addopts); ``-n 0`` runs it in one process (for ``-s``, ``--pdb``, ``HD_FAULT_TABLE=1``). So every test
+    must be safe beside any other: ports from 0, ``tmp_path``, Redis keys unique to the test, no fixed
+    file paths, no reliance on test order, and no ``sleep()`` as synchronisation: wait for the
+    condition with a deadline (``helpers.wait_until``) and fail with what was last seen.
+
+    A new test declares itself with marks, on the test or for a whole file
+    (``pytestmark = [pytest.mark.litellm, pytest.mark.timing]``):
+
+    ``@pytest.mark.slow``
+        it takes more than ~3 s (a subprocess that imports litellm or hermes, a real proxy, Retry-After
+        waits). ``pytest -m "not slow"`` is the inner loop (README: about a minute).
+    ``@pytest.mark.timing``
+        it asserts on real time: rates or windows a provider observed, a deadline that must (not)
+        pass, the order of events in time. All ``timing`` tests run on one xdist worker, one at a
+        time (the mark adds ``xdist_group("timing")``), so two of them never compete. Logic that
+        only needs a clock takes an injected one instead (``CapacityGate(clock=...)``,
+        ``LocalWindows(clock)``) and needs no mark.
+    ``@pytest.mark.litellm``
+        it exercises litellm's own behaviour (calls through the Router, its config, its errors, the
+        real proxy, the hosts end to end). CI's second pass installs the newest litellm and runs
+        ``-m litellm`` only; tests of our own pure code run in the first pass alone. Every test that
+        requests the ``providers`` fixture gets the mark automatically; mark the others yourself
+        (a CLI or MCP subprocess that makes calls, a test of how litellm reads a config...).
+    Property tests take their example counts from ``helpers.examples(n)``, which the second pass
+    scales down (``HERMES_DELEGATE_TEST_EXAMPLES=0.25``).
+
 Environment (autouse, every test)
     ``_env_hygiene``
         * ``LITELLM_LOCAL_MODEL_COST_MAP=True`` (also set at import time of this file, before any
@@ -90,6 +118,17 @@ def pytest_configure(config: pytest.Config) -> None:
     if in_ci and "hermes" not in WITHOUT and importlib.util.find_spec("run_agent") is None:
         raise pytest.UsageError("CI=true: hermes-agent is not installed (pip install -e '.[test]'); "
                                 "set HERMES_DELEGATE_TEST_WITHOUT=hermes only for a pass meant to run without it.")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`timing` tests share one xdist group (one worker, one at a time); tests on the loopback
+    providers exercise litellm (see the module docstring)."""
+    for item in items:
+        if item.get_closest_marker("timing") is not None:
+            item.add_marker(pytest.mark.xdist_group("timing"))
+        if "providers" in getattr(item, "fixturenames", ()) and item.get_closest_marker("litellm") is None:
+            item.add_marker(pytest.mark.litellm)
 
 
 __all__ = ["LOOPBACK_KEY", "LoopbackPair", "loopback_config", "loopback_dict", "SECRET_ENV_NAMES"]

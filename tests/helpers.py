@@ -14,6 +14,14 @@ each other: ``from helpers import ...`` (tests/ is on sys.path, as for ``conftes
     run_together(script, args_list, cwd, timeout_s=120) -> list[str]
         Start one Python process per args, wait for each to print READY, start them all at once
         (a line on stdin), and return the last stdout line of each (a process that fails fails the test).
+    wait_until(predicate, timeout_s=10, what="", interval_s=0.01) -> value
+        Poll `predicate` until it returns something truthy (returned) or the deadline passes (the test
+        fails, naming `what` and the last value seen). The way to wait: never a fixed sleep().
+    await async_wait_until(predicate, ...)
+        The same inside a coroutine (the predicate may be sync or async).
+    examples(n) -> int
+        A property test's example count: `n`, scaled by HERMES_DELEGATE_TEST_EXAMPLES (CI's second
+        pass sets 0.25), at least 5.
 """
 
 from __future__ import annotations
@@ -26,12 +34,53 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, Callable, NoReturn, TypeVar
+
+T = TypeVar("T")
 
 import pytest
 
 __all__ = ["KNOWN_POOLS", "client_sockets", "in_ci", "max_in_window", "missing", "new_threads", "opened_since",
-           "require_binary", "free_port", "start_redis", "stop_process", "REDIS_SERVER", "run_together"]
+           "require_binary", "free_port", "start_redis", "stop_process", "REDIS_SERVER", "run_together",
+           "wait_until", "async_wait_until", "examples"]
+
+
+def wait_until(predicate: "Callable[[], T]", timeout_s: float = 10.0, what: str = "",
+               interval_s: float = 0.01) -> "T":
+    """Poll `predicate` until it returns a truthy value (returned); past `timeout_s` the test fails
+    with `what` and the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout_s:g} s for {what or predicate!r}; last seen: {value!r}", pytrace=False)
+        time.sleep(interval_s)
+
+
+async def async_wait_until(predicate: "Callable[[], Any]", timeout_s: float = 10.0, what: str = "",
+                           interval_s: float = 0.01) -> Any:
+    """`wait_until` inside a coroutine: polls without blocking the loop; `predicate` may return an awaitable."""
+    import asyncio  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout_s:g} s for {what or predicate!r}; last seen: {value!r}", pytrace=False)
+        await asyncio.sleep(interval_s)
+
+
+def examples(n: int) -> int:
+    """A property test's max_examples: `n` scaled by HERMES_DELEGATE_TEST_EXAMPLES (default 1), at least 5."""
+    scale = float(os.environ.get("HERMES_DELEGATE_TEST_EXAMPLES", "1") or 1)
+    return max(5, round(n * scale))
 
 
 def in_ci() -> bool:

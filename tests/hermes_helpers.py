@@ -11,12 +11,13 @@ Subprocess:   python tests/hermes_helpers.py SPEC.json  (see _main)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -111,6 +112,32 @@ def parent_responder(calls: Mapping[str, Mapping[str, Any] | None], tool: str = 
         return {"content": None, "tool_calls": [{"function": {"name": name_, "arguments": dict(args)}}]}
 
     return respond
+
+
+@contextlib.contextmanager
+def flag_when(predicate: Callable[[], Any], path: Path) -> Iterator[str]:
+    """While the block runs, touch `path` once `predicate()` is true (polled in a thread of this, the
+    test's, process); yields str(path) for a conversation's `interrupt_after_file`, so the scenario
+    interrupts on what happened (a request reached a provider), not after a guessed delay."""
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if predicate():
+                path.touch()
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield str(path)
+    finally:
+        done.set()
+        thread.join(5)
 
 
 def tool_results(conv: Mapping[str, Any]) -> list[Any]:
@@ -227,6 +254,9 @@ def _main(spec_path: str) -> None:
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
                     if any(trigger in ln for ln in lines):
+                        flag = conv.get("interrupt_after_file")  # the test process's word that it is time
+                        while flag and not Path(flag).exists() and time.monotonic() < deadline:
+                            time.sleep(0.02)
                         time.sleep(conv.get("interrupt_delay_s", 0.2))
                         interrupted_at.append(time.perf_counter())
                         agent.interrupt("test: stop")
@@ -245,7 +275,10 @@ def _main(spec_path: str) -> None:
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
                     if any(bg_trigger in ln for ln in lines):
-                        time.sleep(0.3)
+                        flag = conv.get("interrupt_after_file")
+                        while flag and not Path(flag).exists() and time.monotonic() < deadline:
+                            time.sleep(0.02)
+                        time.sleep(0.05 if flag else 0.3)
                         interrupt_all("test: /stop")
                         return
                     time.sleep(0.02)

@@ -158,7 +158,7 @@ def test_interrupt_from_another_thread(providers: LoopbackPair):
         while providers.alpha.in_flight < 16 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert providers.alpha.in_flight == 16, "the batch never got its 16 requests in flight"
-        time.sleep(0.5)
+        time.sleep(0.5)  # not synchronisation: a window in which a 17th start (the bug) would show
         t0 = time.monotonic()
         d.interrupt()
         th.join(10)

@@ -29,6 +29,8 @@ from hermes_delegate import BatchResult, Delegator, Task
 from hermes_delegate.loopback import closed_port_url
 from helpers import client_sockets, new_threads, opened_since
 
+pytestmark = pytest.mark.litellm  # generous bounds (a task timeout, +2.5 s for a batch): not in the timing group
+
 N_TASKS = 4
 TASK_TIMEOUT_S = 4.5   # the whole task: one Router retry with backoff takes at most ~3 s
 ATTEMPT_TIMEOUT_S = 1.0  # router_settings.timeout: per attempt, so a hung deployment fails over
@@ -85,6 +87,7 @@ def _wait_idle(providers: LoopbackPair, grace_s: float = 5.0) -> int:
     return sum(p.in_flight for p in providers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 @pytest.mark.parametrize("fault", list(EXPECTED))
 def test_fault_matrix(providers: LoopbackPair, fault: str, topology: str):
@@ -99,7 +102,9 @@ def test_fault_matrix(providers: LoopbackPair, fault: str, topology: str):
     cfg = loopback_config(providers, router_settings={"num_retries": NUM_RETRIES, "timeout": ATTEMPT_TIMEOUT_S},
                           model_list_extra=_groups(providers), task_timeout_s=TASK_TIMEOUT_S)
     d = Delegator(cfg)
-    d.router.router  # noqa: B018 - build the Router (imports litellm) before the clock starts
+    # litellm's import, what its first completion imports lazily and the Router's build, before the
+    # clock starts: the wall bound is about the batch, not a cold process's start-up
+    asyncio.run(d.warm_up())
     threads_before = {t.ident for t in threading.enumerate()}
     ports = {providers.alpha.port, providers.beta.port}
     sockets_before = client_sockets(ports)
@@ -132,9 +137,11 @@ def test_fault_matrix(providers: LoopbackPair, fault: str, topology: str):
         else:  # timeout: allowed only where a retry budget outlasts the task, and the log names the cause
             assert topology == "single" and fault in MAY_TIME_OUT, (fault, topology, r.error)
             assert r.error["type"] == "timeout" and r.error["retryable"] is True
-            assert set(tried) <= {status_in_log}, (fault, tried)
+            # "unanswered": the attempt on the wire when the clock ran out (sent, so it is one)
+            assert set(tried) <= {status_in_log, "unanswered"}, (fault, tried)
+            assert "unanswered" not in tried[:-1], tried  # only the last attempt can be cut short
             if fault != "slow" and tried:  # a hung provider never answers, so only its retries show
-                assert f"the last one {status_in_log}" in r.error["message"]
+                assert f"the last one {tried[-1]}" in r.error["message"]
             elif fault != "slow":  # queued the whole time behind the other tasks' 429s: it says so
                 assert "Nothing was sent" in r.error["message"], "a timeout that hides the 429s it waited on"
                 assert "queued (" in r.error["message"], r.error["message"]
@@ -147,7 +154,14 @@ def test_fault_matrix(providers: LoopbackPair, fault: str, topology: str):
         per_task = NUM_RETRIES + 1  # one retry layer, the Router's (docs/litellm.md)
         assert len(faulty.requests) <= N_TASKS * per_task, "more requests than the retry budget allows"
         if fault != "refused":
-            assert len(faulty.requests) >= N_TASKS, "a task never reached its provider"
+            # every request the provider saw is in some task's attempt log, and every answered attempt
+            # reached it (a task that never reached it timed out queued and said so, above); a loaded
+            # machine may leave a task queued behind the 429 holds for the whole 4.5 s
+            answered = 0 if fault == "slow" else sum(  # a per-attempt timeout may come before arrival
+                1 for r in results for a in r.attempts if a.status == status_in_log)
+            logged = sum(len(r.attempts) for r in results)
+            assert answered <= len(faulty.requests) <= logged, (answered, len(faulty.requests), logged)
+            assert len(faulty.requests) >= 1
     else:
         healthy = "refused-beta" if fault == "refused" else "both-beta"
         completed = [r for r in results if r.status == "completed"]
@@ -309,3 +323,18 @@ def test_cooldowns_keep_working_after_many_delegators(providers: LoopbackPair):
     assert [(a.deployment.deployment_id, a.status) for a in r.attempts] == [("both-alpha", "429"),
                                                                            ("both-beta", "ok")]
     assert asyncio.run(d.router.cooling_down()) == {"both-alpha"}
+
+
+def test_a_request_on_the_wire_at_the_timeout_is_an_attempt_not_nothing_sent(providers: LoopbackPair):
+    """A task whose request had reached the provider and hung used to time out saying "Nothing was sent:
+    it was queued (behind earlier calls)": the attempt on the wire was in no log (the fault matrix's
+    flake under load: a 429 not yet read when the task clock ran out)."""
+    providers.alpha.set_fault("slow")  # holds the request far past the task timeout
+    d = Delegator(loopback_config(providers, task_timeout_s=2.0))
+    asyncio.run(d.warm_up())
+    (r,) = d.run_sync([Task("hangs", model="alpha")]).results
+    assert r.status == "timeout"
+    assert len(providers.alpha.requests) == 1
+    assert [(a.deployment.deployment_id, a.status) for a in r.attempts] == [("alpha-1", "unanswered")]
+    assert "Nothing was sent" not in r.error["message"]
+    assert r.error["message"].endswith("Attempts before the timeout: 1, the last one unanswered."), r.error

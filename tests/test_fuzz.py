@@ -28,11 +28,12 @@ from hermes_delegate import (BudgetError, ConfigError, DelegateError, Delegator,
                              TaskPayloadError, coerce_tasks, config_from_dict, load_config, parse_model_string)
 from hermes_delegate.loopback import closed_port_url
 from hermes_delegate.tools.delegate_tools import DelegateTools
+from helpers import examples
 
 #: Per example, generous: the slowest examples take well under a second (first-use costs are paid by `_warm`).
 DEADLINE = timedelta(seconds=5)
-FUZZ = settings(max_examples=150, deadline=DEADLINE, suppress_health_check=[HealthCheck.too_slow])
-FAST = settings(max_examples=60, deadline=DEADLINE, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(150), deadline=DEADLINE, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=examples(60), deadline=DEADLINE, suppress_health_check=[HealthCheck.too_slow])
 DEAD = closed_port_url()
 #: The most the config doors may allocate for one generated config (all are small).
 PEAK_BYTES = 64 * 1024 * 1024

@@ -28,10 +28,11 @@ from hermes_delegate import DelegateTools, Delegator
 from hermes_delegate.hosts import cli
 from hermes_delegate.sources.config_file import load_config
 from hermes_delegate.core.errors import DelegateError
+from helpers import examples
 
 MINIMAL = os.path.join(os.path.dirname(__file__), "..", "configs", "minimal.yaml")
 DEADLINE = timedelta(seconds=5)
-FUZZ = settings(max_examples=50, deadline=DEADLINE, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FUZZ = settings(max_examples=examples(50), deadline=DEADLINE, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                             HealthCheck.too_slow])
 #: The most a file or config door may allocate for one generated document (all of them are small).
 PEAK_BYTES = 64 * 1024 * 1024
@@ -182,7 +183,7 @@ concurrency_flag = st.one_of(st.integers(1, 64).map(str), st.integers(-10**6, 10
 budget_flag = st.one_of(numbers.map(str), st.sampled_from(["0.000001", "1", "$1", "1e-300", "5e-324"]), text)
 
 
-@settings(FUZZ, max_examples=30)
+@settings(FUZZ, max_examples=examples(30))
 @given(concurrency=concurrency_flag, budget=st.one_of(st.none(), st.sampled_from(["1", "0.5", "$1"]), budget_flag))
 def test_numeric_flags_on_a_batch_that_runs_end_in_an_exit_code(runnable: tuple[str, str], concurrency: str,
                                                                  budget: str | None):
@@ -221,7 +222,9 @@ deep = st.one_of(st.integers(150, 3000).map(lambda n: "tasks: " + "[" * n + "x" 
                  st.integers(100, 600).map(lambda n: "tasks:\n" + "".join("  " * i + "- \n" for i in range(n))))
 
 
-@settings(FUZZ, max_examples=20)
+@pytest.mark.slow
+@pytest.mark.timing  # each example within the deadline
+@settings(FUZZ, max_examples=examples(20))
 @given(doc=deep, door=st.sampled_from(["tasks", "config"]))
 def test_deep_nesting_is_typed_in_time(tmp_path: Path, doc: str, door: str):
     path = _write(tmp_path, "deep.yaml", doc)

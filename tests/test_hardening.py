@@ -260,14 +260,54 @@ def test_tasks_file_directory_binary_deep(tmp_path):
         assert run(["run", path, "--config", MINIMAL]) == (2, "")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")
+#: Run by test_unreadable_files in a child process: loads the `ok-` and `locked-` tasks and config files
+#: (cwd-relative) as the user the child runs as, after dropping root's privileges (root reads any file).
+_UNREADABLE_CHILD = r"""
+import json, os, sys
+from hermes_delegate.hosts import cli
+from hermes_delegate.sources.config_file import load_config
+cli._load_tasks("ok-tasks.yaml"); load_config("ok-config.yaml")  # every import done while readable
+if os.geteuid() == 0:
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)  # nobody: no CAP_DAC_OVERRIDE any more
+out = {"uid": os.geteuid()}
+for prefix in ("ok", "locked"):
+    for what, load in (("tasks", cli._load_tasks), ("config", load_config)):
+        try:
+            load(f"{prefix}-{what}.yaml")
+            out[f"{prefix} {what}"] = "loaded"
+        except Exception as exc:
+            out[f"{prefix} {what}"] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
 def test_unreadable_files(tmp_path):
-    path = tasks_file(tmp_path, "tasks: [{goal: x}]\n")
-    os.chmod(path, 0)
-    with pytest.raises(TaskPayloadError):
-        cli._load_tasks(path)
-    with pytest.raises(ConfigError):
-        load_config(path)
+    """A file the process may not read is a typed error, not a traceback. As root (CI always is) the
+    loaders run in a child that drops to `nobody` first; its readable sibling proves the file's mode,
+    not the path, is what stops it."""
+    import subprocess
+    import sys
+
+    locked_dir = tmp_path / "locked"
+    locked_dir.mkdir()
+    for prefix, mode in (("ok", 0o644), ("locked", 0)):  # the same texts; only the mode differs
+        for what, text in (("tasks", "tasks: [{goal: x}]\n"), ("config", "delegation: {}\n")):
+            (locked_dir / f"{prefix}-{what}.yaml").write_text(text, encoding="utf-8")
+            os.chmod(locked_dir / f"{prefix}-{what}.yaml", mode)
+    os.chmod(locked_dir, 0o711)  # searchable by anyone: the child reaches the files from its cwd
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.run([sys.executable, "-c", _UNREADABLE_CHILD], cwd=locked_dir, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out.pop("uid") != 0
+    assert out == {"ok tasks": "loaded", "ok config": "loaded",
+                   "locked tasks": "TaskPayloadError", "locked config": "ConfigError"}
+    if os.geteuid() != 0:  # and in this process, where it can be (root reads anything)
+        with pytest.raises(TaskPayloadError):
+            cli._load_tasks(str(locked_dir / "locked-tasks.yaml"))
+        with pytest.raises(ConfigError):
+            load_config(str(locked_dir / "locked-config.yaml"))
 
 
 def test_config_directory_binary_deep(tmp_path):
@@ -346,6 +386,7 @@ def test_demo_files_ship_in_the_package_and_match_the_checkout_copies():
     assert tasks.read_text(encoding="utf-8") == (root / "demo-tasks.yaml").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_demo_runs_from_another_directory(tmp_path):
     import subprocess
     import sys

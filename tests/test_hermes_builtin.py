@@ -18,7 +18,10 @@ from conftest import loopback_dict  # noqa: E402
 from hermes_delegate.loopback import LoopbackProvider  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hermes_helpers import PLACEHOLDER_HOST, make_home, parent_responder, run_scenario, tool_results  # noqa: E402
+from hermes_helpers import (PLACEHOLDER_HOST, flag_when, make_home, parent_responder, run_scenario,  # noqa: E402
+                            tool_results)
+
+pytestmark = pytest.mark.slow  # real hermes-agent sessions in fresh interpreters
 
 CHILD_FORBIDDEN = {"delegate_task", "delegate_tasks", "list_models", "clarify", "memory", "execute_code"}
 
@@ -219,8 +222,10 @@ def test_parent_interrupt_stops_a_synchronous_routed_batch(tmp_path: Path, provi
                                                             {"goal": "slow one", "model": "large"}]}},
                                         tool="delegate_task")
     home = _home(tmp_path, _block(providers))
-    out = run_scenario(home, parent_url=parent.base_url, conversations=[
-        _conv("run:stop", stateless=True, interrupt_on_line="✓ [1/2]", interrupt_delay_s=0.3)])
+    with flag_when(lambda: b.requests, tmp_path / "beta-asked") as asked:  # interrupt once it is in flight
+        out = run_scenario(home, parent_url=parent.base_url, conversations=[
+            _conv("run:stop", stateless=True, interrupt_on_line="✓ [1/2]", interrupt_after_file=asked,
+                  interrupt_delay_s=0.05)])
     res = tool_results(out["conversations"][0])[0]
     assert [r["status"] for r in res["results"]] == ["completed", "interrupted"]
     assert len(b.requests) == 1 and b.requests[0].status != 200  # in flight when stopped
@@ -234,8 +239,10 @@ def test_stop_interrupts_a_background_routed_batch(tmp_path: Path, providers, pa
                                                               {"goal": "slow one", "model": "large"}]}},
                                         tool="delegate_task")
     home = _home(tmp_path, _block(providers))
-    out = run_scenario(home, parent_url=parent.base_url, conversations=[
-        _conv("run:bgstop", wait_background=True, interrupt_background_on_line="✓ [1/2]")])
+    with flag_when(lambda: b.requests, tmp_path / "beta-asked") as asked:  # stop once it is in flight
+        out = run_scenario(home, parent_url=parent.base_url, conversations=[
+            _conv("run:bgstop", wait_background=True, interrupt_background_on_line="✓ [1/2]",
+                  interrupt_after_file=asked)])
     bg = out["conversations"][0]["background"]
     assert bg["type"] == "async_delegation"
     assert [r["status"] for r in bg["results"]] == ["completed", "interrupted"]

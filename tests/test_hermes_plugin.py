@@ -23,8 +23,10 @@ from conftest import loopback_dict  # noqa: E402
 from hermes_delegate.loopback import LoopbackProvider  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hermes_helpers import (PLACEHOLDER_HOST, PLUGIN_SRC, make_home, parent_responder,  # noqa: E402
+from hermes_helpers import (PLACEHOLDER_HOST, PLUGIN_SRC, flag_when, make_home, parent_responder,  # noqa: E402
                             run_scenario, tool_results)
+
+pytestmark = pytest.mark.slow  # real hermes-agent sessions in fresh interpreters
 
 CHILD_TOOLS_FORBIDDEN = {"delegate_tasks", "list_models", "delegate_task", "clarify", "memory", "execute_code"}
 
@@ -255,8 +257,12 @@ def test_parent_interrupt_stops_unfinished_children(tmp_path: Path, providers, p
     home = _home(tmp_path, _block(providers))
     before = (home / "config.yaml").read_bytes()
 
-    out = run_scenario(home, parent_url=parent.base_url,
-                       conversations=[_conv("run:stop", interrupt_on_line="✓ [1/2]", interrupt_delay_s=0.3)])
+    # the interrupt comes once the slow request is at beta (a fixed delay after the first result was a
+    # race on a loaded machine: beta had not been asked yet)
+    with flag_when(lambda: b.requests, tmp_path / "beta-asked") as asked:
+        out = run_scenario(home, parent_url=parent.base_url,
+                           conversations=[{"user": "run:stop", "interrupt_on_line": "✓ [1/2]",
+                                           "interrupt_after_file": asked, "interrupt_delay_s": 0.05}])
     conv = out["conversations"][0]
     res = tool_results(conv)[0]
 

@@ -25,15 +25,28 @@ import pytest
 from conftest import LoopbackPair, loopback_config
 from hermes_delegate import BatchResult, Delegator, Task
 from hermes_delegate.routing._litellm import close_loop_clients
-from helpers import client_sockets, new_threads, opened_since
+from helpers import async_wait_until, client_sockets, new_threads, opened_since
+
+pytestmark = [pytest.mark.timing, pytest.mark.litellm]  # "returns within 1 s", "ends at its timeout"
 
 N = 50
-LATENCY_S = 5.0
+LATENCY_S = 60.0  # far past the 30 s the test waits for all N in flight: none is answered first
 
 
 def _our_tasks() -> list[asyncio.Task[Any]]:
     me = asyncio.current_task()
     return [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+
+
+async def _settled(before: set[asyncio.Task[Any]], timeout_s: float = 5.0) -> list[str]:
+    """The names of our asyncio tasks started since `before` still pending once they have had up to
+    `timeout_s` to unwind (cancelled HTTP requests take a few loop turns): [] as soon as there are none."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [t.get_name() for t in _our_tasks() if t not in before]
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.01)
 
 
 def _wait_in_flight(p, n: int, timeout: float = 30.0) -> None:
@@ -102,8 +115,7 @@ def test_cancelling_the_asyncio_task_running_the_batch(providers: LoopbackPair):
         before = set(_our_tasks())
         sockets_before = client_sockets(ports)
         runner = asyncio.create_task(d.run([Task(f"c{i}", model="alpha") for i in range(N)]))
-        while providers.alpha.in_flight < N:
-            await asyncio.sleep(0.01)
+        await async_wait_until(lambda: providers.alpha.in_flight >= N, 30, f"{N} requests at the provider")
         t0 = time.monotonic()
         runner.cancel()
         try:
@@ -111,8 +123,7 @@ def test_cancelling_the_asyncio_task_running_the_batch(providers: LoopbackPair):
         except asyncio.CancelledError:
             pass
         elapsed = time.monotonic() - t0
-        await asyncio.sleep(0.2)  # let cancelled HTTP requests unwind
-        left = [t.get_name() for t in _our_tasks() if t not in before]
+        left = await _settled(before)  # cancelled HTTP requests unwind
         held = await asyncio.to_thread(_wait_idle, providers)
         pooled = opened_since(sockets_before, ports)
         await close_loop_clients()  # this loop ends here: close its clients, as run_sync does
@@ -144,14 +155,12 @@ def test_run_async_interrupt_returns_results_and_keeps_the_pool_idle_and_bounded
         before = set(_our_tasks())
         sockets_before = client_sockets(ports)
         runner = asyncio.create_task(d.run([Task(f"a{i}", model="alpha") for i in range(N)]))
-        while providers.alpha.in_flight < N:
-            await asyncio.sleep(0.01)
+        await async_wait_until(lambda: providers.alpha.in_flight >= N, 30, f"{N} requests at the provider")
         t0 = time.monotonic()
         threading.Thread(target=d.interrupt).start()  # from another thread, as a host would
         batch = await runner
         elapsed = time.monotonic() - t0
-        await asyncio.sleep(0.2)
-        left = [t.get_name() for t in _our_tasks() if t not in before]
+        left = await _settled(before)
         held = await asyncio.to_thread(_wait_idle, providers)
         # a second batch in the same loop reuses the pool instead of growing it
         providers.alpha.latency_s = 0

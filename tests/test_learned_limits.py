@@ -16,6 +16,8 @@ from helpers import max_in_window
 from hermes_delegate import DelegateTools, Delegator, Task, config_from_dict
 from hermes_delegate.loopback import LoopbackProvider
 
+pytestmark = [pytest.mark.timing, pytest.mark.slow]  # rates a provider observed
+
 
 @pytest.fixture
 def provider() -> Iterator[LoopbackProvider]:

@@ -16,6 +16,8 @@ from conftest import LOOPBACK_KEY, LoopbackPair
 from hermes_delegate import ConfigError, Delegator, Resolver, Task, load_config
 from hermes_delegate.hosts.cli import main as cli_main
 
+pytestmark = pytest.mark.litellm
+
 
 def _write(path: Path, data) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,6 +215,7 @@ def test_an_unset_reference_in_router_settings_is_a_config_error(tmp_path: Path,
     assert providers.alpha.requests == []
 
 
+@pytest.mark.slow
 def test_the_real_litellm_proxy_and_hermes_delegate_read_the_same_file_alike(tmp_path: Path,
                                                                              providers: LoopbackPair):
     """include + general_settings (+ environment_variables for hermes-delegate) in one file: the real

@@ -17,6 +17,8 @@ from hermes_delegate import Delegator, Task, config_from_dict
 from hermes_delegate.core.errors import BatchValidationError, SpecError
 from hermes_delegate.core.resolver import Resolver
 
+pytestmark = pytest.mark.litellm
+
 
 def _root(url: str) -> str:
     return url.rsplit("/v1", 1)[0]
@@ -286,6 +288,7 @@ def _hits(providers: LoopbackPair) -> list[tuple[str, str | None]]:
     return [(p.name, q.model) for p in providers for q in p.requests if q.path.endswith("/chat/completions")]
 
 
+@pytest.mark.slow
 def test_real_proxy_routes_the_same_names_to_the_same_deployments(providers: LoopbackPair, tmp_path):
     import os
     import subprocess

@@ -551,6 +551,7 @@ def test_keep_alive_chunked_request_and_connection_close(provider):
     assert provider.stats()["ok"] == 2
 
 
+@pytest.mark.timing  # the wall time of 300 overlapping requests
 def test_300_concurrent_requests_with_latency():
     async def run(p):
         limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)

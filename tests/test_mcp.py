@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import subprocess
+import sysconfig
 import threading
 import time
 import urllib.error
@@ -23,7 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
-from helpers import in_ci  # noqa: E402
+from helpers import in_ci, require_binary  # noqa: E402
 
 if importlib.util.find_spec("mcp") is None and not in_ci():  # under CI a missing SDK is an error, not a skip
     pytest.skip("the mcp SDK is not installed: pip install -e '.[mcp]'", allow_module_level=True)
@@ -33,8 +34,19 @@ from mcp.shared.exceptions import MCPError  # noqa: E402
 
 from hermes_delegate.loopback import start_providers  # noqa: E402
 
+pytestmark = [pytest.mark.litellm, pytest.mark.slow]  # each test starts the server (litellm's import)
+
 ROOT = Path(__file__).resolve().parents[1]
-BIN = str(ROOT / ".venv" / "bin" / "hermes-delegate")
+#: The `hermes-delegate` entry point of the environment running the tests (CI's second pass: .venv-newest's),
+#: so the server runs on the same litellm and mcp as the test does.
+BIN = str(Path(sysconfig.get_path("scripts")) / "hermes-delegate")
+
+
+@pytest.fixture(autouse=True)
+def _entry_point() -> None:
+    """The server is started from BIN: missing (the package not installed in this environment), the test
+    is skipped locally and FAILS under CI=true, naming what to install."""
+    require_binary(BIN, "pip install -e '.[test-core]' into the environment running pytest")
 ALPHA_KEY = "sk-canary-alpha-0123456789ABCDEF"
 BETA_KEY = "sk-canary-beta-0123456789ABCDEF"
 GAMMA_KEY = "sk-canary-gamma-0123456789ABCDEF"  # gamma lives on alpha's provider with a key of its own
@@ -536,10 +548,9 @@ def leaf_errors(exc: BaseException) -> list[BaseException]:
 
 
 def test_through_a_real_litellm_proxy_mcp_gateway(pair, tmp_path):
-    from helpers import require_binary  # noqa: PLC0415
+    from helpers import require_proxy  # noqa: PLC0415
 
-    binary = require_binary(ROOT / ".proxyvenv" / "bin" / "litellm",
-                            'python -m venv .proxyvenv && .proxyvenv/bin/pip install "litellm[proxy]"')
+    binary = require_proxy()
     alpha, beta = pair
     cfg, log, rec = write_config(tmp_path, alpha, beta), tmp_path / "server.log", Recorder()
     # our server over streamable HTTP with a bearer token; the proxy mounts it by URL, the token by reference

@@ -184,6 +184,7 @@ def test_hermes_style_config_is_read_never_written(world: World, providers: Loop
     assert snapshot(*world.watched) == before
 
 
+@pytest.mark.slow
 def test_real_hermes_run_leaves_its_config_and_litellm_file_untouched(tmp_path: Path, providers: LoopbackPair):
     """A real hermes-agent process (plugin loaded, one routed delegate_task call) never writes the user's
     config.yaml nor the LiteLLM file it references (hermes's own session/log files may appear)."""

@@ -34,6 +34,8 @@ from hermes_delegate.sources.groups import resolver_for
 from hermes_delegate.sources.remote_proxy import fetch_groups
 from helpers import PROXY_KEY, free_port, require_proxy
 
+pytestmark = pytest.mark.litellm
+
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_KEYS = {"AZURE_API_KEY_EU": "sk-upstream-eu-0123456789", "AZURE_API_KEY_CA": "sk-upstream-ca-0123456789"}
 
@@ -379,6 +381,7 @@ def real_proxy(providers: LoopbackPair, tmp_path_factory: pytest.TempPathFactory
             proc.wait()
 
 
+@pytest.mark.slow
 def test_real_litellm_proxy_remote_mode(real_proxy: str, providers: LoopbackPair, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("LITELLM_PROXY_API_KEY", PROXY_KEY)
     cfg = config_from_dict({"delegation": {"model": "gpt-4o", "aliases": {"small": "vllm-models"}},
@@ -407,6 +410,7 @@ def test_real_litellm_proxy_remote_mode(real_proxy: str, providers: LoopbackPair
     assert PROXY_KEY not in json.dumps(batch.to_dict())
 
 
+@pytest.mark.slow
 def test_real_litellm_proxy_refuses_a_wrong_key(real_proxy: str, monkeypatch: pytest.MonkeyPatch):
     wrong = "sk-wrong-proxy-key-0123456789"
     monkeypatch.setenv("LITELLM_PROXY_API_KEY", wrong)

@@ -26,6 +26,8 @@ import pytest
 from hermes_delegate.loopback import LoopbackProvider
 from helpers import free_port, max_in_window, run_together, start_redis, stop_process
 
+pytestmark = [pytest.mark.litellm, pytest.mark.slow, pytest.mark.timing]  # litellm's Redis; rates between processes
+
 R = 5  # provider limit: requests per sliding second
 N_PER_PROCESS = 15
 

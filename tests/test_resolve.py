@@ -323,6 +323,7 @@ def test_haiku_is_claude_haiku_4_5_or_newer(resolver: Resolver):
 
 
 # -- snapshots of litellm data used without importing litellm ---------------------------------
+@pytest.mark.litellm
 def test_provider_snapshot_and_family_ids_match_installed_litellm():
     import litellm  # the only litellm import in this file
 

@@ -30,6 +30,7 @@ def test_attempts_are_one_plus_num_retries(providers: LoopbackPair, fault, statu
     assert len(providers.beta.requests) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_retries", [0, 1, 2])
 def test_fallback_group_adds_its_own_attempts_only(providers: LoopbackPair, num_retries):
     providers.alpha.set_fault("500")

@@ -22,6 +22,8 @@ from helpers import max_in_window
 from hermes_delegate import Delegator, Task, config_from_dict
 from hermes_delegate.loopback import LoopbackProvider, start_providers
 
+pytestmark = pytest.mark.timing  # rates and windows a provider observed
+
 R = 3  # requests per second each provider admits
 
 
@@ -107,16 +109,23 @@ def test_no_deployment_exceeds_its_rpm(trio: Trio):
     assert d.router.gate.waits > 0
 
 
-def test_every_paced_request_is_counted_again_when_it_reaches_the_wire(trio: Trio):
+@pytest.fixture
+def fresh_trio() -> Iterator[Trio]:
+    """Three providers of this test's own: rps windows that hold no other test's requests."""
+    with start_providers(["f1", "f2", "f3"]) as ps:
+        yield Trio(list(ps))
+
+
+def test_every_paced_request_is_counted_again_when_it_reaches_the_wire(fresh_trio: Trio):
     """The rpm window counts a request from when litellm hands it to the HTTP client (its pre-API-call
     log point), not only from the deployment hook before litellm builds it: at a batch's start that
     gap is tens of ms, and a window stamped early let the provider see L+1 requests in one second
     (issue 14's P3 bench). Guards litellm still calling that point on the Router's path."""
+    trio = fresh_trio
     for p in trio:
         p.rps, p.latency_s = R, 0.02
     d = delegator([dep("g", f"g-{p.name}", p, rpm=60 * R) for p in trio])
     gate = d.router.gate
-    time.sleep(1.1)  # the providers' rps windows still hold the previous test's last second (by design)
     restamps: Counter[str] = Counter()
     real = gate.windows.restamp
 

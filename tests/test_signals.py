@@ -16,7 +16,7 @@ import pytest
 from helpers import slow_run_files
 from hermes_delegate.loopback import LoopbackProvider
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"), pytest.mark.slow]  # CLI subprocesses
 
 
 def _start_run(tmp_path: Path, provider: LoopbackProvider, n: int = 4) -> subprocess.Popen[str]:

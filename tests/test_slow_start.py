@@ -24,6 +24,7 @@ DEPS = [{"model_info": {"id": "d"}}]
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # counts 429s against a provider limited to a real rate
 def test_the_first_burst_at_a_provider_that_states_nothing_does_not_collide() -> None:
     with LoopbackProvider("ss", latency_s=0.2, rps=4, retry_after="auto", ratelimit_headers="none") as p:
         cfg = config_from_dict({

@@ -28,7 +28,9 @@ import pytest
 from hermes_delegate import Delegator, Task, UsageError, config_from_dict
 from hermes_delegate.hosts.cli import main
 from hermes_delegate.loopback import LoopbackProvider
-from helpers import free_port, slow_run_files, start_redis, stop_process
+from helpers import async_wait_until, free_port, slow_run_files, start_redis, stop_process
+
+pytestmark = pytest.mark.litellm
 
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -93,6 +95,7 @@ def _signal_while_held(proc: subprocess.Popen[str], step: str, sig: signal.Signa
     ("import", signal.SIGTERM), ("import", signal.SIGINT), ("import", signal.SIGHUP),
     ("build", signal.SIGTERM),
 ], ids=lambda v: v.name if isinstance(v, signal.Signals) else v)
+@pytest.mark.slow
 def test_a_stop_signal_during_start_up_interrupts_before_anything_is_sent(tmp_path: Path, step: str,
                                                                           sig: signal.Signals):
     with LoopbackProvider("slowpoke", latency_s=2.0).start() as provider:
@@ -111,6 +114,7 @@ def test_a_stop_signal_during_start_up_interrupts_before_anything_is_sent(tmp_pa
     assert "Traceback" not in err, err[-2000:]
 
 
+@pytest.mark.slow
 @POSIX
 def test_a_stop_signal_while_the_demo_loads_its_config_still_prints_the_result(tmp_path: Path):
     proc = _held_cli(tmp_path, "demo-config", ["demo", "--json"])
@@ -187,11 +191,14 @@ def test_redis_down_from_the_start_fails_fast_and_quietly_in_an_async_host(caplo
 
         async def host() -> tuple[Any, float]:
             assert asyncio.get_running_loop().get_exception_handler() is None  # the host's own default
+            import litellm  # noqa: F401, PLC0415 - its import (seconds when cold) is not the build timed here
             t0 = time.monotonic()
             d.router.router  # noqa: B018 - the build, on this loop
             build_s = time.monotonic() - t0
             batch = await d.run([Task(f"t{i}", model="limited") for i in range(6)])
-            await asyncio.sleep(0.2)  # LiteLLM's ping has long failed by now
+            me = asyncio.current_task()
+            await async_wait_until(lambda: not [t for t in asyncio.all_tasks() if t is not me and not t.done()],
+                                   10, "LiteLLM's Redis health ping to fail and end")
             gc.collect()  # and its task is gone: an unretrieved exception would be reported now
             await asyncio.sleep(0)
             return batch, build_s
@@ -211,6 +218,7 @@ def test_redis_down_from_the_start_fails_fast_and_quietly_in_an_async_host(caplo
     assert "synchronous redis.retry.Retry" not in logged, logged[-2000:]
 
 
+@pytest.mark.slow
 def test_a_frozen_redis_fails_the_rest_of_the_batch_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                             capfd: pytest.CaptureFixture[str]):
     """A redis-server stopped (SIGSTOP) mid-batch answers nothing: one ~1 s timeout, then every task

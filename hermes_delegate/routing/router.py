@@ -279,10 +279,8 @@ class RouterHandle:
                         raise
                     kwargs["num_retries"] = left
         except asyncio.CancelledError as exc:  # a task timeout or an interrupt: keep what was tried
-            exc.attempts = self._attempts(call_id)  # type: ignore[attr-defined]
-            if call_id in self.calls.sending:  # sent, not answered yet (or its answer not read yet)
-                exc.in_flight = self.calls.sending[call_id]  # type: ignore[attr-defined]
-            elif not exc.attempts:  # never sent: say what held it in the queue
+            exc.attempts = self._attempts(call_id) + self._unanswered(call_id)  # type: ignore[attr-defined]
+            if not exc.attempts:  # never sent: say what held it in the queue
                 exc.queued = self._holding(name) or "behind earlier calls"  # type: ignore[attr-defined]
             raise
         except ProviderError as exc:  # redacted where it leaves the engine (the Delegator)
@@ -297,6 +295,16 @@ class RouterHandle:
                 self.gate.finished(left)
             for dep_id in self.calls.close(call_id):  # slots a cancelled attempt never gave back
                 self.gate.release(dep_id)
+
+    def _unanswered(self, call_id: str) -> list[Attempt]:
+        """The attempt on the wire when the call was cancelled: it was sent (the provider may have it,
+        may even have answered), so it is an attempt, `unanswered`, never "nothing was sent"."""
+        dep_id = self.calls.sending.get(call_id)
+        if dep_id is None:
+            return []
+        wait = self.calls.pending_wait.get(call_id, 0.0)
+        return [Attempt(self.deployment_info(dep_id), "unanswered", round(wait, 4),
+                        "sent; no answer had come back when the call was cancelled")]
 
     def _holding(self, name: str) -> str | None:
         try:

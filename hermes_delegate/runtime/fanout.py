@@ -105,8 +105,6 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                     if res.attempts:
                         msg += (f" Attempts before the timeout: {len(res.attempts)}, the last one "
                                 f"{res.attempts[-1].status}.")
-                    elif getattr(exc.__cause__, "in_flight", None):
-                        msg += f" A request to {exc.__cause__.in_flight} was sent and had not come back."
                     elif getattr(exc.__cause__, "queued", None):
                         msg += f" Nothing was sent: it was queued ({exc.__cause__.queued})."
                     res.error = {"type": "timeout", "retryable": True, "message": msg}

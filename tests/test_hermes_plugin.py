@@ -261,8 +261,8 @@ def test_parent_interrupt_stops_unfinished_children(tmp_path: Path, providers, p
     # race on a loaded machine: beta had not been asked yet)
     with flag_when(lambda: b.requests, tmp_path / "beta-asked") as asked:
         out = run_scenario(home, parent_url=parent.base_url,
-                           conversations=[{"user": "run:stop", "interrupt_on_line": "✓ [1/2]",
-                                           "interrupt_after_file": asked, "interrupt_delay_s": 0.05}])
+                           conversations=[_conv("run:stop", interrupt_on_line="✓ [1/2]",
+                                                interrupt_after_file=asked, interrupt_delay_s=0.05)])
     conv = out["conversations"][0]
     res = tool_results(conv)[0]
 

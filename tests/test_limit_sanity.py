@@ -411,3 +411,14 @@ def test_a_queued_call_is_admitted_or_fails_typed_within_its_bound(answers: list
             return await asyncio.gather(*(one() for _ in range(calls)))
 
     assert set(asyncio.run(main())) <= {"admitted", "queue_timeout"}
+
+
+def test_reading_learned_limits_from_a_redis_that_is_down_is_the_typed_error() -> None:
+    """`models`/`doctor` read what was learned from Redis: an unreachable Redis is `limiter_unavailable`
+    (a merge once left read_learned without its `redis` import: a NameError instead)."""
+    from helpers import free_port
+    from hermes_delegate.ratelimit.redis_windows import read_learned
+
+    with pytest.raises(ProviderError) as info:
+        read_learned({"redis_url": f"redis://127.0.0.1:{free_port()}"})
+    assert info.value.kind == "limiter_unavailable", info.value

@@ -31,7 +31,7 @@ proxy's groups are listed by `sources/remote_proxy.py` and handed to the Resolve
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 

@@ -350,6 +350,8 @@ def read_learned(settings: Mapping[str, Any], prefix: str = "hermes_delegate:") 
     """Every deployment's learned limits in the Redis that router_settings name (for `models`/`doctor`,
     which call no model): store name (keys.store_key) -> what was learned, values that cannot be
     believed moved to `refused` (sanity.checked_published). Raises the typed limiter_unavailable."""
+    import redis  # noqa: PLC0415
+
     client = sync_client(settings)
     try:
         out: dict[str, dict[str, Any]] = {}

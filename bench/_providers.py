@@ -64,7 +64,7 @@ class RemoteProviders:
 
 
 def _serve() -> None:
-    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
+    from hermes_delegate.loopback import LoopbackProvider
 
     specs = json.loads(sys.stdin.readline())
     providers = [LoopbackProvider(**spec).start() for spec in specs]

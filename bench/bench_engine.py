@@ -78,9 +78,9 @@ def worker_main(side: str, url: str, n: int) -> None:
         proto.write(json.dumps(obj) + "\n")
 
     t0 = time.perf_counter()
-    from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
-    from hermes_delegate.core.config import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415
-    from hermes_delegate.routing._litellm import import_litellm  # noqa: PLC0415
+    from hermes_delegate import Delegator, Task, config_from_dict
+    from hermes_delegate.core.config import DEFAULT_SYSTEM_PROMPT
+    from hermes_delegate.routing._litellm import import_litellm
 
     litellm = import_litellm()
     t_import = time.perf_counter() - t0
@@ -93,7 +93,7 @@ def worker_main(side: str, url: str, n: int) -> None:
         return [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": goal(i)}]
 
     if side.startswith("ours"):
-        import tempfile  # noqa: PLC0415
+        import tempfile
 
         # the spend ledger (issue 22): on by default (here in a temp file, not the user's); `ours_off` without it
         ledger: object = False if side == "ours_off" else str(Path(tempfile.mkdtemp()) / "ledger.sqlite3")
@@ -123,7 +123,7 @@ def worker_main(side: str, url: str, n: int) -> None:
             bad = sum(1 for r in out if isinstance(r, BaseException))
             return n - bad, bad
     elif side == "pool":
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+        from concurrent.futures import ThreadPoolExecutor
 
         router = litellm.Router(model_list=ml, **ROUTER_SETTINGS)
         router.completion(model=GROUP, messages=msgs(-1))
@@ -145,7 +145,7 @@ def worker_main(side: str, url: str, n: int) -> None:
     say({"ready": True, "import_s": t_import, "startup_s": time.perf_counter() - t0})
     for line in sys.stdin:
         if line.startswith("profile "):  # one untimed batch under cProfile, after the rounds (--profile)
-            import cProfile  # noqa: PLC0415
+            import cProfile
 
             prof = cProfile.Profile()
             gc.collect()
@@ -220,8 +220,8 @@ RESOLVE_STRINGS = [
 
 
 def bench_resolver(quick: bool) -> dict:
-    from hermes_delegate import Resolver, config_from_dict  # noqa: PLC0415
-    from hermes_delegate.core.catalog import default_catalog  # noqa: PLC0415
+    from hermes_delegate import Resolver, config_from_dict
+    from hermes_delegate.core.catalog import default_catalog
 
     cfg = config_from_dict({
         "delegation": {"aliases": {"small": "haiku", "medium": "sonnet", "large": "opus", "cheap": "glm-4.7",
@@ -311,7 +311,7 @@ def main() -> None:
         print("resolver micro-bench …", flush=True)
         resolver = bench_resolver(args.quick)
 
-    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
+    from hermes_delegate.loopback import LoopbackProvider
 
     provider = LoopbackProvider("engine-bench", latency_s=0.1).start()
     names = ["ours_off", "ours_on"] if args.ledger else ["raw", "ours"] + ([] if args.no_pool else ["pool"])

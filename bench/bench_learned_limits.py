@@ -46,8 +46,8 @@ SHORT_TASKS, SHORT_RPS = 48, 4.0
 
 
 def scenario_main(name: str, n: int, rps: float, tpm: float, latency: float, out_path: Path) -> None:
-    from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
-    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
+    from hermes_delegate import Delegator, Task, config_from_dict
+    from hermes_delegate.loopback import LoopbackProvider
 
     kw: dict = {"latency_s": latency, "retry_after": "auto"}
     if name == "short-batch":
@@ -68,7 +68,7 @@ def scenario_main(name: str, n: int, rps: float, tpm: float, latency: float, out
     d.router.router  # noqa: B018 - import litellm, build the Router: not part of the batch
     done: list[float] = []
 
-    def on_event(ev) -> None:  # noqa: ANN001
+    def on_event(ev) -> None:
         if ev.kind == "done" and ev.result is not None and ev.result.status == "completed":
             done.append(time.monotonic())
 
@@ -125,10 +125,10 @@ def verdicts(r: dict) -> dict:
 
 def draw(results: dict[str, dict], path: Path) -> str:
     try:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed: no PNG"
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.2))

@@ -37,7 +37,7 @@ KEY_ENV = "BENCH_LOOPBACK_API_KEY"
 
 
 def write_config(path: Path, alpha: str, beta: str) -> None:
-    import yaml  # noqa: PLC0415
+    import yaml
 
     def dep(group: str, model: str, url: str) -> dict:
         return {"model_name": group, "litellm_params": {"model": model, "api_base": url,
@@ -60,7 +60,7 @@ def env() -> dict[str, str]:
 # -- in-process side (child) ------------------------------------------------------------------
 def worker(cfg: str) -> None:
     """One batch per line read from stdin; prints its wall time."""
-    from hermes_delegate import Delegator, load_config  # noqa: PLC0415
+    from hermes_delegate import Delegator, load_config
 
     async def main() -> None:
         d = Delegator(load_config(cfg))
@@ -94,14 +94,14 @@ class InProcess:
 
 # -- MCP side ---------------------------------------------------------------------------------
 def params(cfg: Path):
-    from mcp.client.stdio import StdioServerParameters  # noqa: PLC0415
+    from mcp.client.stdio import StdioServerParameters
 
     return StdioServerParameters(command=BIN, args=["mcp", "--config", str(cfg)], env=env())
 
 
 async def alternate(cfg: Path, rounds: int) -> tuple[list[float], list[float]]:
     """Rounds alternate in-process / MCP, so machine noise hits both sides alike."""
-    from mcp import Client  # noqa: PLC0415
+    from mcp import Client
 
     ours, mcp = [], []
     local = InProcess(cfg)
@@ -120,7 +120,7 @@ async def alternate(cfg: Path, rounds: int) -> tuple[list[float], list[float]]:
 
 
 async def first_call(cfg: Path, providers: list, idle_s: float = 5.0) -> float:
-    from mcp import Client  # noqa: PLC0415
+    from mcp import Client
 
     async with Client(params(cfg), read_timeout_seconds=120) as client:
         await asyncio.sleep(idle_s)
@@ -140,7 +140,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker)
         return
-    from hermes_delegate.loopback import start_providers  # noqa: PLC0415
+    from hermes_delegate.loopback import start_providers
 
     with start_providers([{"name": "alpha", "latency_s": 0.1}, {"name": "beta", "latency_s": 0.1}]) as ps, \
             tempfile.TemporaryDirectory() as tmp:

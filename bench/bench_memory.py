@@ -71,7 +71,7 @@ def goal(i: int) -> str:
 class Sampler(threading.Thread):
     def __init__(self, interval: float = 0.05):
         super().__init__(daemon=True)
-        import psutil  # noqa: PLC0415
+        import psutil
 
         self.proc = psutil.Process()
         self.interval = interval
@@ -95,13 +95,13 @@ class Sampler(threading.Thread):
 
 
 def side_main(side: str, url: str, n: int, latency: float, out_path: Path, profile: bool) -> None:
-    import psutil  # noqa: PLC0415
+    import psutil
 
     me = psutil.Process()
     t0 = time.perf_counter()
-    from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
-    from hermes_delegate.routing._litellm import import_litellm  # noqa: PLC0415
-    from hermes_delegate.core.config import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415
+    from hermes_delegate import Delegator, Task, config_from_dict
+    from hermes_delegate.routing._litellm import import_litellm
+    from hermes_delegate.core.config import DEFAULT_SYSTEM_PROMPT
 
     litellm = import_litellm()
     ml = model_list(url)
@@ -139,7 +139,7 @@ def side_main(side: str, url: str, n: int, latency: float, out_path: Path, profi
     res: dict = {"side": side, "setup_s": setup_s, "idle_rss": idle}
 
     if profile:
-        import tracemalloc  # noqa: PLC0415
+        import tracemalloc
 
         tracemalloc.start(1)
         trigger = out_path.with_suffix(".trigger")
@@ -179,7 +179,7 @@ def side_main(side: str, url: str, n: int, latency: float, out_path: Path, profi
     out_path.write_text(json.dumps(res))
 
 
-def _by_file(snapshot) -> list[dict]:  # noqa: ANN001
+def _by_file(snapshot) -> list[dict]:
     """Sizes grouped by package (site-packages/<pkg>, hermes_delegate, stdlib module)."""
     groups: dict[str, list[int]] = {}
     for s in snapshot.statistics("filename"):
@@ -200,7 +200,7 @@ def _by_file(snapshot) -> list[dict]:  # noqa: ANN001
 # ------------------------------------------------------------------------------------------------
 # parent
 # ------------------------------------------------------------------------------------------------
-def run_side(side: str, provider, args: argparse.Namespace, n: int, profile: bool = False) -> dict:  # noqa: ANN001
+def run_side(side: str, provider, args: argparse.Namespace, n: int, profile: bool = False) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"memory-{side}.tmp.json"
     trigger = path.with_suffix(".trigger")
@@ -273,7 +273,7 @@ def main() -> None:
         return
     runs = args.runs or (1 if args.quick else 2)
 
-    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
+    from hermes_delegate.loopback import LoopbackProvider
 
     t0 = time.perf_counter()
     provider = LoopbackProvider("memory-bench", latency_s=args.latency).start()

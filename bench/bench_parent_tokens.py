@@ -39,7 +39,7 @@ ANSWERS = ["42", "Yes.", "No issues found.", "Paris", "3 TODOs", "LGTM", "Two bu
 
 
 def tokens(text: str) -> int:
-    import litellm  # noqa: PLC0415
+    import litellm
 
     return litellm.token_counter(model="gpt-4o", text=text)
 
@@ -55,14 +55,14 @@ def config(alpha, beta) -> dict:
 
 
 def mcp_text(data: dict) -> str:
-    from hermes_delegate.hosts.mcp_server import to_call_result  # noqa: PLC0415
+    from hermes_delegate.hosts.mcp_server import to_call_result
 
     res = to_call_result(json.dumps(data))
     return "\n".join(c.text for c in res.content)
 
 
 def result_overhead(tools: DelegateTools, alpha, beta) -> dict:
-    import re  # noqa: PLC0415
+    import re
 
     def reply(body: dict, p: object) -> str:
         return ANSWERS[int(re.search(r"task (\d+)", json.dumps(body["messages"]))[1])]

@@ -54,7 +54,7 @@ ROUTER_SETTINGS = {"num_retries": 2}
 # one scenario (child process)
 # ------------------------------------------------------------------------------------------------
 def scenario_main(name: str, n: int, rps: float, latency: float, out_path: Path) -> None:
-    from _providers import RemoteProviders  # noqa: PLC0415
+    from _providers import RemoteProviders
 
     n_deps = 1 if name == "one" else 3
     names = [f"{name}-{i + 1}" for i in range(n_deps)]
@@ -72,7 +72,7 @@ def scenario_main(name: str, n: int, rps: float, latency: float, out_path: Path)
     asyncio.set_event_loop(loop)
 
     if name in ("one", "three"):
-        from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
+        from hermes_delegate import Delegator, Task, config_from_dict
 
         cfg = config_from_dict({
             "delegation": {"max_concurrency": max(n, 300), "max_tasks": max(n, 300), "task_timeout_s": 600},
@@ -84,7 +84,7 @@ def scenario_main(name: str, n: int, rps: float, latency: float, out_path: Path)
         loop.run_until_complete(d.run([Task(f"warm-up {i}", model=GROUP) for i in range(n_deps)]))
         tasks = [Task(f"Summarise item {i}.", model=GROUP) for i in range(n)]
 
-        def on_event(ev) -> None:  # noqa: ANN001
+        def on_event(ev) -> None:
             if ev.kind == "done":
                 st = ev.result.status if ev.result is not None else "?"
                 done.append((time.monotonic(), "ok" if st == "completed" else st))
@@ -97,7 +97,7 @@ def scenario_main(name: str, n: int, rps: float, latency: float, out_path: Path)
             waits = [a.wait_s for r in b.results for a in (r.attempts or [])]
             return {"attempt_statuses": dict(att), "gate_wait_s_median": statistics.median(waits) if waits else 0.0}
     else:
-        from hermes_delegate.routing._litellm import import_litellm  # noqa: PLC0415
+        from hermes_delegate.routing._litellm import import_litellm
 
         litellm = import_litellm()
         router = litellm.Router(model_list=model_list, **ROUTER_SETTINGS)
@@ -181,10 +181,10 @@ def run_scenario(name: str, args: argparse.Namespace, n: int) -> dict:
 
 def draw(results: dict[str, dict], path: Path, summary: dict) -> str:
     try:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed: no PNG (pip install 'hermes-delegate[bench]')"
     rps = results["three"]["rps_limit_each"]

@@ -44,7 +44,7 @@ FIFO_SLACK_S = 0.02
 
 
 def worker_main(spec: dict) -> None:
-    from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
+    from hermes_delegate import Delegator, Task, config_from_dict
 
     d = Delegator(config_from_dict(spec["config"]), env={})
     d.router.router  # noqa: B018 - import litellm, build the Router: before the common start
@@ -52,7 +52,7 @@ def worker_main(spec: dict) -> None:
     sys.stdin.readline()
     done: list[float] = []
 
-    def on_event(ev) -> None:  # noqa: ANN001
+    def on_event(ev) -> None:
         if ev.kind == "done" and ev.result is not None and ev.result.status == "completed":
             done.append(time.monotonic())
 
@@ -87,7 +87,7 @@ def _redis(workdir: Path) -> tuple[subprocess.Popen, int]:
 
 
 def run_scenario(name: str, n_per: int, rps: float, latency: float, redis_port: int) -> dict:
-    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
+    from hermes_delegate.loopback import LoopbackProvider
 
     provider = LoopbackProvider(name, rps=rps, latency_s=latency, retry_after="auto",
                                 ratelimit_headers="openai").start()
@@ -176,10 +176,10 @@ def verdict(r: dict) -> dict:
 
 def draw(results: dict[str, dict], path: Path) -> str:
     try:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed: no PNG"
     fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2))

@@ -39,8 +39,8 @@ GOAL = 2.8
 
 
 def side_main(n_deps: int, n: int, rounds: int, latency: float, raw: bool = False) -> None:
-    from _providers import RemoteProviders  # noqa: PLC0415
-    from hermes_delegate import Delegator, Task, config_from_dict  # noqa: PLC0415
+    from _providers import RemoteProviders
+    from hermes_delegate import Delegator, Task, config_from_dict
 
     providers = RemoteProviders([{"name": f"d{i + 1}", "latency_s": latency, "max_concurrent": 4}
                                  for i in range(n_deps)])

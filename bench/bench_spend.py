@@ -48,9 +48,9 @@ def config(url: str, ledger: str, cap: float, redis_url: str | None, ns: str) ->
 
 
 def worker(cfg_path: str, n: int, tag: str) -> None:
-    from hermes_delegate import Delegator, Task, load_config  # noqa: PLC0415
+    from hermes_delegate import Delegator, Task, load_config
 
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
     d = Delegator(load_config(cfg_path))
     asyncio.run(d.warm_up())  # litellm's import and the Router's build, before the clock starts
@@ -83,7 +83,7 @@ def one_run(url: str, n_procs: int, n: int, cap: float, redis_url: str | None, t
     outs = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
     wall = time.perf_counter() - t0
     if redis_url:
-        import redis  # noqa: PLC0415
+        import redis
 
         r = redis.Redis.from_url(redis_url)
         rows = [json.loads(x) for x in r.lrange(f"hermes_delegate:spend:{ns}:ledger", 0, -1)]
@@ -120,7 +120,7 @@ def main() -> None:
     runs = args.runs or (1 if args.quick else 3)
     n_procs = 4
 
-    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
+    from hermes_delegate.loopback import LoopbackProvider
 
     provider = LoopbackProvider("spend-bench", latency_s=0.05,
                                 responder=lambda body, p: "x" * (4 * MAX_TOKENS)).start()
@@ -130,7 +130,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-spend-"))
     redis_proc, redis_url = None, None
     if not args.no_redis and shutil.which("redis-server"):
-        import socket  # noqa: PLC0415
+        import socket
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -112,7 +112,7 @@ collect_ignore_glob = ["test_hermes*.py"] if "hermes" in WITHOUT else []
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under CI=true a missing real part fails the run, unless the pass declared it absent."""
-    import importlib.util  # noqa: PLC0415
+    import importlib.util
 
     in_ci = os.environ.get("CI", "").strip().lower() == "true"
     if in_ci and "hermes" not in WITHOUT and importlib.util.find_spec("run_agent") is None:
@@ -298,7 +298,7 @@ def make_config(tmp_path: Path) -> _ConfigMaker:
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A real redis-server for the session (tests use keys unique to them). Missing binary: skipped
     locally, FAILS under CI=true."""
-    from helpers import free_port, start_redis, stop_process  # noqa: PLC0415
+    from helpers import free_port, start_redis, stop_process
 
     port = free_port()
     proc = start_redis(port, tmp_path_factory.mktemp("redis"))

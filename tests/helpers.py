@@ -62,8 +62,8 @@ def wait_until(predicate: "Callable[[], T]", timeout_s: float = 10.0, what: str 
 async def async_wait_until(predicate: "Callable[[], Any]", timeout_s: float = 10.0, what: str = "",
                            interval_s: float = 0.01) -> Any:
     """`wait_until` inside a coroutine: polls without blocking the loop; `predicate` may return an awaitable."""
-    import asyncio  # noqa: PLC0415
-    import inspect  # noqa: PLC0415
+    import asyncio
+    import inspect
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -158,7 +158,7 @@ KNOWN_POOLS = ("litellm-logging",)
 def new_threads(before: set[int], grace_s: float = 2.0) -> list[str]:
     """Threads started since `before` still alive after a grace period, minus litellm's bounded pools
     (whose size is checked against litellm's own cap)."""
-    from litellm.constants import LOGGING_EXECUTOR_MAX_THREADS  # noqa: PLC0415
+    from litellm.constants import LOGGING_EXECUTOR_MAX_THREADS
 
     deadline = time.monotonic() + grace_s
     while True:
@@ -288,7 +288,7 @@ def require_proxy() -> str:
 def slow_run_files(tmp_path: Path, api_base: str, n: int = 3) -> tuple[Path, Path]:
     """A config (one group `slow` on `api_base`, no retries) and a tasks file of `n` tasks on it, for
     `hermes-delegate run` subprocesses that get a signal mid-batch or mid-start-up."""
-    import yaml  # noqa: PLC0415
+    import yaml
 
     cfg = {"delegation": {"task_timeout_s": 60},
            "router": {"model_list": [{"model_name": "slow", "litellm_params": {

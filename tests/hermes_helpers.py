@@ -119,8 +119,8 @@ def flag_when(predicate: Callable[[], Any], path: Path) -> Iterator[str]:
     """While the block runs, touch `path` once `predicate()` is true (polled in a thread of this, the
     test's, process); yields str(path) for a conversation's `interrupt_after_file`, so the scenario
     interrupts on what happened (a request reached a provider), not after a guessed delay."""
-    import threading  # noqa: PLC0415
-    import time  # noqa: PLC0415
+    import threading
+    import time
 
     done = threading.Event()
 

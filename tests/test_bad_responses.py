@@ -71,7 +71,7 @@ def anthropic_server():
         body: tuple[str, bytes] = ANTHROPIC_BODIES["html"]
         paths: list[str] = []
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             Handler.paths.append(self.path)
             ctype, raw = Handler.body

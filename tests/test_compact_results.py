@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import loopback_config, loopback_dict
-from hermes_delegate import DelegateTools, Delegator, config_from_dict
+from hermes_delegate import DelegateTools, Delegator
 
 ROOT = Path(__file__).resolve().parents[1]
 ID_LIKE = ("deployment", "deployment_id", "attempt_log", "api_host", "tokens", "duration_s", "model_source",
@@ -103,8 +103,8 @@ def test_hermes_shape_keeps_hermes_keys(providers):
 
 # -- MCP: text content and structuredContent, both protocol generations ----------------------------------
 mcp = pytest.importorskip("mcp")
-from mcp import Client  # noqa: E402
-from mcp.client.stdio import StdioServerParameters  # noqa: E402
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
 
 
 def server(tmp_path: Path, providers) -> StdioServerParameters:
@@ -175,8 +175,8 @@ def test_cli_json_keeps_the_full_report(providers, tmp_path):
     cfg.write_text(yaml.safe_dump(loopback_dict(providers)), encoding="utf-8")
     tasks = tmp_path / "tasks.yaml"
     tasks.write_text(yaml.safe_dump([{"goal": "a", "model": "small"}]), encoding="utf-8")
-    from hermes_delegate.hosts.cli import main  # noqa: PLC0415
-    import io  # noqa: PLC0415
+    from hermes_delegate.hosts.cli import main
+    import io
 
     buf = io.StringIO()
     assert main(["run", str(tasks), "--config", str(cfg), "--json"], out=buf) == 0
@@ -204,8 +204,8 @@ def test_mcp_without_the_extra_says_what_to_install(tmp_path):
 def test_the_legacy_second_tool_switch_is_refused(tmp_path):
     """`delegate_tasks` (and its `delegate_tasks_tool` switch) is gone: a hermes block that still sets it
     is refused with the key named, not silently ignored."""
-    from hermes_delegate import ConfigError  # noqa: PLC0415
-    from hermes_delegate.sources.hermes_home import config_for_home  # noqa: PLC0415
+    from hermes_delegate import ConfigError
+    from hermes_delegate.sources.hermes_home import config_for_home
 
     (tmp_path / "config.yaml").write_text("hermes_delegate:\n  delegate_tasks_tool: true\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="hermes_delegate.delegate_tasks_tool"):
@@ -229,7 +229,7 @@ class ScriptedParent:
     gets "ok". Every request body is kept."""
 
     def __init__(self) -> None:
-        import threading  # noqa: PLC0415
+        import threading
 
         self.bodies: list[dict[str, Any]] = []
         self.tool_results: list[Any] = []
@@ -242,7 +242,7 @@ class ScriptedParent:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        import asyncio  # noqa: PLC0415
+        import asyncio
 
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -280,9 +280,9 @@ class ScriptedParent:
                       "usage": {"output_tokens": 5}}, {"type": "message_stop"}]
 
     def _serve(self) -> None:
-        import asyncio  # noqa: PLC0415
+        import asyncio
 
-        from aiohttp import web  # noqa: PLC0415
+        from aiohttp import web
 
         async def messages(request: web.Request) -> web.StreamResponse:
             body = await request.json()
@@ -323,7 +323,7 @@ class ScriptedParent:
 
 def documented_block(host: str) -> dict[str, Any]:
     """The ready-to-paste JSON config docs/mcp.md gives for `host` (e.g. "Claude Code")."""
-    import re  # noqa: PLC0415
+    import re
 
     text = (ROOT / "docs" / "mcp.md").read_text(encoding="utf-8")
     m = re.search(rf"\*\*{re.escape(host)}\*\*.*?```json\n(.*?)\n```", text, re.S)
@@ -347,7 +347,7 @@ def test_claude_code_hands_its_model_the_compact_result(providers, tmp_path):
     """A real Claude Code (print mode) with the documented `.mcp.json` block: its model (the scripted
     parent) calls delegate_task with three tasks on two providers, and what Claude Code hands back as the
     tool result is the compact structuredContent."""
-    from helpers import require_binary  # noqa: PLC0415
+    from helpers import require_binary
 
     claude = require_binary(HOSTS / "claude", HOSTS_INSTALL)
     providers.alpha.responder = providers.beta.responder = lambda body, p: f"answer from {p.name}"
@@ -384,7 +384,7 @@ def test_claude_code_hands_its_model_the_compact_result(providers, tmp_path):
 @pytest.mark.slow
 def test_mcp_inspector_cli_over_http_with_a_token(providers, tmp_path):
     """The MCP Inspector's CLI calls delegate_task over streamable HTTP with the bearer token."""
-    from helpers import free_port, require_binary  # noqa: PLC0415
+    from helpers import free_port, require_binary
 
     inspector = require_binary(HOSTS / "mcp-inspector", HOSTS_INSTALL)
     cfg = tmp_path / "config.yaml"
@@ -396,8 +396,8 @@ def test_mcp_inspector_cli_over_http_with_a_token(providers, tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "hermes_delegate.hosts.cli", "mcp", "--config", str(cfg),
                                "--http", f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        import socket  # noqa: PLC0415
-        import time  # noqa: PLC0415
+        import socket
+        import time
 
         deadline = time.monotonic() + 60
         while True:  # wait for the port, not a fixed time
@@ -437,8 +437,8 @@ def test_hermes_parent_reads_the_compact_result(providers, tmp_path):
     hermes's own keys (`task_index`, `summary`), with the failure's error and hint."""
     pytest.importorskip("run_agent", reason="hermes-agent is not installed (pip install -e '.[test]')")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from hermes_delegate.loopback import LoopbackProvider  # noqa: PLC0415
-    from hermes_helpers import make_home, parent_responder, run_scenario, tool_results  # noqa: PLC0415
+    from hermes_delegate.loopback import LoopbackProvider
+    from hermes_helpers import make_home, parent_responder, run_scenario, tool_results
 
     providers.alpha.responder = lambda body, p: "answer from alpha"
     providers.beta.set_fault("500")

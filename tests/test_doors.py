@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -158,7 +157,7 @@ def start_mcp_http(tmp_path: Path, bind: str, *extra: str, **env: str) -> subpro
 
 
 def wait_listening(host: str, port: int, proc: subprocess.Popen[bytes]) -> None:
-    import socket  # noqa: PLC0415
+    import socket
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -172,9 +171,9 @@ def wait_listening(host: str, port: int, proc: subprocess.Popen[bytes]) -> None:
 
 def list_tools_over_http(url: str, headers: dict[str, str]) -> list[str]:
     """The tool names the SDK's client sees, or the HTTP status the server refused it with."""
-    import httpx2  # noqa: PLC0415
-    from mcp import Client  # noqa: PLC0415
-    from mcp.client.streamable_http import streamable_http_client  # noqa: PLC0415
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
 
     async def main() -> list[str]:
         async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
@@ -242,7 +241,7 @@ def test_mcp_http_wildcard_bind_needs_the_token_and_checks_origin_and_host(tmp_p
     ("http://h.example/?password=hunter2hunter2", "hunter2hunter2"),
 ])
 def test_redaction_covers_token_userinfo_and_credential_parameters(text: str, secret: str):
-    from hermes_delegate.core.redact import Redactor  # noqa: PLC0415
+    from hermes_delegate.core.redact import Redactor
 
     assert secret not in Redactor()(text)
 
@@ -411,7 +410,7 @@ def test_mcp_stdio_vv_stdout_is_only_the_protocol(providers: LoopbackPair, tmp_p
 
 # -- 9. the hermes plugin: one base Delegator per config ----------------------------------------------
 def test_plugin_keeps_one_base_delegator_per_config_when_configs_alternate(providers: LoopbackPair):
-    from hermes_delegate_hermes import runtime  # noqa: PLC0415
+    from hermes_delegate_hermes import runtime
 
     first = loopback_config(providers, aliases={"small": "alpha"})
     second = loopback_config(providers, aliases={"small": "beta"})

@@ -14,11 +14,11 @@ import pytest
 
 pytest.importorskip("run_agent", reason="hermes-agent is not installed (pip install -e '.[test]')")
 
-from conftest import loopback_dict  # noqa: E402
-from hermes_delegate.loopback import LoopbackProvider  # noqa: E402
+from conftest import loopback_dict
+from hermes_delegate.loopback import LoopbackProvider
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hermes_helpers import (PLACEHOLDER_HOST, flag_when, make_home, parent_responder, run_scenario,  # noqa: E402
+from hermes_helpers import (PLACEHOLDER_HOST, flag_when, make_home, parent_responder, run_scenario,
                             tool_results)
 
 pytestmark = pytest.mark.slow  # real hermes-agent sessions in fresh interpreters

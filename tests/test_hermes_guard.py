@@ -100,7 +100,7 @@ def test_is_spawn_paused_is_checked_with_the_private_functions():
     fake = types.ModuleType("tools.delegate_tool")
     for name, params in hermes_api.FUNCTIONS.items():
         if name != "is_spawn_paused":
-            exec(f"def {name}({', '.join(params)}): pass", fake.__dict__)  # noqa: S102 - signatures only
+            exec(f"def {name}({', '.join(params)}): pass", fake.__dict__)
     assert hermes_api.function_problems(fake) == ["tools.delegate_tool.is_spawn_paused is missing"]
 
 

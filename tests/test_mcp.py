@@ -24,15 +24,15 @@ import jsonschema
 import pytest
 import yaml
 
-from helpers import in_ci, require_binary  # noqa: E402
+from helpers import in_ci, require_binary
 
 if importlib.util.find_spec("mcp") is None and not in_ci():  # under CI a missing SDK is an error, not a skip
     pytest.skip("the mcp SDK is not installed: pip install -e '.[mcp]'", allow_module_level=True)
-from mcp import Client  # noqa: E402
-from mcp.client.stdio import StdioServerParameters  # noqa: E402
-from mcp.shared.exceptions import MCPError  # noqa: E402
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
 
-from hermes_delegate.loopback import start_providers  # noqa: E402
+from hermes_delegate.loopback import start_providers
 
 pytestmark = [pytest.mark.litellm, pytest.mark.slow]  # each test starts the server (litellm's import)
 
@@ -364,8 +364,8 @@ def test_http_three_tasks_with_a_token(pair, tmp_path):
         assert info.value.code == 401
 
         async def main() -> None:
-            import httpx2  # noqa: PLC0415
-            from mcp.client.streamable_http import streamable_http_client  # noqa: PLC0415
+            import httpx2
+            from mcp.client.streamable_http import streamable_http_client
 
             async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
                 async with Client(streamable_http_client(url, http_client=http), message_handler=rec.message) as client:
@@ -395,9 +395,9 @@ JSON_MODE = {"model_name": "jsonmode", "model_info": {"id": "jsonmode-1"},
 
 
 def schema_tools(providers):
-    from conftest import loopback_config  # noqa: PLC0415
+    from conftest import loopback_config
 
-    from hermes_delegate import DelegateTools, Delegator  # noqa: PLC0415
+    from hermes_delegate import DelegateTools, Delegator
 
     extra = [{**JSON_MODE, "litellm_params": {**JSON_MODE["litellm_params"], "api_base": providers.alpha.base_url}}]
     return DelegateTools(Delegator(loopback_config(providers, model_list_extra=extra)))
@@ -458,7 +458,7 @@ def test_output_schema_that_is_not_a_schema_is_refused_before_anything_runs(prov
 class _EchoKey(BaseHTTPRequestHandler):
     """A provider refusing the key it was sent with a 401 that echoes it, as real providers do."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         auth = self.headers.get("authorization", "")
         key = auth.split(" ", 1)[-1]
@@ -548,7 +548,7 @@ def leaf_errors(exc: BaseException) -> list[BaseException]:
 
 
 def test_through_a_real_litellm_proxy_mcp_gateway(pair, tmp_path):
-    from helpers import require_proxy  # noqa: PLC0415
+    from helpers import require_proxy
 
     binary = require_proxy()
     alpha, beta = pair
@@ -583,8 +583,8 @@ def test_through_a_real_litellm_proxy_mcp_gateway(pair, tmp_path):
         statuses: list[int] = []  # every HTTP status the proxy answered the client with
 
         async def connect(key: str | None):
-            import httpx2  # noqa: PLC0415
-            from mcp.client.streamable_http import streamable_http_client  # noqa: PLC0415
+            import httpx2
+            from mcp.client.streamable_http import streamable_http_client
 
             async def seen(response: Any) -> None:
                 statuses.append(response.status_code)

@@ -155,7 +155,7 @@ class FakeProxy:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]  # /v1/models?return_wildcard_routes=true is /v1/models
                 fake.seen.append((path, self.headers.get("Authorization")))
                 status, body, delay = fake.routes.get(path, (404, {"detail": "Not Found"}, 0.0))

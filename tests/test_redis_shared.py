@@ -256,9 +256,9 @@ def test_a_configured_token_window_is_one_budget_across_processes(redis_port: in
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
 def test_a_request_counted_as_sent_earlier_leaves_the_window_earlier(redis_port: int, shared: bool) -> None:
     """What a pace set on a 429 starts from: the sends the provider still counts, at their own times."""
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
-    from hermes_delegate.ratelimit.windows import Ask, LocalWindows  # noqa: PLC0415
+    from hermes_delegate.ratelimit.windows import Ask, LocalWindows
 
     async def go() -> None:
         store = _stores(redis_port, 1)[0] if shared else LocalWindows()
@@ -280,9 +280,9 @@ def test_a_window_admits_evenly_spaced_never_a_burst(redis_port: int, shared: bo
     """L = 4 per 1 s: the second request waits W/L = 0.25 s after the first (a burst of four, stamped at
     admission but sent over litellm's call-path time, overran a provider's sliding window), and the
     fifth still waits for the first to leave the window. Both stores pace alike."""
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
-    from hermes_delegate.ratelimit.windows import Ask, LocalWindows  # noqa: PLC0415
+    from hermes_delegate.ratelimit.windows import Ask, LocalWindows
 
     async def go() -> None:
         store = _stores(redis_port, 1)[0] if shared else LocalWindows()
@@ -318,9 +318,9 @@ def test_the_spacing_keeps_its_schedule_when_sends_are_late(redis_port: int, sha
     little late, does not push the next admission back. Spaced from the send stamps, every gap also
     took the admission-to-send time, a few % of the rate (issue 14's P3 share). The L-per-W window
     over the send stamps still holds."""
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
-    from hermes_delegate.ratelimit.windows import Ask, LocalWindows  # noqa: PLC0415
+    from hermes_delegate.ratelimit.windows import Ask, LocalWindows
 
     async def go() -> None:
         store = _stores(redis_port, 1)[0] if shared else LocalWindows()

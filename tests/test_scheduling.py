@@ -273,7 +273,7 @@ def test_rate_limit_retries_are_bounded(trio: Trio):
 class _Status400(BaseHTTPRequestHandler):
     hits: list[str] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         type(self).hits.append(self.path)
         body = json.dumps({"error": {"message": "Invalid value for 'temperature'.", "type": "invalid_request_error",
@@ -320,9 +320,9 @@ def test_a_task_timeout_is_never_swallowed_by_a_queue_wakeup():
     """A queued task whose timeout fires in the same loop turn as the wake-up it waited for must still be
     cancelled (asyncio.wait_for on 3.11 returned the result and dropped the cancellation: the task then
     ran past its timeout and came back `failed` seconds late)."""
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
-    from hermes_delegate.ratelimit.gate import CapacityGate  # noqa: PLC0415
+    from hermes_delegate.ratelimit.gate import CapacityGate
 
     async def race() -> str:
         gate = CapacityGate({})

@@ -153,8 +153,8 @@ def test_a_relative_ref_under_a_file_id_is_refused(providers, marker_file):
 
 
 def test_the_python_api_refuses_a_remote_ref_at_planning(providers, trap):
-    from hermes_delegate import Task  # noqa: PLC0415
-    from hermes_delegate.core.errors import BatchValidationError  # noqa: PLC0415
+    from hermes_delegate import Task
+    from hermes_delegate.core.errors import BatchValidationError
 
     d = Delegator(loopback_config(providers))
     with pytest.raises(BatchValidationError) as err:
@@ -290,8 +290,8 @@ def test_cli_refuses_remote_and_file_refs_before_sending(tmp_path, providers, tr
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("mcp") is None, reason="the mcp SDK is not installed")
 def test_mcp_refuses_a_remote_ref_and_keeps_answering(tmp_path, providers, trap):
-    from mcp import Client  # noqa: PLC0415
-    from mcp.client.stdio import StdioServerParameters  # noqa: PLC0415
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
 
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(loopback_dict(providers)), encoding="utf-8")

@@ -52,7 +52,7 @@ def leaks(text: str) -> list[str]:
 class _Echo(BaseHTTPRequestHandler):
     status = 401
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         auth = self.headers.get("authorization", "")
         key = auth.split(" ", 1)[-1]

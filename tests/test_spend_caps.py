@@ -6,7 +6,6 @@ Each cap-walking case of the issue is a test here that fails on the code before 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading

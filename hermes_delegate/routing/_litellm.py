@@ -123,7 +123,7 @@ async def close_loop_clients() -> int:
             if inspect.isawaitable(result):
                 await result
             closed += 1
-        except Exception:  # noqa: BLE001 - best effort: a client that cannot close is dropped anyway
+        except Exception:
             log.debug("closing a litellm client failed", exc_info=True)
     return closed
 

@@ -29,7 +29,7 @@ from ..core.errors import DelegateError, ProviderError, TaskPayloadError, UsageE
 from .fanout import EventCallback, fan_out
 from ..core.planning import Allowlist, PlannedTask, Task, plan_batch
 from ..core.redact import Redactor, default_redactor, install_engine_log_filters, log_filter
-from ..core.resolver import Resolution, Resolver
+from ..core.resolver import Resolution
 from ..sources.groups import resolver_for
 from ..routing.auto import AutoClassifier
 from ..core.results import BatchResult

@@ -56,7 +56,7 @@ def _emit(cb: EventCallback | None, event: ProgressEvent, redactor: Any = None) 
         event = replace(event, goal=redactor(event.goal))
     try:
         cb(event)
-    except Exception:  # noqa: BLE001 - a host's progress printer must not fail a task
+    except Exception:
         log.debug("progress callback failed", exc_info=True)
 
 

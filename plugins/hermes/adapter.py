@@ -128,7 +128,7 @@ class Call:
 
         try:
             out = waiting.wait(fut, _POLL_S, between)
-        except Exception as exc:  # noqa: BLE001 - DelegateTools never raises; this is the last guard
+        except Exception as exc:
             from hermes_delegate import internal_error  # noqa: PLC0415
 
             log.exception("%s failed", DELEGATE_TOOL)
@@ -246,7 +246,7 @@ class Call:
                     if e.get("summary_full_path"):
                         r["summary_full_path"] = e["summary_full_path"]
             return json.dumps(data, ensure_ascii=False) if changed else out
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.debug("summary budget skipped", exc_info=True)
             return out
 

@@ -108,7 +108,7 @@ def warm_in_background(delay_s: float = WARM_DELAY_S) -> threading.Thread | None
             base = delegator_for(settings.load_plugin_config())
             if not _stopping.is_set():  # the rest runs on the loop, where `shutdown` cancels it
                 submit(base.warm_up(calls=True)).add_done_callback(skipped)
-        except Exception:  # noqa: BLE001 - the first delegation then warms (and reports) itself
+        except Exception:
             log.debug("warm-up skipped", exc_info=True)
 
     t = _warm_thread = threading.Thread(target=run, name="hermes-delegate-warm", daemon=True)

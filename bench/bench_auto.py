@@ -89,7 +89,8 @@ def main() -> None:
 
     d = Delegator(config_from_dict({"delegation": {"aliases": LADDER, "max_tokens": MAX_TOKENS}}),
                   env={"ANTHROPIC_API_KEY": "k"})
-    direct = ComplexityRouter("bench", None)  # its Router: unused by classify (1.106 litellm_router_instance, 1.110 ctx)
+    # its Router: unused by classify (1.106 litellm_router_instance, 1.110 ctx)
+    direct = ComplexityRouter("bench", None)
     prompts = [c.prompt for c in EVAL_CASES]
 
     # 1. time per task
@@ -110,7 +111,7 @@ def main() -> None:
     agree = 0
     tiers: dict[str, int] = {}
     litellm_pass = 0
-    for case, p in zip(EVAL_CASES, planned_auto):
+    for case, p in zip(EVAL_CASES, planned_auto, strict=True):
         tier = direct.classify(case.prompt)[0]
         agree += p.auto is not None and p.auto.tier == tier.value
         tiers[tier.value] = tiers.get(tier.value, 0) + 1

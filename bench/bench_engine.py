@@ -342,8 +342,8 @@ def main() -> None:
         provider.stop()
 
     if args.ledger:
-        on_off = [a["wall_s"] / b["wall_s"] for a, b in zip(runs["ours_on"], runs["ours_off"])]
-        cpu = [a["cpu_s"] / b["cpu_s"] for a, b in zip(runs["ours_on"], runs["ours_off"])]
+        on_off = [a["wall_s"] / b["wall_s"] for a, b in zip(runs["ours_on"], runs["ours_off"], strict=True)]
+        cpu = [a["cpu_s"] / b["cpu_s"] for a, b in zip(runs["ours_on"], runs["ours_off"], strict=True)]
         result = {"bench": "engine_ledger", "date": time.strftime("%Y-%m-%d %H:%M"), "tasks": n, "rounds": rounds,
                   "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "runs": runs,
                   "ratio_on_off_wall": on_off, "ratio_on_off_wall_median": statistics.median(on_off),
@@ -353,8 +353,8 @@ def main() -> None:
         print(f"ledger on ÷ off: wall {statistics.median(on_off):.3f} (runs {[round(x, 3) for x in on_off]}), "
               f"CPU {statistics.median(cpu):.3f}  (goal ≤ 1.03)")
         return
-    ratios = [o["wall_s"] / r["wall_s"] for o, r in zip(runs["ours"], runs["raw"])]
-    cpu_ratios = [o["cpu_s"] / r["cpu_s"] for o, r in zip(runs["ours"], runs["raw"])]
+    ratios = [o["wall_s"] / r["wall_s"] for o, r in zip(runs["ours"], runs["raw"], strict=True)]
+    cpu_ratios = [o["cpu_s"] / r["cpu_s"] for o, r in zip(runs["ours"], runs["raw"], strict=True)]
     result = {
         "bench": "engine", "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "tasks": n,
         "rounds": rounds, "latency_s": 0.1, "max_concurrency": max(n, 500), "cpus": os.cpu_count(),
@@ -366,7 +366,7 @@ def main() -> None:
         "resolver": resolver,
     }
     if "pool" in runs:
-        speedups = [p["wall_s"] / o["wall_s"] for p, o in zip(runs["pool"], runs["ours"])]
+        speedups = [p["wall_s"] / o["wall_s"] for p, o in zip(runs["pool"], runs["ours"], strict=True)]
         result["speedup_vs_pool3"] = speedups
         result["speedup_vs_pool3_median"] = statistics.median(speedups)
     result["total_runtime_s"] = time.perf_counter() - t_start

@@ -52,7 +52,8 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if k not in drop}
             cmd = [sys.executable, __file__, "--one", "--calls", str(ns.calls), "--idle", str(ns.idle)]
             run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            out[label] = {"ca_bundle_variables": {k: os.environ[k] for k in CA_VARS if k in env}, **json.loads(run.stdout)}
+            ca_vars = {k: os.environ[k] for k in CA_VARS if k in env}
+            out[label] = {"ca_bundle_variables": ca_vars, **json.loads(run.stdout)}
         print(json.dumps(out, indent=2))
         return
     measure(ns)

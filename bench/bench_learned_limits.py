@@ -132,7 +132,7 @@ def draw(results: dict[str, dict], path: Path) -> str:
     except ImportError:
         return "matplotlib not installed: no PNG"
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.2))
-    for ax, (name, r) in zip(axes, results.items()):
+    for ax, (name, r) in zip(axes, results.items(), strict=True):
         ts = r["completion_times"]
         ax.step([0.0] + ts, list(range(len(ts) + 1)), where="post", lw=2, color="#1f77b4", label="completed")
         if r["rate_limited_times"]:
@@ -179,7 +179,8 @@ def main() -> None:
         r["verdict"] = verdicts(r)
         results[name] = r
         v = r["verdict"]
-        print(f"  {name:>11}: {r['completed']}/{r['tasks']} in {r['span_s']:.1f} s → {v['ratio_of_limit']:.3f} of the limit, "
+        print(f"  {name:>11}: {r['completed']}/{r['tasks']} in {r['span_s']:.1f} s"
+              f" → {v['ratio_of_limit']:.3f} of the limit, "
               f"{r['provider_429']} × 429 of {r['provider_requests']} ({r['pct_429']:.1f} %), learned "
               f"{r['limits_learned']} — goal {v['goal']}: {'met' if v['met'] else 'MISSED'}", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,8 @@ def write_config(path: Path, alpha: str, beta: str) -> None:
                                                           "api_key": f"os.environ/{KEY_ENV}"}}
 
     data = {"delegation": {"max_tasks": N, "max_concurrency": N, "task_timeout_s": 60},
-            "router": {"model_list": [dep("alpha", "openai/alpha-model", alpha), dep("beta", "openai/beta-model", beta)]}}
+            "router": {"model_list": [dep("alpha", "openai/alpha-model", alpha),
+                                      dep("beta", "openai/beta-model", beta)]}}
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
 
@@ -113,7 +114,8 @@ async def alternate(cfg: Path, rounds: int) -> tuple[list[float], list[float]]:
                 t0 = time.perf_counter()
                 res = await client.call_tool("delegate_task", {"tasks": batch(N)})
                 mcp.append(time.perf_counter() - t0)
-                assert not res.is_error and [r["status"] for r in res.structured_content["results"]] == ["completed"] * N
+                statuses = [r["status"] for r in res.structured_content["results"]]
+                assert not res.is_error and statuses == ["completed"] * N
     finally:
         local.close()
     return ours, mcp

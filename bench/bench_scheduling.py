@@ -129,8 +129,9 @@ def scenario_main(name: str, n: int, rps: float, latency: float, out_path: Path)
     extra = loop.run_until_complete(batch())
     t_end = time.monotonic()
 
-    recs = sorted((t, pname, status) for pname, rows in zip(names, providers.requests()) for t, status in rows)
-    stats = dict(zip(names, providers.stats()))
+    recs = sorted((t, pname, status)
+                  for pname, rows in zip(names, providers.requests(), strict=True) for t, status in rows)
+    stats = dict(zip(names, providers.stats(), strict=True))
     providers.stop()
     first = recs[0][0] if recs else t_start
     ok_times = sorted(t for t, s in done if s == "ok")

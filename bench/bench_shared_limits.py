@@ -183,7 +183,7 @@ def draw(results: dict[str, dict], path: Path) -> str:
     except ImportError:
         return "matplotlib not installed: no PNG"
     fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2))
-    for ax, (name, r) in zip(axes, results.items()):
+    for ax, (name, r) in zip(axes, results.items(), strict=True):
         everything = sorted(t for ts in r["completion_times"].values() for t in ts)
         ax.step([0.0] + everything, list(range(len(everything) + 1)), where="post", lw=2, color="black",
                 label="all four")
@@ -226,8 +226,10 @@ def main() -> None:
                 r = run_scenario(name, n_per, args.rps, args.latency, port)
                 r["verdict"] = verdict(r)
                 results[name] = r
-                print(f"  {name:>10}: {r['completed']}/{r['tasks']} in {r['span_s']:.1f} s → {r['ratio_of_limit']:.3f} R, "
-                      f"max {r['max_sent_in_any_second']} sent in a second (R = {args.rps:g}), {r['provider_429']} × 429 "
+                print(f"  {name:>10}: {r['completed']}/{r['tasks']} in {r['span_s']:.1f} s"
+                      f" → {r['ratio_of_limit']:.3f} R, "
+                      f"max {r['max_sent_in_any_second']} sent in a second (R = {args.rps:g}), "
+                      f"{r['provider_429']} × 429 "
                       f"({r['pct_429']:.1f} %), FIFO out of order {r['fifo_out_of_order']}, Jain "
                       f"{r['jain_fairness']:.3f} — {'met' if r['verdict']['met'] else 'MISSED'}", flush=True)
         finally:

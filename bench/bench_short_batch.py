@@ -3,8 +3,9 @@
     python bench/bench_short_batch.py            # 72 tasks, 3 rounds per side (~1 min)
 
 Each deployment is a loopback provider that holds at most 4 requests at once (429 beyond) with
-latency 0.2 s, served from a process of its own (bench/_providers.py: a real provider does not share the client's CPU), and the config says so (`max_parallel_requests: 4`, no rpm/tpm). One side has one
-deployment, the other three in one group. Each side runs in a fresh process as a long-lived host
+latency 0.2 s, served from a process of its own (bench/_providers.py: a real provider does not
+share the client's CPU), and the config says so (`max_parallel_requests: 4`, no rpm/tpm). One side
+has one deployment, the other three in one group. Each side runs in a fresh process as a long-lived host
 would: build the Delegator, `warm_up(calls=True)` (what the MCP server and the hermes plugin do in
 the background at start-up), sit idle 1 s, then run the 72-task batch `rounds` times. The first
 batch pays whatever a batch pays once per process (first request per deployment, client set-up);
@@ -114,9 +115,9 @@ def main() -> None:
     one, three = run_side(1, args), run_side(3, args)
     raw_one, raw_three = run_side(1, args, raw=True), run_side(3, args, raw=True)
     raw_first = raw_one["rounds"][0]["wall_s"] / raw_three["rounds"][0]["wall_s"]
-    raw_later = [a["wall_s"] / b["wall_s"] for a, b in zip(raw_one["rounds"][1:], raw_three["rounds"][1:])]
+    raw_later = [a["wall_s"] / b["wall_s"] for a, b in zip(raw_one["rounds"][1:], raw_three["rounds"][1:], strict=True)]
     first = one["rounds"][0]["wall_s"] / three["rounds"][0]["wall_s"]
-    later = [a["wall_s"] / b["wall_s"] for a, b in zip(one["rounds"][1:], three["rounds"][1:])]
+    later = [a["wall_s"] / b["wall_s"] for a, b in zip(one["rounds"][1:], three["rounds"][1:], strict=True)]
     lost = sum(args.tasks - r["completed"] for side in (one, three) for r in side["rounds"])
     print(f"{args.tasks} tasks, 4 in flight per deployment, latency {args.latency:g} s")
     for name, side in (("1 deployment", one), ("3 deployments", three)):
@@ -131,7 +132,8 @@ def main() -> None:
     print(f"first batch, 1 ÷ 3: {first:.2f}×   later batches (median): {steady:.2f}×   lost {lost}   "
           f"goal ≥ {GOAL}× on the first batch: {'met' if first >= GOAL and lost == 0 else 'MISSED'}")
     print(f"Router alone (baseline), 1 ÷ 3: first batch {raw_first:.2f}×, later (median) {raw_steady:.2f}×; "
-          f"hermes-delegate's first batch ÷ the Router's: 3 deployments {three['rounds'][0]['wall_s'] / raw_three['rounds'][0]['wall_s']:.3f}, "
+          f"hermes-delegate's first batch ÷ the Router's: 3 deployments "
+          f"{three['rounds'][0]['wall_s'] / raw_three['rounds'][0]['wall_s']:.3f}, "
           f"1 deployment {one['rounds'][0]['wall_s'] / raw_one['rounds'][0]['wall_s']:.3f}")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "short_batch.json").write_text(json.dumps({

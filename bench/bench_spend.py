@@ -147,7 +147,8 @@ def main() -> None:
                 results.append(res)
                 print(f"{res['store']:>6} run {i + 1}: {res['run']}/{res['tasks']} run, charged "
                       f"${res['charged_ledger_usd']:.6f} of ${cap:.6f} cap ({res['charged_ledger_usd'] / cap:.1%}), "
-                      f"rows lost {res['rows_lost']}, refused typed {res['refused_types']}, batches {res['batch_s_max']} s",
+                      f"rows lost {res['rows_lost']}, refused typed {res['refused_types']}, "
+                      f"batches {res['batch_s_max']} s",
                       flush=True)
     finally:
         provider.stop()

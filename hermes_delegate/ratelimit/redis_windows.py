@@ -198,9 +198,10 @@ LEARNED_TTL_S = 120
 
 
 class RedisWindows:
-    """A WindowStore (see windows.py) in Redis. Keys: `hermes_delegate:{rpm,par,tpm,bucket,wait,due,next,learned}:<name>`,
-    the name of a deployment being `names[deployment id]` (keys.store_key: its id and a digest of its
-    provider, api_base and model), or its id when not named."""
+    """A WindowStore (see windows.py) in Redis. Keys:
+    `hermes_delegate:{rpm,par,tpm,bucket,wait,due,next,learned}:<name>`, the name of a deployment being
+    `names[deployment id]` (keys.store_key: its id and a digest of its provider, api_base and model), or
+    its id when not named."""
 
     shared = True
 
@@ -321,10 +322,14 @@ class RedisWindows:
             for key, tokens in list(self._held.items()):
                 if tokens:
                     try:
-                        await self._run(lambda k=key, t=tuple(tokens): self._renew_script(
-                            keys=[self._keys(k)[1]], args=[int(LEASE_S * 1000), *t]))
-                    except Exception:  # noqa: BLE001 - Redis away: the next admission reports it
+                        await self._run(self._renewal(key, tuple(tokens)))
+                    except Exception:  # noqa: BLE001, S110 - Redis away: the next admission reports it
                         pass
+
+    def _renewal(self, key: str, tokens: tuple[str, ...]) -> Callable[[], Awaitable[Any]]:
+        """The command that renews these slots' leases (the script looked up when it runs: a new loop's
+        client registers its own)."""
+        return lambda: self._renew_script(keys=[self._keys(key)[1]], args=[int(LEASE_S * 1000), *tokens])
 
     async def leave(self, key: str, waiter: str) -> None:
         await self._run(lambda: self._client.zrem(self._keys(key)[4], waiter))
@@ -356,7 +361,7 @@ def read_learned(settings: Mapping[str, Any], prefix: str = "hermes_delegate:") 
     try:
         out: dict[str, dict[str, Any]] = {}
         keys = list(client.scan_iter(match=f"{prefix}learned:*", count=500))
-        for key, body in zip(keys, client.mget(keys) if keys else []):
+        for key, body in zip(keys, client.mget(keys) if keys else [], strict=True):
             learned = _learned(body)
             if learned is not None:
                 learned = checked_published(learned)
@@ -414,11 +419,12 @@ def sync_client(settings: Mapping[str, Any]) -> Any:
     import redis  # noqa: PLC0415
 
     port = settings.get("redis_port")
-    kw = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": CONNECT_TIMEOUT_S}
     if settings.get("redis_url"):
-        return redis.Redis.from_url(settings["redis_url"], password=settings.get("redis_password"), **kw)
+        return redis.Redis.from_url(settings["redis_url"], password=settings.get("redis_password"),
+                                    socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S)
     return redis.Redis(host=settings.get("redis_host") or "127.0.0.1", port=int(port) if port else 6379,
-                       password=settings.get("redis_password"), **kw)
+                       password=settings.get("redis_password"), socket_connect_timeout=CONNECT_TIMEOUT_S,
+                       socket_timeout=CONNECT_TIMEOUT_S)
 
 
 def _fail_fast() -> dict[str, Any]:

@@ -104,8 +104,8 @@ class RedisStore:
                                                   (("reserve", _RESERVE), ("settle", _SETTLE), ("renew", _RENEW))})
         return hit
 
-    async def reserve(self, hold_id: str, owner: str, scopes: Sequence[Scope], amount: float,
-                      lease_s: float) -> tuple[Scope, float, float] | None:
+    async def reserve(self, hold_id: str, owner: str,  # noqa: ARG002 - holds here expire by lease, owner unrecorded
+                      scopes: Sequence[Scope], amount: float, lease_s: float) -> tuple[Scope, float, float] | None:
         _, scripts = self._client()
         args: list[Any] = [hold_id, repr(float(amount)), repr(float(lease_s)), len(scopes)]
         for s in scopes:

@@ -89,7 +89,8 @@ def plugin_dict(raw: Mapping[str, Any], *, default_concurrency: int = DEFAULT_CO
         block = {}
     if not isinstance(block, Mapping):
         raise ConfigError(f"config.yaml: `{BLOCK}:` must be a mapping, got {type(block).__name__}.")
-    hermes_deleg = raw.get("delegation") if isinstance(raw.get("delegation"), Mapping) else {}
+    hermes_value = raw.get("delegation")
+    hermes_deleg: Mapping[str, Any] = hermes_value if isinstance(hermes_value, Mapping) else {}
     settings = {k: v for k, v in block.items() if k not in ROUTER_KEYS and k != "tiers" and k not in PLUGIN_KEYS}
     tiers = block.get("tiers")
     if isinstance(tiers, list):  # the downgrade ladder itself, as `delegation.tiers`

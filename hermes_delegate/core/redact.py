@@ -155,9 +155,9 @@ class Redactor:
         env = self._live_env
         if env is None:
             return
-        raw = getattr(env, "_data", None) if isinstance(env, os._Environ) else None
-        if isinstance(raw, dict):  # os.environ: its raw dict, decoding only the secret-named values
-            decode = env.decodevalue  # type: ignore[attr-defined]
+        if isinstance(env, os._Environ) and isinstance(raw := getattr(env, "_data", None), dict):
+            # os.environ: its raw dict, decoding only the secret-named values
+            decode = env.decodevalue
             found = [decode(v) for k, v in raw.items() if _secret_raw_name(k)]
         else:
             found = [v for k, v in env.items() if _secret_name(k)]

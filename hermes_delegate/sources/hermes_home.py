@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..core.config import Config
+from ..core.config import Config, DelegationSettings
 from .config_file import config_from_dict, default_config_path, read_bounded, read_yaml_file
 from ..core.errors import BudgetError, ConfigError
 
@@ -125,7 +125,7 @@ def plugin_dict(raw: Mapping[str, Any], *, default_concurrency: int = DEFAULT_CO
 
 
 def _our_keys() -> tuple[str, ...]:
-    return tuple(Config.model_fields["delegation"].annotation.model_fields)  # type: ignore[union-attr]
+    return tuple(DelegationSettings.model_fields)  # Config.delegation's keys
 
 
 def hermes_keys(text: str) -> str:

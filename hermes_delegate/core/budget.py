@@ -75,9 +75,9 @@ def effective_cap(config_cap: float | None, call_cap: object) -> float | None:
 
 def tightest_cap(call_cap: float | None, settings: BudgetSettings) -> tuple[float, str] | None:
     """The smallest cap a single task must fit (the call's, or a session/day/month cap), and its name."""
-    caps = [(c, label) for c, label in ((call_cap, "the budget"), (settings.per_session_usd, "the session cap"),
-                                        (settings.daily_usd, "the daily cap"), (settings.monthly_usd, "the monthly cap"))
-            if c is not None]
+    named = ((call_cap, "the budget"), (settings.per_session_usd, "the session cap"),
+             (settings.daily_usd, "the daily cap"), (settings.monthly_usd, "the monthly cap"))
+    caps = [(c, label) for c, label in named if c is not None]
     return min(caps) if caps else None
 
 

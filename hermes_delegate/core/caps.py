@@ -36,15 +36,16 @@ class BudgetSettings(BaseModel):
     """`delegation.budget`: caps at every scope. A call may lower them (budget_usd), never raise them."""
 
     model_config = ConfigDict(extra="forbid")
-    per_call_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
-    per_session_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
-    daily_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
-    monthly_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
-    timezone: str | None = Field(None, description="calendar of daily/monthly: None = local, 'UTC', or an IANA name")
+    per_call_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    per_session_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    daily_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    monthly_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    timezone: str | None = Field(default=None,
+                                 description="calendar of daily/monthly: None = local, 'UTC', or an IANA name")
     on_over_budget: Literal["refuse", "downgrade"] = "refuse"
-    namespace: str = Field("default", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$",
+    namespace: str = Field(default="default", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$",
                            description="separates teams sharing one Redis (keys hermes_delegate:spend:<ns>:)")
-    lease_s: float = Field(120.0, gt=0, le=86_400, allow_inf_nan=False,
+    lease_s: float = Field(default=120.0, gt=0, le=86_400, allow_inf_nan=False,
                            description="a hold whose process stopped renewing it is released after this long")
 
     @field_validator("per_call_usd", "per_session_usd", "daily_usd", "monthly_usd", mode="before")

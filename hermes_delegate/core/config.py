@@ -86,35 +86,36 @@ class FilesSettings(_Strict):
     roots: list[str] = Field(default_factory=list, description="more roots besides the host's working directory")
     deny: list[str] = Field(default_factory=lambda: list(DEFAULT_FILE_DENY),
                             description="glob patterns matched against every path component")
-    max_file_bytes: int = Field(100_000, ge=1)
-    max_task_bytes: int = Field(200_000, ge=1)
+    max_file_bytes: int = Field(default=100_000, ge=1)
+    max_task_bytes: int = Field(default=200_000, ge=1)
 
 
 class DelegationSettings(_Strict):
     model: str | None = None
     aliases: dict[str, str] = Field(default_factory=dict)
-    max_concurrency: int = Field(16, ge=1, le=100_000)
-    task_timeout_s: float | None = Field(600.0, gt=0)
+    max_concurrency: int = Field(default=16, ge=1, le=100_000)
+    task_timeout_s: float | None = Field(default=600.0, gt=0)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    max_tokens: int | None = Field(None, ge=1, description="completion cap per task; prices the budget")
+    max_tokens: int | None = Field(default=None, ge=1, description="completion cap per task; prices the budget")
     allow: list[str] | None = None
-    max_tasks: int = Field(100, ge=1, le=100_000)
-    budget_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_tasks: int = Field(default=100, ge=1, le=100_000)
+    budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     budget: BudgetSettings = Field(default_factory=BudgetSettings, description="caps at every scope (core/caps)")
-    ledger: bool | str = Field(True, description="the spend ledger: true = $XDG_STATE_HOME/hermes-delegate/"
-                                                 "ledger.sqlite3, a path, or false (off)")
+    ledger: bool | str = Field(default=True, description="the spend ledger: true = $XDG_STATE_HOME/hermes-delegate/"
+                                                         "ledger.sqlite3, a path, or false (off)")
     allow_unpriced: bool = False
-    max_input_chars: int = Field(200_000, ge=1, description="largest goal+context accepted per task")
-    learn_limits: bool = Field(True, description="pace a deployment with no configured rpm/tpm by the rate-limit "
-                                                 "headers it sends, and adapt on its 429s when it sends none")
-    tiers: list[str] | None = Field(None, description="the tier ladder, cheapest first (downgrade moves down it); "
-                                                      "default: the aliases named like tiers, in order")
+    max_input_chars: int = Field(default=200_000, ge=1, description="largest goal+context accepted per task")
+    learn_limits: bool = Field(default=True, description="pace a deployment with no configured rpm/tpm by the "
+                                                         "rate-limit headers it sends, and adapt on its 429s when it "
+                                                         "sends none")
+    tiers: list[str] | None = Field(default=None, description="the tier ladder, cheapest first (downgrade moves down "
+                                                              "it); default: the aliases named like tiers, in order")
     auto: dict[str, Any] = Field(default_factory=dict, description="`model: auto`: complexity tier → model "
                                  "(SIMPLE, MEDIUM, COMPLEX, REASONING); other keys go to LiteLLM's "
                                  "complexity_router_config")
 
     files: FilesSettings = Field(default_factory=FilesSettings)
-    max_queue_wait_s: float = Field(300.0, gt=0, allow_inf_nan=False,
+    max_queue_wait_s: float = Field(default=300.0, gt=0, allow_inf_nan=False,
                                     description="the longest a task waits in the rate-limit queue (all its attempts "
                                                 "together), with or without a task timeout; then it fails "
                                                 "queue_timeout, naming the limit that held it")
@@ -217,10 +218,10 @@ class RemoteProxy(_Strict):
     """A running LiteLLM proxy: its model groups become ours, each sent as `litellm_proxy/<group>`."""
 
     base_url: str = Field(min_length=1, description="the proxy's URL, e.g. http://127.0.0.1:4000")
-    api_key_env: str | None = Field("LITELLM_PROXY_API_KEY", description="env var holding the proxy key")
-    timeout_s: float = Field(10.0, gt=0, le=300, description="for listing the groups")
-    allow_direct: bool = Field(False, description="let a name that is not a proxy group go directly to its "
-                                                  "provider with this machine's keys (off: it is refused)")
+    api_key_env: str | None = Field(default="LITELLM_PROXY_API_KEY", description="env var holding the proxy key")
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="for listing the groups")
+    allow_direct: bool = Field(default=False, description="let a name that is not a proxy group go directly to its "
+                                                          "provider with this machine's keys (off: it is refused)")
 
     @field_validator("base_url")
     @classmethod
@@ -244,7 +245,7 @@ class Config(_Strict):
     router: RouterSection = Field(default_factory=RouterSection)
     litellm_config: str | None = None
     remote: RemoteProxy | None = None
-    source: str | None = Field(None, exclude=True, description="the file this came from")
+    source: str | None = Field(default=None, exclude=True, description="the file this came from")
 
     @model_validator(mode="after")
     def _one_source_of_groups(self) -> "Config":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from functools import partial
 from typing import Any, Callable, Sequence
 
 from .auto import AutoPick, Classify, auto_map, is_auto, pick_auto, task_text, unmapped
@@ -31,7 +32,7 @@ class Task:
     goal: str
     context: str | None = None
     model: str | None = None
-    output_schema: dict | None = field(default=None, hash=False)  # a JSON Schema the answer must match
+    output_schema: dict[str, Any] | None = field(default=None, hash=False)  # a JSON Schema the answer must match
     files: tuple[str, ...] = ()  # paths a host reads into the context before planning (runtime/task_files.py)
 
 
@@ -186,7 +187,7 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
             p = PlannedTask(i, task, str(model).strip(), source, res, auto=auto)
             if pricing is not None and pricing.cap_usd is not None:
                 rung, fallbacks, downgraded_from = fit_or_downgrade(
-                    p.origin, res, amount=lambda r: pricing.amount(r, task), fits=pricing.fits, ladder=ladder,
+                    p.origin, res, amount=partial(pricing.amount, task=task), fits=pricing.fits, ladder=ladder,
                     refuse=pricing.over_cap)
                 if downgraded_from is not None:
                     p = p.downgraded(rung)

@@ -23,7 +23,7 @@ def is_unset(value: object) -> bool:
 def pick_model(task: object = None, call: object = None, config: object = None,
                parent: object = None) -> tuple[object, ModelSource]:
     """Return (model string, the level that won). Raises UsageError when no level sets one."""
-    for level, value in zip(_LEVELS, (task, call, config, parent)):
+    for level, value in zip(_LEVELS, (task, call, config, parent), strict=True):
         if not is_unset(value):
             return value, level
     raise UsageError(

@@ -6,6 +6,7 @@ Pure data plus two lookups. `--provider SLUG` goes through `provider_for_slug()`
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .litellm_providers import LITELLM_PROVIDERS
@@ -137,7 +138,8 @@ def provider_for_slug(slug: str) -> ProviderInfo:
     close = difflib.get_close_matches(s, all_slugs(), n=3, cutoff=0.6)
     raise UnknownProviderError(
         f"Unknown provider {slug!r}.",
-        hint="Use a LiteLLM provider name or a hermes slug (openrouter, anthropic, zai, deepseek, xai, gemini, nous, …).",
+        hint="Use a LiteLLM provider name or a hermes slug (openrouter, anthropic, zai, deepseek, xai, gemini, "
+             "nous, …).",
         suggestions=close,
     )
 
@@ -151,6 +153,6 @@ def credential_envs(prefix: str, key_env: str | None = None) -> tuple[str, ...]:
     return _KEY_ENVS.get(prefix, (f"{prefix.upper()}_API_KEY",))
 
 
-def has_credentials(prefix: str, env: dict[str, str], key_env: str | None = None) -> bool:
+def has_credentials(prefix: str, env: Mapping[str, str], key_env: str | None = None) -> bool:
     names = credential_envs(prefix, key_env)
     return not names or any(env.get(n) for n in names)

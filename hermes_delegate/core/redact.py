@@ -27,7 +27,8 @@ __all__ = ["Redactor", "redact", "default_redactor", "config_secrets", "url_secr
 
 SECRET_ENV_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
 #: A URL parameter whose name says it carries a credential (?key=, api_key=, access_token=, X-Amz-Signature=, …).
-_CREDENTIAL_PARAM = r"[\w.\-]*?(?:key|token|secret|passw(?:or)?d|pwd|auth|sig|signature|credential|session|code)[\w.\-]*"
+_CREDENTIAL_PARAM = (r"[\w.\-]*?(?:key|token|secret|passw(?:or)?d|pwd|auth|sig|signature|credential|session|code)"
+                     r"[\w.\-]*")
 _CREDENTIAL_PARAM_RE = re.compile(rf"(?i)^{_CREDENTIAL_PARAM}$")
 _PATTERNS = [
     (re.compile(r"(?i)(://)([^/\s:@]+):([^/\s@]+)@"), r"\1***:***@"),  # user:pass@host
@@ -154,9 +155,9 @@ class Redactor:
         env = self._live_env
         if env is None:
             return
-        raw = getattr(env, "_data", None) if isinstance(env, os._Environ) else None
-        if isinstance(raw, dict):  # os.environ: its raw dict, decoding only the secret-named values
-            decode = env.decodevalue  # type: ignore[attr-defined]
+        if isinstance(env, os._Environ) and isinstance(raw := getattr(env, "_data", None), dict):
+            # os.environ: its raw dict, decoding only the secret-named values
+            decode = env.decodevalue
             found = [decode(v) for k, v in raw.items() if _secret_raw_name(k)]
         else:
             found = [v for k, v in env.items() if _secret_name(k)]
@@ -224,7 +225,7 @@ class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             msg = record.getMessage()
-        except Exception:  # a bad format string is not ours to fix, but must not leak either
+        except Exception:  # noqa: BLE001 - a bad format string is not ours to fix, but must not leak either
             msg = str(record.msg)
         record.msg, record.args = self.redactor(msg), None
         if record.exc_info and not record.exc_text:  # a traceback's messages can carry keys too

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from .learned import Adaptive
 from .sanity import checked_published
+from .state import GateState
 
 __all__ = ["FirstRequests", "ARRIVAL_GRACE_S", "PROBE_WAIT_S", "dep_id_of"]
 
@@ -36,7 +37,7 @@ PROBE_COUNTED_S = 60.0
 PROBE_WAIT_S = 0.5
 
 
-class FirstRequests:
+class FirstRequests(GateState):
     """The first-request and shared-learning half of CapacityGate (see gate.py for the state)."""
 
     def unknown(self, deployments: Sequence[Mapping[str, Any]]) -> bool:
@@ -63,22 +64,21 @@ class FirstRequests:
         t0 = self.clock()
         deadline = self._deadline(ticket, t0) if ticket is not None else float("inf")
         try:
-            return await self._admit_unknown(call_id, deployments, ticket, grace_end, (t0, deadline))
+            return await self._admit_unknown(call_id, deployments, ticket, grace_end, deadline)
         finally:
             if ticket is not None:
                 self._spend(ticket, t0)
-            self._probing.discard(ticket)  # type: ignore[arg-type]
+                self._probing.discard(ticket)
             self._wake()
 
     async def _admit_unknown(self, call_id: str, deployments: Sequence[Mapping[str, Any]], ticket: int | None,
-                             grace_end: float | None, bound: tuple[float, float]) -> list[Mapping[str, Any]] | None:
-        t0, deadline = bound
+                             grace_end: float | None, deadline: float) -> list[Mapping[str, Any]] | None:
         group = str(self.labels.get(dep_id_of(deployments[0]), {}).get("group") or "") if deployments else ""
         while True:
             if self.limited(deployments):
                 return None
             now = self.clock()
-            self._check_deadline(deadline, t0, group or "its group", deployments)
+            self._check_deadline(deadline, group or "its group", deployments)
             if ticket is not None and any(t < ticket for t in self._probing):
                 await self._sleep(self._left(deadline))  # an earlier call is here: it goes first
                 continue
@@ -168,7 +168,7 @@ class FirstRequests:
             self._recalled.add(dep_id)
             try:
                 learned = await self.windows.recall(dep_id)
-            except Exception:  # noqa: BLE001 - best effort: without it the first request teaches them
+            except Exception:  # noqa: BLE001, S112 - best effort: without it the first request teaches them
                 continue
             learned = checked_published(learned) if learned else None  # unbelievable values: refused
             if learned and (_pos(learned.get("rpm")) or _pos(learned.get("tpm"))) and self._unknown(dep_id):

@@ -35,7 +35,7 @@ import random
 import time
 import uuid
 from collections import defaultdict, deque
-from typing import Any, Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Coroutine, Mapping, Sequence
 
 from ..core.errors import ProviderError
 from .first_request import ARRIVAL_GRACE_S, FirstRequests, dep_id_of as _dep_id
@@ -81,7 +81,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         self._reserved: dict[str, set[str]] = defaultdict(set)  # call id -> deployments reserved for its probe
         self.windows = windows or LocalWindows(clock)
         self.clock = clock
-        self.rng = rng or random.Random()
+        self.rng = rng or random.Random()  # noqa: S311 - shuffles the deployments tried, no secret
         self._state: dict[str, DeploymentState] = defaultdict(DeploymentState)
         self._waiting: dict[str, set[int]] = defaultdict(set)  # tickets queued per group
         self._busy: set[str] = set()  # groups whose head is asking the windows right now
@@ -95,7 +95,8 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         self._tasks: set[asyncio.Task[None]] = set()
         self._counting: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._unsent: dict[str, deque[str]] = defaultdict(deque)
-        self._unwired: dict[str, tuple[str, str]] = {}  # call id -> (deployment, its rpm token): sent, not yet on the wire
+        #: call id -> (deployment, its rpm token): sent, not yet on the wire
+        self._unwired: dict[str, tuple[str, str]] = {}
         self.waits = 0
         self.wait_s = 0.0
 
@@ -252,7 +253,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
                 self._unwired[call_id] = (dep_id, token)
             try:
                 await self.windows.restamp(dep_id, token)
-            except Exception:  # noqa: BLE001 - best effort: the slot was taken at admission
+            except Exception:  # noqa: BLE001, S110 - best effort: the slot was taken at admission
                 pass
 
     def on_wire(self, call_id: str | None) -> None:
@@ -322,13 +323,13 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         else:
             self._background(self.windows.record(dep_id, win[1]), counting=dep_id)
 
-    def _background(self, update: Awaitable[None], counting: str | None = None) -> None:
+    def _background(self, update: Coroutine[Any, Any, None], counting: str | None = None) -> None:
         """A store update the caller need not wait for (a failure shows at the next admission); one
         `counting` a request at a deployment is awaited by that deployment's next admission."""
         try:
-            task = asyncio.get_running_loop().create_task(update)  # type: ignore[arg-type]
+            task = asyncio.get_running_loop().create_task(update)
         except RuntimeError:
-            update.close()  # type: ignore[attr-defined]
+            update.close()
             return
         if counting is not None:
             self._counting[counting].add(task)
@@ -347,7 +348,8 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
 
     # -- the queue --------------------------------------------------------------------------
     async def acquire(self, group: str, deployments: Sequence[Mapping[str, Any]],
-                      est_tokens: "float | TokenEstimate" = 0.0, ticket: int | None = None) -> tuple[Mapping[str, Any], float, bool]:
+                      est_tokens: "float | TokenEstimate" = 0.0,
+                      ticket: int | None = None) -> tuple[Mapping[str, Any], float, bool]:
         """Wait (FIFO per group, by `ticket`: the order the calls were made) until a deployment has
         room; take a slot; return it, the wait, and whether a slot was taken (to `release`). Without
         a ticket, arrival order."""
@@ -362,7 +364,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         try:
             while True:
                 if group in self._busy or ticket != min(queue):
-                    self._check_deadline(deadline, t0, group, deployments)
+                    self._check_deadline(deadline, group, deployments)
                     await self._sleep(self._left(deadline))
                     continue
                 earlier = self._not_arrived(ticket)
@@ -397,7 +399,7 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
                         self.wait_s += waited
                     return ready, waited, slot
                 # a head that would wait past its bound fails now, not when the bound is reached
-                self._check_deadline(deadline, t0, group, deployments, soonest)
+                self._check_deadline(deadline, group, deployments, soonest)
                 await self._sleep(self._bounded(soonest, deadline), changed)
         finally:
             self._spend(ticket, t0)
@@ -431,13 +433,13 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         if self.max_wait_s is not None:
             self._spent[ticket] = self._spent.get(ticket, 0.0) + max(0.0, self.clock() - t0)
 
-    def _check_deadline(self, deadline: float, t0: float, group: str, deployments: Sequence[Mapping[str, Any]],
+    def _check_deadline(self, deadline: float, group: str, deployments: Sequence[Mapping[str, Any]],
                         soonest: float = 0.0) -> None:
         """Raise queue_timeout when the call's bound is reached, or (a head) its wait would pass it."""
         now = self.clock()
-        if deadline == float("inf") or (now < deadline and (soonest == float("inf") or now + soonest <= deadline)):
-            return
-        assert self.max_wait_s is not None
+        if self.max_wait_s is None or deadline == float("inf") \
+                or (now < deadline and (soonest == float("inf") or now + soonest <= deadline)):
+            return  # no bound (max_wait_s None gives an infinite deadline), or not reached
         held = self.holding([_dep_id(d) for d in deployments])
         if now < deadline:  # a head whose turn is known to come too late
             held = f"{held or 'its limits'}; its turn would come in {soonest:.1f} s"

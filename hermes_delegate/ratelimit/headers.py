@@ -3,10 +3,10 @@
 Providers tell every client their limits: OpenAI-style ``x-ratelimit-{limit,remaining,reset}-{requests,
 tokens}`` (reset as a Go duration: ``1s``, ``250ms``, ``6m0s``), Anthropic's ``anthropic-ratelimit-
 {requests,tokens,input-tokens}-{limit,remaining,reset}`` (reset as an RFC 3339 time), and ``Retry-After``
-(seconds or an HTTP date) / ``retry-after-ms`` / ``x-ms-retry-after-ms`` on a 429. LiteLLM hands them back on a response as
-``_hidden_params["additional_headers"]``, each raw header prefixed ``llm_provider-``, and on an error as
-``litellm_response_headers``. Limits are per minute in both dialects. Pure: no I/O, no clock (the caller
-passes the wall time to measure RFC 3339 resets against).
+(seconds or an HTTP date) / ``retry-after-ms`` / ``x-ms-retry-after-ms`` on a 429. LiteLLM hands them
+back on a response as ``_hidden_params["additional_headers"]``, each raw header prefixed ``llm_provider-``,
+and on an error as ``litellm_response_headers``. Limits are per minute in both dialects. Pure: no I/O, no
+clock (the caller passes the wall time to measure RFC 3339 resets against).
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ class Adaptive:
             self.sends_headers = False
         return True
 
-    def _contradicted(self, key: str, now: float, seen: float) -> bool:
+    def _contradicted(self, key: str, seen: float) -> bool:
         """`seen` requests (or tokens) succeeded within the last minute: more than the stated limit
         allows, it is raised to that (and stays at least that while it is stated again)."""
         value = getattr(self, key)
@@ -161,7 +161,7 @@ class Adaptive:
         self.accepted_tokens.append((now, tokens))
         while self.accepted_tokens and self.accepted_tokens[0][0] <= now - 60.0:
             self.accepted_tokens.popleft()
-        return self._contradicted("tpm", now, sum(t for _, t in self.accepted_tokens))
+        return self._contradicted("tpm", sum(t for _, t in self.accepted_tokens))
 
     # -- slow start: a header-less deployment's in-flight window before its first 429 --------------
     def slow_starting(self) -> bool:
@@ -186,7 +186,7 @@ class Adaptive:
         self.successes.append(now)
         while self.successes and self.successes[0] <= now - 60.0:
             self.successes.popleft()
-        if self._contradicted("rpm", now, float(len(self.successes))):
+        if self._contradicted("rpm", float(len(self.successes))):
             return True
         if self.adapted and self.rpm is not None:
             top = self.measured_rpm or self.rpm

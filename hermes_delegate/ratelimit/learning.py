@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from .headers import parse_rate_headers
 from .learned import Adaptive
 from .sanity import MAX_HOLD_S
-from .state import NO_LIMITS
+from .state import NO_LIMITS, GateState
 from .windows import Limits
 
 __all__ = ["LearnedLimits", "DEFAULT_429_BLOCK_S"]
@@ -23,7 +23,7 @@ __all__ = ["LearnedLimits", "DEFAULT_429_BLOCK_S"]
 DEFAULT_429_BLOCK_S = 1.0
 
 
-class LearnedLimits:
+class LearnedLimits(GateState):
     """The learned-limits half of CapacityGate (see gate.py for the state)."""
 
     def observe(self, dep_id: str, headers: Mapping[str, Any] | None, *, status: int | None,

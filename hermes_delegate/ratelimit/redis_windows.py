@@ -17,14 +17,17 @@ import json
 import time
 import uuid
 import warnings
-from typing import Any, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence, TypeVar, cast
 
 from ..core.errors import ProviderError
 from .sanity import checked_published
 from .windows import Ask
 
 __all__ = ["RedisWindows", "limiter_unavailable", "litellm_cache_kwargs", "read_learned", "CONNECT_TIMEOUT_S",
-           "DOWN_S", "LEASE_S"]
+           "DOWN_S", "LEASE_S", "AsyncRedis", "RedisScript"]
+
+_T = TypeVar("_T")
 
 #: How long one Redis command may take (connect and answer together) before the limiter counts as
 #: unavailable; also the socket timeouts of LiteLLM's own Redis client (`litellm_cache_kwargs`).
@@ -32,6 +35,24 @@ CONNECT_TIMEOUT_S = 1.0
 #: After a failure, calls fail at once for this long (no new connection attempt), so the rest of a batch
 #: fails typed at once rather than one timeout per task; a new batch tries again at once (`retry_now`).
 DOWN_S = 30.0
+
+
+class RedisScript(Protocol):
+    """A Lua script registered on a client (redis.asyncio's AsyncScript): run on its keys and arguments."""
+
+    def __call__(self, keys: Sequence[str] | None = None, args: Sequence[Any] | None = None) -> Awaitable[Any]: ...
+
+
+class AsyncRedis(Protocol):
+    """What this package uses of a redis.asyncio client, typed by what it answers here (no
+    decode_responses: bytes). redis-py annotates every command as `Awaitable[Any] | Any`, for its sync
+    and async clients alike; `async_client` is the one place that says which this is."""
+
+    def register_script(self, script: str) -> RedisScript: ...
+    def zrem(self, name: str, *values: str) -> Awaitable[int]: ...
+    def set(self, name: str, value: str, *, px: int | None = None) -> Awaitable[bool | None]: ...
+    def get(self, name: str) -> Awaitable[bytes | None]: ...
+    async def aclose(self) -> None: ...
 
 
 def limiter_unavailable(detail: str, *, calling: bool = True) -> ProviderError:
@@ -197,10 +218,22 @@ FAIR_GRACE_MS = 250
 LEARNED_TTL_S = 120
 
 
+@dataclass(frozen=True)
+class _Connection:
+    """One event loop's client and the scripts registered on it."""
+
+    client: AsyncRedis
+    admit: RedisScript
+    restamp: RedisScript
+    record_ago: RedisScript
+    renew: RedisScript
+
+
 class RedisWindows:
-    """A WindowStore (see windows.py) in Redis. Keys: `hermes_delegate:{rpm,par,tpm,bucket,wait,due,next,learned}:<name>`,
-    the name of a deployment being `names[deployment id]` (keys.store_key: its id and a digest of its
-    provider, api_base and model), or its id when not named."""
+    """A WindowStore (see windows.py) in Redis. Keys:
+    `hermes_delegate:{rpm,par,tpm,bucket,wait,due,next,learned}:<name>`, the name of a deployment being
+    `names[deployment id]` (keys.store_key: its id and a digest of its provider, api_base and model), or
+    its id when not named."""
 
     shared = True
 
@@ -208,12 +241,8 @@ class RedisWindows:
                  password: str | None = None, prefix: str = "hermes_delegate:"):
         self._kw: dict[str, Any] = {"url": url, "host": host, "port": port, "password": password}
         self.prefix = prefix
-        self._client: Any = None
+        self._conn: _Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the client's: its connections belong to it
-        self._script: Any = None
-        self._restamp_script: Any = None
-        self._record_ago: Any = None
-        self._renew_script: Any = None
         self._down_until = 0.0
         self._down_reason = ""
         self._held: dict[str, set[str]] = {}  # deployment -> tokens of the parallel slots held
@@ -228,7 +257,7 @@ class RedisWindows:
         return cls(url=settings.get("redis_url"), host=settings.get("redis_host"),
                    port=int(port) if port else None, password=settings.get("redis_password"))
 
-    def _connect(self) -> Any:
+    def _connect(self) -> _Connection:
         try:
             import redis.asyncio as aioredis  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -238,29 +267,27 @@ class RedisWindows:
                               hint='pip install "hermes-delegate[redis]"') from exc
         client = async_client({"redis_url": self._kw["url"], "redis_host": self._kw["host"],
                                "redis_port": self._kw["port"], "redis_password": self._kw["password"]}, aioredis)
-        self._script = client.register_script(_ADMIT)
-        self._restamp_script = client.register_script(_RESTAMP)
-        self._record_ago = client.register_script(_RECORD_AGO)
-        self._renew_script = client.register_script(_RENEW)
-        return client
+        return _Connection(client, client.register_script(_ADMIT), client.register_script(_RESTAMP),
+                           client.register_script(_RECORD_AGO), client.register_script(_RENEW))
 
-    async def _run(self, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def _run(self, call: Callable[[_Connection], Awaitable[_T]]) -> _T:
         """One Redis command, failing fast: no client-side retries (the caller holds its group's queue),
         a short timeout, and while Redis is known to be down no new attempt for DOWN_S seconds."""
         if time.monotonic() < self._down_until:
             raise limiter_unavailable(self._down_reason)
         loop = asyncio.get_running_loop()
-        if self._client is not None and self._loop is not loop:
+        if self._conn is not None and self._loop is not loop:
             # a new loop (run_sync runs each batch on its own): the old client's connections belong to a
             # loop that has ended and would fail with "Event loop is closed"; they are dropped
-            self._client, self._renewer = None, None
-        if self._client is None:
-            self._client, self._loop = self._connect(), loop
+            self._conn, self._renewer = None, None
+        if self._conn is None:
+            self._conn, self._loop = self._connect(), loop
+        conn = self._conn
         from redis.exceptions import RedisError  # noqa: PLC0415
 
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):  # not wait_for: it can swallow a cancellation
-                return await call()
+                return await call(conn)
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_reason = _reason(exc)
             self._down_until = time.monotonic() + DOWN_S
@@ -281,7 +308,7 @@ class RedisWindows:
         limit, window_s = ask.rpm or (0, 0.0)
         budget, per_s = ask.tpm_window or (0.0, 0.0)
         rate, cap = ask.tpm_bucket or (0.0, 0.0)
-        wait_ms = await self._run(lambda: self._script(keys=self._keys(key), args=[
+        wait_ms = await self._run(lambda c: c.admit(keys=self._keys(key), args=[
             ask.token or uuid.uuid4().hex, limit, int(window_s * 1000), ask.parallel or 0, int(LEASE_S * 1000),
             repr(float(ask.tokens)), repr(float(budget)), int(per_s * 1000), repr(rate / 1000.0), repr(float(cap)),
             ask.waiter, FAIR_GRACE_MS, int(PARALLEL_POLL_S * 1000),
@@ -294,21 +321,21 @@ class RedisWindows:
         return float(wait_ms) / 1000.0
 
     async def restamp(self, key: str, token: str) -> None:
-        await self._run(lambda: self._restamp_script(keys=[self._keys(key)[0]], args=[token]))
+        await self._run(lambda c: c.restamp(keys=[self._keys(key)[0]], args=[token]))
 
     async def record(self, key: str, window_s: float, token: str = "", ago_s: float = 0.0) -> None:
         if ago_s > 0:
-            await self._run(lambda: self._record_ago(keys=self._keys(key)[:1], args=[
+            await self._run(lambda c: c.record_ago(keys=self._keys(key)[:1], args=[
                 token or uuid.uuid4().hex, int(ago_s * 1000), int(window_s * 2000) + 1000]))
             return
-        await self._run(lambda: self._script(keys=self._keys(key), args=[
+        await self._run(lambda c: c.admit(keys=self._keys(key), args=[
             token or uuid.uuid4().hex, 1_000_000, int(window_s * 1000), 0, 0, "0", "0", 0, "0", "0", "", 0, 0, "0"]))
 
     async def release(self, key: str, token: str) -> None:
         held = self._held.get(key)
         if held is not None:
             held.discard(token)
-        await self._run(lambda: self._client.zrem(self._keys(key)[1], token))
+        await self._run(lambda c: c.client.zrem(self._keys(key)[1], token))
 
     def _keep_renewing(self) -> None:
         if self._renewer is None or self._renewer.done():
@@ -321,29 +348,32 @@ class RedisWindows:
             for key, tokens in list(self._held.items()):
                 if tokens:
                     try:
-                        await self._run(lambda k=key, t=tuple(tokens): self._renew_script(
-                            keys=[self._keys(k)[1]], args=[int(LEASE_S * 1000), *t]))
-                    except Exception:  # noqa: BLE001 - Redis away: the next admission reports it
+                        await self._run(self._renewal(key, tuple(tokens)))
+                    except Exception:  # noqa: BLE001, S110 - Redis away: the next admission reports it
                         pass
 
+    def _renewal(self, key: str, tokens: tuple[str, ...]) -> Callable[[_Connection], Awaitable[Any]]:
+        """The command that renews these slots' leases."""
+        return lambda c: c.renew(keys=[self._keys(key)[1]], args=[int(LEASE_S * 1000), *tokens])
+
     async def leave(self, key: str, waiter: str) -> None:
-        await self._run(lambda: self._client.zrem(self._keys(key)[4], waiter))
+        await self._run(lambda c: c.client.zrem(self._keys(key)[4], waiter))
 
     async def publish(self, key: str, learned: Mapping[str, Any]) -> None:
         body = json.dumps({k: v for k, v in learned.items() if v is not None})
-        await self._run(lambda: self._client.set(self.learned_key(key), body, px=int(self.learned_ttl_s * 1000)))
+        await self._run(lambda c: c.client.set(self.learned_key(key), body, px=int(self.learned_ttl_s * 1000)))
 
     async def recall(self, key: str) -> dict[str, Any] | None:
-        body = await self._run(lambda: self._client.get(self.learned_key(key)))
+        body = await self._run(lambda c: c.client.get(self.learned_key(key)))
         return _learned(body)
 
     async def aclose(self) -> None:
         if self._renewer is not None:
             self._renewer.cancel()
             self._renewer = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._conn is not None:
+            await self._conn.client.aclose()
+            self._conn = None
 
 
 def read_learned(settings: Mapping[str, Any], prefix: str = "hermes_delegate:") -> dict[str, dict[str, Any]]:
@@ -356,7 +386,7 @@ def read_learned(settings: Mapping[str, Any], prefix: str = "hermes_delegate:") 
     try:
         out: dict[str, dict[str, Any]] = {}
         keys = list(client.scan_iter(match=f"{prefix}learned:*", count=500))
-        for key, body in zip(keys, client.mget(keys) if keys else []):
+        for key, body in zip(keys, client.mget(keys) if keys else [], strict=True):
             learned = _learned(body)
             if learned is not None:
                 learned = checked_published(learned)
@@ -397,16 +427,18 @@ def litellm_cache_kwargs() -> dict[str, Any]:
     return kw
 
 
-def async_client(settings: Mapping[str, Any], aioredis: Any = None) -> Any:
+def async_client(settings: Mapping[str, Any], aioredis: Any = None) -> AsyncRedis:
     """A redis.asyncio client for the server router_settings name (redis_url, or redis_host/port), failing
     fast (no client-side retries, short timeouts)."""
     if aioredis is None:
         import redis.asyncio as aioredis  # noqa: PLC0415
     port = settings.get("redis_port")
     if settings.get("redis_url"):
-        return aioredis.from_url(settings["redis_url"], password=settings.get("redis_password"), **_fail_fast())
-    return aioredis.Redis(host=settings.get("redis_host") or "127.0.0.1", port=int(port) if port else 6379,
-                          password=settings.get("redis_password"), **_fail_fast())
+        client = aioredis.from_url(settings["redis_url"], password=settings.get("redis_password"), **_fail_fast())
+    else:
+        client = aioredis.Redis(host=settings.get("redis_host") or "127.0.0.1", port=int(port) if port else 6379,
+                                password=settings.get("redis_password"), **_fail_fast())
+    return cast(AsyncRedis, client)
 
 
 def sync_client(settings: Mapping[str, Any]) -> Any:
@@ -414,11 +446,12 @@ def sync_client(settings: Mapping[str, Any]) -> Any:
     import redis  # noqa: PLC0415
 
     port = settings.get("redis_port")
-    kw = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": CONNECT_TIMEOUT_S}
     if settings.get("redis_url"):
-        return redis.Redis.from_url(settings["redis_url"], password=settings.get("redis_password"), **kw)
+        return redis.Redis.from_url(settings["redis_url"], password=settings.get("redis_password"),
+                                    socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S)
     return redis.Redis(host=settings.get("redis_host") or "127.0.0.1", port=int(port) if port else 6379,
-                       password=settings.get("redis_password"), **kw)
+                       password=settings.get("redis_password"), socket_connect_timeout=CONNECT_TIMEOUT_S,
+                       socket_timeout=CONNECT_TIMEOUT_S)
 
 
 def _fail_fast() -> dict[str, Any]:

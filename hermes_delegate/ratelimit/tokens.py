@@ -9,13 +9,13 @@ or else the usual completion.
 
 from __future__ import annotations
 
-from .state import DeploymentState
+from .state import DeploymentState, GateState
 from .windows import Limits, TokenEstimate
 
 __all__ = ["TokenBudget"]
 
 
-class TokenBudget:
+class TokenBudget(GateState):
     """The tpm half of CapacityGate (see gate.py for the state)."""
 
     def _tpm_wait(self, dep_id: str, st: DeploymentState, lim: Limits, est: "float | TokenEstimate",

@@ -163,7 +163,8 @@ class LocalWindows:
                 q.append((self.clock(), token))
                 return
 
-    async def record(self, key: str, window_s: float, token: str = "", ago_s: float = 0.0) -> None:
+    async def record(self, key: str, window_s: float,  # noqa: ARG002 - pruned by each admission's own window
+                     token: str = "", ago_s: float = 0.0) -> None:
         q = self._w[key]
         at = self.clock() - max(0.0, ago_s)
         i = len(q)
@@ -172,16 +173,16 @@ class LocalWindows:
         q.insert(i, (at, token))
 
     async def release(self, key: str, token: str) -> None:
-        return None
+        """Nothing to free: the gate counts this process's parallel slots itself."""
 
     async def leave(self, key: str, waiter: str) -> None:
-        return None
+        """Nothing to leave: this process's queues are the gate's own."""
 
     async def publish(self, key: str, learned: Mapping[str, Any]) -> None:
-        return None
+        """No other process to tell."""
 
     async def recall(self, key: str) -> dict[str, Any] | None:
-        return None
+        """No other process learned anything (None)."""
 
 
 @dataclass(frozen=True)

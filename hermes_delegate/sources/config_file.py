@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, cast
 
 import yaml
 from pydantic import ValidationError
@@ -79,13 +79,22 @@ class _Refused(yaml.YAMLError):
         self.problem, self.problem_mark, self.hint = problem, mark, hint
 
 
+class _Peeking(Protocol):
+    def peek_event(self) -> yaml.Event: ...
+
+
+def _peek(loader: yaml.SafeLoader) -> yaml.Event:
+    """The loader's next event, not consumed (types-PyYAML leaves `Parser.peek_event` unannotated)."""
+    return cast(_Peeking, loader).peek_event()
+
+
 class NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors' aliases (*name): they allow exponential "billion laughs"
     documents. Tasks files never need them."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = _peek(self)
             raise _Refused("YAML aliases (*name) are not allowed in {a_what}", event.start_mark,
                            "Write each task out in full: a tasks file takes no &anchors, *aliases or <<: merge keys.")
         return super().compose_node(parent, index)
@@ -108,7 +117,7 @@ class BoundedAliasLoader(yaml.SafeLoader):
             self._sizes = {}
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = _peek(self)
         node = super().compose_node(parent, index)
         if isinstance(event, yaml.AliasEvent):
             if id(node) not in self._sizes:
@@ -171,7 +180,7 @@ def read_yaml_file(path: Path, what: str, error: type[DelegateError] = ConfigErr
         raise error(f"Cannot read {what} {path}: it is not UTF-8 text.") from None
     loader = BoundedAliasLoader if aliases else NoAliasLoader
     try:
-        return yaml.load(text, Loader=loader)  # safe: refuses !!python/object; aliases refused or bounded
+        return yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoaders: no !!python/object; aliases refused or bounded
     except RecursionError:
         raise error(f"{path} is nested too deeply to be {_a(what)}.", hint=nested_hint) from None
     except MemoryError:

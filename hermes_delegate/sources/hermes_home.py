@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..core.config import Config
+from ..core.config import Config, DelegationSettings
 from .config_file import config_from_dict, default_config_path, read_bounded, read_yaml_file
 from ..core.errors import BudgetError, ConfigError
 
@@ -89,7 +89,8 @@ def plugin_dict(raw: Mapping[str, Any], *, default_concurrency: int = DEFAULT_CO
         block = {}
     if not isinstance(block, Mapping):
         raise ConfigError(f"config.yaml: `{BLOCK}:` must be a mapping, got {type(block).__name__}.")
-    hermes_deleg = raw.get("delegation") if isinstance(raw.get("delegation"), Mapping) else {}
+    hermes_value = raw.get("delegation")
+    hermes_deleg: Mapping[str, Any] = hermes_value if isinstance(hermes_value, Mapping) else {}
     settings = {k: v for k, v in block.items() if k not in ROUTER_KEYS and k != "tiers" and k not in PLUGIN_KEYS}
     tiers = block.get("tiers")
     if isinstance(tiers, list):  # the downgrade ladder itself, as `delegation.tiers`
@@ -124,7 +125,7 @@ def plugin_dict(raw: Mapping[str, Any], *, default_concurrency: int = DEFAULT_CO
 
 
 def _our_keys() -> tuple[str, ...]:
-    return tuple(Config.model_fields["delegation"].annotation.model_fields)  # type: ignore[union-attr]
+    return tuple(DelegationSettings.model_fields)  # Config.delegation's keys
 
 
 def hermes_keys(text: str) -> str:

@@ -162,8 +162,9 @@ def _summarise(name: str, rows: list[Mapping[str, Any]]) -> RemoteGroup:
     upstream: list[str] = []
     ins, outs, rpms, tpms = [], [], [], []
     for row in rows:
-        lp = row.get("litellm_params") if isinstance(row.get("litellm_params"), Mapping) else {}
-        info = row.get("model_info") if isinstance(row.get("model_info"), Mapping) else {}
+        lp_value, info_value = row.get("litellm_params"), row.get("model_info")
+        lp: Mapping[str, Any] = lp_value if isinstance(lp_value, Mapping) else {}
+        info: Mapping[str, Any] = info_value if isinstance(info_value, Mapping) else {}
         model = lp.get("model")
         if isinstance(model, str) and model not in upstream:
             upstream.append(model)
@@ -172,11 +173,13 @@ def _summarise(name: str, rows: list[Mapping[str, Any]]) -> RemoteGroup:
         rpms.append(_num(lp.get("rpm", info.get("rpm"))))
         tpms.append(_num(lp.get("tpm", info.get("tpm"))))
 
-    def dearest(xs: list[float | None]) -> float | None:
-        return max(xs) if xs and all(x is not None for x in xs) else None  # type: ignore[type-var]
+    def dearest(xs: list[float | None]) -> float | None:  # every one known: the dearest
+        known = [x for x in xs if x is not None]
+        return max(known) if known and len(known) == len(xs) else None
 
-    def total(xs: list[float | None]) -> float | None:
-        return sum(xs) if xs and all(x for x in xs) else None  # type: ignore[misc, arg-type]
+    def total(xs: list[float | None]) -> float | None:  # every one known and non-zero: their sum
+        known = [x for x in xs if x]
+        return sum(known) if known and len(known) == len(xs) else None
 
     return RemoteGroup(name, tuple(upstream), dearest(ins), dearest(outs), total(rpms), total(tpms))
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ..core.caps import Scope
-from ..ratelimit.redis_windows import async_client, sync_client
+from ..ratelimit.redis_windows import AsyncRedis, RedisScript, async_client, sync_client
+
+if TYPE_CHECKING:  # the fallback's type: sqlite3 is not imported unless a fallback is kept
+    from .sqlite_store import SqliteStore
 
 __all__ = ["RedisStore"]
 
@@ -88,13 +91,14 @@ class RedisStore:
         self.settings, self.where = dict(settings), where
         ns = where.rsplit("/", 1)[-1] or "default"
         self.prefix = f"hermes_delegate:spend:{ns}:"
-        self._clients: dict[Any, Any] = {}  # event loop -> (client, scripts)
-        self.fallback: Any = None  # a SqliteStore for rows Redis cannot take (spend.open_store sets it)
+        #: per event loop: its client, and the scripts registered on it
+        self._clients: dict[asyncio.AbstractEventLoop, tuple[AsyncRedis, dict[str, RedisScript]]] = {}
+        self.fallback: SqliteStore | None = None  # a SqliteStore for rows Redis cannot take (spend.open_store sets it)
 
     def _keys(self, *names: str) -> list[str]:
         return [self.prefix + n for n in names]
 
-    def _client(self) -> tuple[Any, dict[str, Any]]:
+    def _client(self) -> tuple[AsyncRedis, dict[str, RedisScript]]:
         loop = asyncio.get_running_loop()
         hit = self._clients.get(loop)
         if hit is None:
@@ -104,8 +108,8 @@ class RedisStore:
                                                   (("reserve", _RESERVE), ("settle", _SETTLE), ("renew", _RENEW))})
         return hit
 
-    async def reserve(self, hold_id: str, owner: str, scopes: Sequence[Scope], amount: float,
-                      lease_s: float) -> tuple[Scope, float, float] | None:
+    async def reserve(self, hold_id: str, owner: str,  # noqa: ARG002 - holds here expire by lease, owner unrecorded
+                      scopes: Sequence[Scope], amount: float, lease_s: float) -> tuple[Scope, float, float] | None:
         _, scripts = self._client()
         args: list[Any] = [hold_id, repr(float(amount)), repr(float(lease_s)), len(scopes)]
         for s in scopes:

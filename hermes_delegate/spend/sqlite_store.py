@@ -5,7 +5,8 @@ Three tables: `holds` (one row per reservation and scope: owner, amount, lease e
 key: dollars settled and how many settled tasks had an unknown cost) and `ledger` (one row per settled
 task). A reservation checks and takes every scope in one `BEGIN IMMEDIATE` transaction, so processes
 sharing the file never pass a cap together; a settlement moves the hold to `spent` and appends the
-ledger row in one commit, so a crash loses no settled row. Every call runs off the event loop (its executor), one at a time.
+ledger row in one commit, so a crash loses no settled row. Every call runs off the event loop (its
+executor), one at a time.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import os
 import sqlite3
 import threading
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar, TypeVarTuple, Unpack
 
 from ..core.caps import Scope
 
@@ -35,6 +37,15 @@ CREATE TABLE IF NOT EXISTS spent (scope TEXT PRIMARY KEY, usd REAL NOT NULL DEFA
 CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY, {", ".join(LEDGER_COLUMNS)});
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
 """
+# the column names are the constant above; every value is bound
+_INSERT_ROW = (f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "  # noqa: S608 - constant column names
+               f"VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})")
+_SELECT_ROWS = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger WHERE ts >= ? ORDER BY ts"  # noqa: S608 - as above
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+#: a settlement's arguments (SqliteStore._apply_settle's): hold id, scope keys, dollars, unknown cost, ledger row
+_Settlement = tuple[str | None, Sequence[str], float, bool, dict[str, Any] | None]
 
 
 def default_ledger_path(env: Any = None) -> Path:
@@ -54,7 +65,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._pending_lock = threading.Lock()
-        self._pending: list[tuple[Any, Any, tuple[Any, ...]]] = []
+        self._pending: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], _Settlement]] = []
         self._flushing = False
 
     @property
@@ -73,7 +84,7 @@ class SqliteStore:
             self._conn = conn
         return self._conn
 
-    def _tx(self, fn: Any) -> Any:
+    def _tx(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         with self._lock:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
@@ -85,7 +96,7 @@ class SqliteStore:
             db.execute("COMMIT")
             return out
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
+    async def _call(self, fn: Callable[[Unpack[_Ts]], _T], *args: Unpack[_Ts]) -> _T:
         # the loop's own executor: its threads end with the loop (no thread of ours outlives a batch);
         # one connection, every use under self._lock
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -127,8 +138,12 @@ class SqliteStore:
                        "SET usd = usd + excluded.usd, unknown = unknown + excluded.unknown",
                        (key, usd, int(unknown)))
         if row is not None:
-            db.execute(f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) VALUES "
-                       f"({', '.join('?' * len(LEDGER_COLUMNS))})", [row.get(c) for c in LEDGER_COLUMNS])
+            db.execute(_INSERT_ROW, [row.get(c) for c in LEDGER_COLUMNS])
+
+    @classmethod
+    def _apply_batch(cls, db: sqlite3.Connection, batch: Sequence[_Settlement]) -> None:
+        for args in batch:
+            cls._apply_settle(db, *args)
 
     def settle_sync(self, hold_id: str | None, scope_keys: Sequence[str], usd: float, unknown: bool,
                     row: dict[str, Any] | None) -> None:
@@ -157,7 +172,7 @@ class SqliteStore:
                     return
             error: BaseException | None = None
             try:
-                self._tx(lambda db: [self._apply_settle(db, *args) for _, _, args in batch])
+                self._tx(partial(self._apply_batch, batch=[args for _, _, args in batch]))
             except BaseException as exc:  # noqa: BLE001 - handed to every waiter of this commit
                 error = exc
             for loop, fut, _ in batch:
@@ -202,9 +217,8 @@ class SqliteStore:
         if not self.path.exists():
             return []
         with self._lock:
-            cur = self._db().execute(f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger WHERE ts >= ? ORDER BY ts",
-                                     (since or 0.0,))
-            return [dict(zip(LEDGER_COLUMNS, r)) for r in cur.fetchall()]
+            cur = self._db().execute(_SELECT_ROWS, (since or 0.0,))
+            return [dict(zip(LEDGER_COLUMNS, r, strict=True)) for r in cur.fetchall()]
 
     def close(self) -> None:
         with self._lock:

@@ -45,7 +45,7 @@ def _redact_result(res: TaskResult, redactor: Any) -> None:
         [res.goal, res.summary, res.error, res.output, [a.error for a in res.attempts]])
     if res.output is not None:
         res.output = output
-    for a, err in zip(res.attempts, errors):
+    for a, err in zip(res.attempts, errors, strict=True):  # scrub keeps the list's length
         a.error = err
 
 
@@ -98,15 +98,16 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                         out = await worker.run(job)
                 except TimeoutError as exc:
                     res = _base(p, "timeout")
-                    sent = not getattr(exc.__cause__, "queued", None)
+                    queued = getattr(exc.__cause__, "queued", None)
+                    sent = not queued
                     # what was tried before the clock ran out (RouterHandle puts it on the cancellation)
                     res.attempts = list(getattr(exc.__cause__, "attempts", None) or [])
                     msg = f"The task did not finish within {timeout_s:g} s."
                     if res.attempts:
                         msg += (f" Attempts before the timeout: {len(res.attempts)}, the last one "
                                 f"{res.attempts[-1].status}.")
-                    elif getattr(exc.__cause__, "queued", None):
-                        msg += f" Nothing was sent: it was queued ({exc.__cause__.queued})."
+                    elif queued:
+                        msg += f" Nothing was sent: it was queued ({queued})."
                     res.error = {"type": "timeout", "retryable": True, "message": msg}
                     return
                 res = _base(p, "completed")
@@ -143,7 +144,8 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
         if stopper is None:
             await waiter
         else:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {waiter, stopper}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not waiter.done():  # interrupted: cancel what is left and drain it
                 for t in tasks:
                     t.cancel()

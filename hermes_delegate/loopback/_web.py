@@ -10,7 +10,7 @@ end an event stream with a FIN instead of its last chunk.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, TypedDict
 
 from aiohttp import web
 
@@ -19,7 +19,13 @@ from .records import SECRET_HEADERS, auth_fingerprint
 SERVER = "hermes-loopback"
 MAX_BODY = 64 * 1024 * 1024
 #: Request line and header limits (aiohttp's defaults are 8 KiB).
-PARSER_LIMITS = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024, "max_headers": 256}
+class ParserLimits(TypedDict):
+    max_line_size: int
+    max_field_size: int
+    max_headers: int
+
+
+PARSER_LIMITS: ParserLimits = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024, "max_headers": 256}
 
 Headers = Iterable[tuple[str, str]]
 
@@ -75,8 +81,10 @@ async def cut_body(request: web.Request, data: bytes, content_type: str, headers
     return resp
 
 
-async def stream_events(request: web.Request, events: Iterable[bytes], headers: Headers, *, cut: bool) -> web.StreamResponse:
-    """Server-sent events in HTTP chunks; ``cut``: FIN after the last event, with no ``[DONE]`` and no end chunk."""
+async def stream_events(request: web.Request, events: Iterable[bytes], headers: Headers, *,
+                        cut: bool) -> web.StreamResponse:
+    """Server-sent events in HTTP chunks; ``cut``: FIN after the last event, with no ``[DONE]`` and no end
+    chunk."""
     resp = _with_headers(web.StreamResponse(status=200), "text/event-stream; charset=utf-8",
                          [("Cache-Control", "no-cache"), *headers])
     await resp.prepare(request)

@@ -402,7 +402,8 @@ class Delegator:
             results = await fan_out(planned, self.worker, system_prompt=s.system_prompt,
                                     max_concurrency=concurrency,
                                     timeout_s=s.task_timeout_s, max_tokens=self._max_tokens(cap),
-                                    budget=budget if budget.active else None, on_event=on_event, stop=stop,
+                                    budget=budget if budget.active else None, ledger=s.ledger is not False,
+                                    on_event=on_event, stop=stop,
                                     redactor=self.redactor)
             await budget.close()
             await budget.read_today()
@@ -424,7 +425,6 @@ class Delegator:
         s = self.config.delegation
         account = SpendAccount(call_cap=cap, settings=s.budget, store=self.store, session=self.session,
                                tree_root=self.tree_root, door=self.door)
-        account.ledger = s.ledger is not False
         return account
 
     def spend_report(self, *, since: float | None = None) -> dict[str, Any]:

@@ -62,9 +62,10 @@ def _emit(cb: EventCallback | None, event: ProgressEvent, redactor: Any = None) 
 
 async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prompt: str,
                   max_concurrency: int, timeout_s: float | None, max_tokens: int | None = None,
-                  budget: Any = None, on_event: EventCallback | None = None,
+                  budget: Any = None, ledger: bool = True, on_event: EventCallback | None = None,
                   stop: asyncio.Event | None = None, redactor: Any = None) -> list[TaskResult]:
-    """Run every planned task; return one result per task, in input order."""
+    """Run every planned task; return one result per task, in input order. With a `budget` (the spend
+    account), every paid attempt is settled on it, and written to the ledger unless `ledger` is off."""
     total = len(planned)
     if stop is not None and stop.is_set():  # stopped before it started (a signal during start-up)
         return [_not_started(p, redactor) for p in planned]
@@ -130,7 +131,7 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                 res.duration_s = round(time.perf_counter() - started, 4)
             if budget is not None and held:  # every paid attempt charged, whatever the status; one commit
                 await asyncio.shield(budget.settle(p.index, p.reserve_usd, res, sent=sent,
-                                                   ledger=getattr(budget, "ledger", True)))
+                                                   ledger=ledger))
             if redactor is not None:
                 _redact_result(res, redactor)
             results[slot] = res

@@ -10,7 +10,7 @@ end an event stream with a FIN instead of its last chunk.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, TypedDict
+from typing import Any, Iterable, TypedDict, TypeVar
 
 from aiohttp import web
 
@@ -30,7 +30,10 @@ PARSER_LIMITS: ParserLimits = {"max_line_size": 64 * 1024, "max_field_size": 64 
 Headers = Iterable[tuple[str, str]]
 
 
-def _with_headers(resp: web.StreamResponse, content_type: str, headers: Headers) -> web.StreamResponse:
+_Resp = TypeVar("_Resp", bound=web.StreamResponse)
+
+
+def _with_headers(resp: _Resp, content_type: str, headers: Headers) -> _Resp:
     resp.headers["Server"] = SERVER
     resp.headers["Content-Type"] = content_type
     for name, value in headers:
@@ -40,7 +43,7 @@ def _with_headers(resp: web.StreamResponse, content_type: str, headers: Headers)
 
 def reply(status: int, body: bytes, content_type: str, headers: Headers = ()) -> web.Response:
     """A whole reply with exactly this content type (no charset added)."""
-    return _with_headers(web.Response(status=status, body=body), content_type, headers)  # type: ignore[return-value]
+    return _with_headers(web.Response(status=status, body=body), content_type, headers)
 
 
 def json_reply(status: int, doc: Any, headers: Headers = ()) -> web.Response:

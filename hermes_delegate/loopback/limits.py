@@ -209,7 +209,9 @@ class LimitsMixin:
         return (int(math.floor(rps)), 1.0) if rps >= 1 else (1, 1.0 / rps)
 
     def _tok_capacity(self) -> float:
-        return float(self._tpm) * self.token_window_s / 60.0  # type: ignore[arg-type]
+        if self._tpm is None:  # asked only of a provider with a token limit
+            raise TypeError("no token limit: no token capacity")
+        return float(self._tpm) * self.token_window_s / 60.0
 
     def _prune(self, now: float) -> None:
         _, window = self._rl_params()
@@ -279,12 +281,13 @@ class LimitsMixin:
     def _refusal(self, now: float, fault: str | None, wait: float | None) -> list[tuple[str, str]]:
         """Headers of a 429: Retry-After (per ``retry_after``) then the rate-limit headers."""
         out: list[tuple[str, str]] = []
-        if fault != "429_no_retry_after" and self.retry_after is not None:
-            if self.retry_after == "auto":
+        retry_after = self.retry_after
+        if fault != "429_no_retry_after" and retry_after is not None:
+            if retry_after == "auto":
                 wait = max(0.0, wait or 0.0)
                 out += [("Retry-After", decimal_seconds(wait)), ("retry-after-ms", str(_ms_up(wait)))]
             else:
-                out.append(("Retry-After", replies.fmt_number(self.retry_after)))  # type: ignore[arg-type]
+                out.append(("Retry-After", replies.fmt_number(float(retry_after))))  # seconds (checked)
         return out + self._rl_headers(now)
 
     def _arrive(self, rec: RequestRecord,

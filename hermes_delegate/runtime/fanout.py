@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from ..routing._litellm import to_provider_error
 from ..core.errors import ProviderError
 from ..core.planning import PlannedTask
-from ..core.results import ProgressEvent, TaskResult
+from ..core.results import ProgressEvent, Status, TaskResult
 from .worker import Job, Worker
 
 __all__ = ["fan_out", "EventCallback"]
@@ -23,8 +23,8 @@ log = logging.getLogger("hermes_delegate.runtime.fanout")
 EventCallback = Callable[[ProgressEvent], None]
 
 
-def _base(p: PlannedTask, status: str) -> TaskResult:
-    return TaskResult(index=p.index, goal=p.goal, status=status,  # type: ignore[arg-type]
+def _base(p: PlannedTask, status: Status) -> TaskResult:
+    return TaskResult(index=p.index, goal=p.goal, status=status,
                       model_requested=p.model_requested, model=p.resolution.model,
                       model_source=p.model_source, resolved_via=p.resolution.resolved_via,
                       auto=p.auto.to_dict() if p.auto else None, downgraded_from=p.downgraded_from)

@@ -291,7 +291,9 @@ def _parameters(code: _Code, function: str) -> list[str] | None:
                         break
                     continue
                 fn = tree.body[0]
-                args = fn.args  # type: ignore[attr-defined]
+                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):  # `def …` parses as one
+                    break
+                args = fn.args
                 return [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
         pos = src.find(head, pos + 1)
     return None

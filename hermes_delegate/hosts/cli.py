@@ -23,19 +23,20 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from .. import Config, DelegateError, Delegator, load_config, load_tasks
 from .cli_models import cmd_doctor, cmd_models, cmd_resolve
 from .cli_spend import cmd_spend
 from .render import for_people
+from .textout import TextOut
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _print_json(obj: Any, out: TextIO) -> None:
+def _print_json(obj: Any, out: TextOut) -> None:
     print(Delegator.to_json(obj, indent=2), file=out, flush=True)
 
 
@@ -50,6 +51,13 @@ class _Redacted:
     def write(self, text: str) -> int:
         self.raw.write(self.ctx.delegator.redact(text))
         return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:  # the wrapped stream's would not redact
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self.raw.flush()
 
     def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, …
         return getattr(self.raw, name)
@@ -73,7 +81,7 @@ class _Context:
 
 
 @contextlib.contextmanager
-def _quiet_stdout():
+def _quiet_stdout() -> Iterator[None]:
     """Keep third-party prints (litellm's "Provider List: …") out of our stdout."""
     with contextlib.redirect_stdout(io.StringIO()):
         yield
@@ -128,7 +136,7 @@ def _load_tasks(path: str) -> tuple[list[Any], str | None]:
 
 
 def _run_batch(delegator: Delegator, tasks: list[Any], model: str | None, args: argparse.Namespace,
-               out: TextIO, err: TextIO, before: Callable[[TextIO], None] | None = None,
+               out: TextOut, err: TextOut, before: Callable[[TextOut], None] | None = None,
                signals: _StopSignals | None = None) -> int:
     from .render import Progress, summary_lines  # noqa: PLC0415
 
@@ -154,7 +162,7 @@ def _run_batch(delegator: Delegator, tasks: list[Any], model: str | None, args: 
     return EXIT_OK if batch.ok else EXIT_TASKS_FAILED
 
 
-def cmd_run(args: argparse.Namespace, delegator: Delegator, out: TextIO, err: TextIO,
+def cmd_run(args: argparse.Namespace, delegator: Delegator, out: TextOut, err: TextOut,
             signals: _StopSignals | None = None) -> int:
     from .demo import refuse_loopback_outside_demo  # noqa: PLC0415
 
@@ -163,7 +171,7 @@ def cmd_run(args: argparse.Namespace, delegator: Delegator, out: TextIO, err: Te
     return _run_batch(delegator, tasks, args.model or file_model, args, out, err, signals=signals)
 
 
-def cmd_demo(args: argparse.Namespace, ctx: _Context, out: TextIO, err: TextIO,
+def cmd_demo(args: argparse.Namespace, ctx: _Context, out: TextOut, err: TextOut,
              signals: _StopSignals | None = None) -> int:
     from .demo import describe, find_demo_files, loopback_config  # noqa: PLC0415
 
@@ -173,7 +181,7 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context, out: TextIO, err: TextIO,
         delegator = ctx.engine(loopback_config(cfg_path, providers))
         tasks, file_model = _load_tasks(str(tasks_path))
 
-        def intro(o: TextIO) -> None:
+        def intro(o: TextOut) -> None:
             print(f"hermes-delegate demo: {len(tasks)} tasks from {tasks_path.name}, config {cfg_path.name}", file=o)
             describe(providers, o)
 
@@ -183,7 +191,7 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context, out: TextIO, err: TextIO,
             p.stop()
 
 
-def cmd_mcp(args: argparse.Namespace, cfg: Config, out: TextIO, err: TextIO) -> int:
+def cmd_mcp(args: argparse.Namespace, cfg: Config, err: TextOut) -> int:
     """Serve the tools over MCP (stdio, or streamable HTTP with --http) until the client goes away."""
     try:
         import anyio  # noqa: PLC0415
@@ -218,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="config file (else $HERMES_DELEGATE_CONFIG, "
                         "else ~/.config/hermes-delegate/config.yaml)")
-    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="-v info, -vv debug logs (stderr)")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="-v info, -vv debug logs (stderr)")
     common.add_argument("--hermes", nargs="?", const="", default=argparse.SUPPRESS, metavar="HERMES_HOME",
                         help="use the hermes plugin's settings: HERMES_HOME/config.yaml (default $HERMES_HOME, "
                         "else ~/.hermes); autodetected when no --config is given and that file has a "
@@ -273,7 +282,8 @@ def _hermes_home(args: argparse.Namespace) -> str | None:
     """--hermes [HOME], else the autodetected HERMES_HOME (no --config, no $HERMES_DELEGATE_CONFIG,
     no default config file, and hermes's config.yaml has a hermes_delegate: block); None = ours."""
     if hasattr(args, "hermes"):
-        return args.hermes
+        home: str = args.hermes  # --hermes HOME, or "" for the default
+        return home
     if getattr(args, "config", None):
         return None
     from ..sources.hermes_home import autodetect  # noqa: PLC0415
@@ -313,7 +323,7 @@ def _main(args: argparse.Namespace, out: TextIO, signals: _StopSignals | None) -
             return cmd_demo(args, ctx, stdout, stderr, signals)
         cfg = _config(args, hermes_home)
         if args.command == "mcp":
-            return cmd_mcp(args, cfg, out, stderr)
+            return cmd_mcp(args, cfg, stderr)
         delegator = ctx.engine(cfg)
         if args.command == "run":
             return cmd_run(args, delegator, stdout, stderr, signals)

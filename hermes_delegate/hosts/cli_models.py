@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from .. import DelegateError, Delegator
+from .textout import TextOut
 
 __all__ = ["cmd_resolve", "cmd_models", "cmd_doctor", "models_inventory"]
 
 EXIT_OK, EXIT_TASKS_FAILED = 0, 1
 
-PrintJson = Callable[[Any, TextIO], None]
+PrintJson = Callable[[Any, TextOut], None]
 
 
-def cmd_resolve(args: argparse.Namespace, delegator: Delegator, out: TextIO, print_json: PrintJson) -> int:
+def cmd_resolve(args: argparse.Namespace, delegator: Delegator, out: TextOut, print_json: PrintJson) -> int:
     res = delegator.resolver.resolve(args.spec)
     if args.json:
         print_json(res.to_dict(), out)
@@ -54,14 +55,15 @@ def _learned_line(row: dict[str, Any], now: float) -> str:
     parts = [f"{key} {row[key]:g}" for key in ("rpm", "tpm") if isinstance(row.get(key), (int, float))]
     age = max(0.0, now - float(row.get("at") or now))
     ago = f"{age:.0f} s ago" if age < 120 else f"{age / 60:.0f} min ago"
-    refused = row.get("refused") if isinstance(row.get("refused"), dict) else {}
+    named = row.get("refused")
+    refused: dict[str, Any] = named if isinstance(named, dict) else {}
     said = "; ".join(f"{k} {v.get('value')} refused: {v.get('reason')}" for k, v in refused.items()
                      if isinstance(v, dict))
     return (f"  {row.get('group')} ({row.get('model')}): {', '.join(parts) or 'no limits'} (learned from "
             f"{row.get('learned_from')}, {ago})" + (f" — {said}" if said else ""))
 
 
-def _print_learned(report: dict[str, Any], out: TextIO) -> None:
+def _print_learned(report: dict[str, Any], out: TextOut) -> None:
     if "learned_limits_error" in report:
         print(f"learned limits: not readable ({report['learned_limits_error']})", file=out)
     elif report.get("learned_limits"):
@@ -70,7 +72,7 @@ def _print_learned(report: dict[str, Any], out: TextIO) -> None:
             print(_learned_line(row, time.time()), file=out)
 
 
-def cmd_models(args: argparse.Namespace, delegator: Delegator, out: TextIO, print_json: PrintJson) -> int:
+def cmd_models(args: argparse.Namespace, delegator: Delegator, out: TextOut, print_json: PrintJson) -> int:
     inv = models_inventory(delegator)
     if args.json:
         print_json(inv, out)
@@ -101,7 +103,7 @@ def cmd_models(args: argparse.Namespace, delegator: Delegator, out: TextIO, prin
     return EXIT_OK
 
 
-def cmd_doctor(args: argparse.Namespace, delegator: Delegator, out: TextIO, print_json: PrintJson) -> int:
+def cmd_doctor(args: argparse.Namespace, delegator: Delegator, out: TextOut, print_json: PrintJson) -> int:
     from .demo import refuse_loopback_outside_demo  # noqa: PLC0415
 
     report = delegator.doctor()

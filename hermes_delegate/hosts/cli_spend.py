@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import datetime
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from .. import Delegator, UsageError
+from .textout import TextOut
 
 __all__ = ["cmd_spend", "parse_since"]
 
@@ -36,7 +37,7 @@ def _money(v: Any) -> str:
     return f"${v:.6f}"
 
 
-def _table(title: str, groups: dict[str, dict[str, Any]], out: TextIO) -> None:
+def _table(title: str, groups: dict[str, dict[str, Any]], out: TextOut) -> None:
     print(title, file=out)
     for name, g in groups.items():
         unknown = f"  +{g['unknown']} unknown" if g["unknown"] else ""
@@ -59,7 +60,7 @@ def plot(rows_by_day_model: dict[str, dict[str, float]], path: str) -> None:
     for m in models:
         vals = [rows_by_day_model[d].get(m, 0.0) for d in days]
         ax.bar(days, vals, bottom=bottom, label=m)
-        bottom = [b + v for b, v in zip(bottom, vals)]
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]  # one per day, both
     ax.set_ylabel("US dollars")
     ax.set_title("hermes-delegate spend per day, by model")
     ax.legend(fontsize="small")
@@ -69,8 +70,8 @@ def plot(rows_by_day_model: dict[str, dict[str, float]], path: str) -> None:
     plt.close(fig)
 
 
-def cmd_spend(args: argparse.Namespace, delegator: Delegator, out: TextIO,
-              print_json: Callable[[Any, TextIO], None]) -> int:
+def cmd_spend(args: argparse.Namespace, delegator: Delegator, out: TextOut,
+              print_json: Callable[[Any, TextOut], None]) -> int:
     report = delegator.spend_report(since=parse_since(args.since))
     if args.plot:
         plot(report.pop("day_model", {}), args.plot)

@@ -4,11 +4,12 @@ and show which model and provider served each task, and wall time against summed
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
 
 from .. import Config, ConfigError, config_from_dict
+from .textout import TextOut
 
 if TYPE_CHECKING:  # imported where providers start: `doctor` checks configs here without aiohttp
     from ..loopback import LoopbackProvider
@@ -61,7 +62,7 @@ def loopback_config(path: Path, providers: dict[str, LoopbackProvider]) -> Confi
     return config_from_dict(data, source=str(path), base_dir=path.parent)
 
 
-def describe(providers: dict[str, LoopbackProvider], out: TextIO) -> None:
+def describe(providers: dict[str, LoopbackProvider], out: TextOut) -> None:
     for name, p in providers.items():
         print(f"  embedded provider {name:<6} {p.base_url}  (latency {p.latency_s:.1f}s)", file=out)
 
@@ -73,8 +74,8 @@ def refuse_loopback_outside_demo(cfg: Config) -> None:
                     if str(d.litellm_params.get("api_base") or "").startswith(_SCHEME)})
     if names:
         raise ConfigError(
-            f"{cfg.source or 'the config'}: api_base loopback://{names[0]} only works under `hermes-delegate demo`, which "
-            "starts the embedded loopback providers and fills in their addresses.",
+            f"{cfg.source or 'the config'}: api_base loopback://{names[0]} only works under "
+            "`hermes-delegate demo`, which starts the embedded loopback providers and fills in their addresses.",
             hint="Run `hermes-delegate demo --demo-config FILE`, or start loopback providers yourself with "
                  "`python -m hermes_delegate.loopback` and put the http://127.0.0.1:PORT/v1 addresses it "
                  "prints in api_base.")

@@ -34,7 +34,7 @@ __all__ = ["build_server", "serve_stdio", "serve_http", "parse_bind", "BATCH_OUT
 
 log = logging.getLogger("hermes_delegate.mcp")
 
-DEFAULT_TOKEN_ENV = "HERMES_DELEGATE_MCP_TOKEN"
+DEFAULT_TOKEN_ENV = "HERMES_DELEGATE_MCP_TOKEN"  # noqa: S105 - the variable's name, not a token
 _NUM_OR_NULL = {"type": ["number", "null"]}
 _STR_OR_NULL = {"type": ["string", "null"]}
 _TASK_RESULT = {
@@ -122,7 +122,8 @@ def to_call_result(text: str) -> types.CallToolResult:
                                     structured_content=data, is_error=True)
     if isinstance(data, dict) and isinstance(data.get("results"), list):
         n = len(data["results"])
-        blocks = [types.TextContent(type="text", text=_task_text(r, n)) for r in data["results"]]
+        blocks: list[types.ContentBlock] = [types.TextContent(type="text", text=_task_text(r, n))
+                                            for r in data["results"]]
         footer = _batch_text(data)
         if footer:
             blocks.append(types.TextContent(type="text", text=footer))
@@ -182,7 +183,8 @@ class McpHost:
         if name == self.tools.list_name:
             return to_call_result(await self.tools.list_models(args))
         if name != self.tools.tool_name:
-            err = {"error": f"Unknown tool {name!r}.", "hint": f"Call {self.tools.tool_name} or {self.tools.list_name}.",
+            err = {"error": f"Unknown tool {name!r}.",
+                   "hint": f"Call {self.tools.tool_name} or {self.tools.list_name}.",
                    "suggestions": [self.tools.tool_name, self.tools.list_name], "type": "usage"}
             return to_call_result(json.dumps(err))
         await self.ready()
@@ -236,7 +238,7 @@ def build_server(config: Config, *, warm: bool = True, roots: list[str] | None =
         host.start_warm()
         yield {}
 
-    async def on_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+    async def on_list_tools(_ctx: Any, _params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=host.list_tools())
 
     async def on_call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -330,7 +332,7 @@ def transport_security(host: str, allow_hosts: Any = ()) -> Any:
     from mcp.server.transport_security import TransportSecuritySettings  # noqa: PLC0415
 
     names: list[str] = []
-    wildcard = host in ("0.0.0.0", "::", "")
+    wildcard = host in ("0.0.0.0", "::", "")  # noqa: S104 - recognises a wildcard bind, binds nothing
     for name in [*([] if wildcard else [host]), *(_LOOPBACK_NAMES if wildcard or is_loopback(host) else ()),
                  *allow_hosts]:
         name = _host_name(str(name).strip().lower())

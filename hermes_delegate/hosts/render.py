@@ -10,9 +10,10 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import IO, Any, cast
 
 from .. import BatchResult, DelegateError, ProgressEvent, TaskResult
+from .textout import TextOut
 
 __all__ = ["task_line", "Progress", "summary_lines", "for_people"]
 
@@ -72,7 +73,7 @@ def summary_lines(batch: BatchResult) -> list[str]:
 class Progress:
     """An on_event callback. Thread-safe; writes to `out` (the real stdout, even if redirected)."""
 
-    def __init__(self, total: int, out: TextIO | None = None, live: bool | None = None,
+    def __init__(self, total: int, out: TextOut | None = None, live: bool | None = None,
                  goals: list[str] | None = None, clock: Any = time.monotonic):
         self.total = total
         self.out = out or sys.stdout
@@ -91,7 +92,8 @@ class Progress:
                 from rich.console import Console  # noqa: PLC0415
                 from rich.live import Live  # noqa: PLC0415
 
-                self._console = Console(file=self.out)
+                # rich writes and flushes; isatty, fileno and encoding it reads with getattr() and fallbacks
+                self._console = Console(file=cast(IO[str], self.out))
                 self._live = Live(console=self._console, refresh_per_second=8, transient=False,
                                   get_renderable=self._render)
             except ImportError:
@@ -133,7 +135,8 @@ class Progress:
                 self._running[ev.index] = (f"{_short(ev.goal)} · {ev.model}", self.clock())
                 line = ""
             else:
-                assert ev.result is not None
+                if ev.result is None:
+                    raise ValueError("a done event carries its task's result")
                 line = task_line(ev.result, ev.total)
                 self._running.pop(ev.index, None)
                 self._rows[ev.index] = line

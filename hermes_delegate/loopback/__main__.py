@@ -1,7 +1,8 @@
 """Run a loopback provider from the command line.
 
     python -m hermes_delegate.loopback --port 0 --name p1 --latency 0.1 --rps 5 --models a,b
-    python -m hermes_delegate.loopback --rps 5 --tpm 60000 --token-window 1 --ratelimit-headers anthropic --retry-after auto
+    python -m hermes_delegate.loopback --rps 5 --tpm 60000 --token-window 1 --ratelimit-headers anthropic \
+        --retry-after auto
 
 Prints the base URL (``http://127.0.0.1:PORT/v1``) on one line of stdout, then
 serves until SIGTERM / SIGINT.
@@ -13,6 +14,7 @@ import argparse
 import signal
 import sys
 import threading
+from types import FrameType
 
 from .responses import FAULTS
 from .server import RATELIMIT_DIALECTS, LoopbackProvider
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=0.0, help="seconds per chat request")
     ap.add_argument("--rps", type=_optional_float, default=None, help="max requests per sliding 1 s window")
     ap.add_argument("--max-concurrent", type=int, default=None)
-    ap.add_argument("--tpm", type=_optional_float, default=None, help="max tokens per minute (prompt + max_tokens or reply)")
+    ap.add_argument("--tpm", type=_optional_float, default=None,
+                    help="max tokens per minute (prompt + max_tokens or reply)")
     ap.add_argument("--token-window", type=float, default=60.0,
                     help="seconds of the sliding token window (admits tpm * window / 60 tokens; default 60)")
     ap.add_argument("--ratelimit-headers", choices=RATELIMIT_DIALECTS, default="openai",
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retry-after", type=_retry_after, default=1.0,
                     help="Retry-After seconds on 429 ('none' omits, 'auto' = the actual wait)")
     ap.add_argument("--models", default="", help="comma-separated ids for GET /v1/models")
-    ap.add_argument("--fault", default=None, choices=sorted(FAULTS) + ["ok"], help="fault applied to every chat request")
+    ap.add_argument("--fault", default=None, choices=sorted(FAULTS) + ["ok"],
+                    help="fault applied to every chat request")
     args = ap.parse_args(argv)
 
     provider = LoopbackProvider(
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     done = threading.Event()
 
-    def _on_signal(signum, frame):  # noqa: ARG001
+    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
         done.set()
 
     signal.signal(signal.SIGTERM, _on_signal)

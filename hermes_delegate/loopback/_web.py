@@ -10,7 +10,7 @@ end an event stream with a FIN instead of its last chunk.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, TypedDict, TypeVar
 
 from aiohttp import web
 
@@ -19,12 +19,21 @@ from .records import SECRET_HEADERS, auth_fingerprint
 SERVER = "hermes-loopback"
 MAX_BODY = 64 * 1024 * 1024
 #: Request line and header limits (aiohttp's defaults are 8 KiB).
-PARSER_LIMITS = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024, "max_headers": 256}
+class ParserLimits(TypedDict):
+    max_line_size: int
+    max_field_size: int
+    max_headers: int
+
+
+PARSER_LIMITS: ParserLimits = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024, "max_headers": 256}
 
 Headers = Iterable[tuple[str, str]]
 
 
-def _with_headers(resp: web.StreamResponse, content_type: str, headers: Headers) -> web.StreamResponse:
+_Resp = TypeVar("_Resp", bound=web.StreamResponse)
+
+
+def _with_headers(resp: _Resp, content_type: str, headers: Headers) -> _Resp:
     resp.headers["Server"] = SERVER
     resp.headers["Content-Type"] = content_type
     for name, value in headers:
@@ -34,7 +43,7 @@ def _with_headers(resp: web.StreamResponse, content_type: str, headers: Headers)
 
 def reply(status: int, body: bytes, content_type: str, headers: Headers = ()) -> web.Response:
     """A whole reply with exactly this content type (no charset added)."""
-    return _with_headers(web.Response(status=status, body=body), content_type, headers)  # type: ignore[return-value]
+    return _with_headers(web.Response(status=status, body=body), content_type, headers)
 
 
 def json_reply(status: int, doc: Any, headers: Headers = ()) -> web.Response:
@@ -75,8 +84,10 @@ async def cut_body(request: web.Request, data: bytes, content_type: str, headers
     return resp
 
 
-async def stream_events(request: web.Request, events: Iterable[bytes], headers: Headers, *, cut: bool) -> web.StreamResponse:
-    """Server-sent events in HTTP chunks; ``cut``: FIN after the last event, with no ``[DONE]`` and no end chunk."""
+async def stream_events(request: web.Request, events: Iterable[bytes], headers: Headers, *,
+                        cut: bool) -> web.StreamResponse:
+    """Server-sent events in HTTP chunks; ``cut``: FIN after the last event, with no ``[DONE]`` and no end
+    chunk."""
     resp = _with_headers(web.StreamResponse(status=200), "text/event-stream; charset=utf-8",
                          [("Cache-Control", "no-cache"), *headers])
     await resp.prepare(request)

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 from .server import LoopbackProvider
 
 
-class ProviderGroup(list):
+class ProviderGroup(list[LoopbackProvider]):
     """A list of started providers; usable as a context manager that stops them all."""
 
     def __enter__(self) -> "ProviderGroup":

@@ -67,9 +67,9 @@ import threading
 import time
 from collections import deque
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Mapping
 
-from . import responses as R
+from . import responses as replies
 from .records import RequestRecord
 
 __all__ = ["LimitsMixin", "decimal_seconds", "go_duration", "rfc3339_in"]
@@ -116,14 +116,16 @@ def _check_limit(name: str, value: Any) -> float | None:
 
 
 def _check_retry_after(value: Any) -> float | str | None:
-    if value is None or value == "auto":
-        return value
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"retry_after must be None, 'auto' or a number of seconds >= 0, not {value!r}")
     return value
 
 
-def _max_tokens(body: dict, anthropic: bool) -> int | None:
+def _max_tokens(body: dict[str, Any], anthropic: bool) -> int | None:
     """The completion budget a request states (chat: max_completion_tokens, else max_tokens)."""
     for key in (("max_tokens",) if anthropic else ("max_completion_tokens", "max_tokens")):
         value = body.get(key)
@@ -157,35 +159,35 @@ class LimitsMixin:
     _rps: float | None
     _tpm: float | None
     _records: list[RequestRecord]
-    _script: deque
+    _script: deque[str | None]
     _always: str | None
-    _rl_times: deque
-    _win_times: deque
-    _tok: deque
+    _rl_times: deque[float]
+    _win_times: deque[float]
+    _tok: deque[_TokenCharge]
     _tok_used: int
     _tok_prompt_used: int
     _tokens_admitted: int
-    _estimated: dict
-    _ends: dict
+    _estimated: dict[int, _TokenCharge]  # id(record) ->
+    _ends: dict[int, float]  # id(record) -> when it is expected to end
     _in_flight: int
     _max_in_flight: int
     _max_rps: int
-    _seen_models: dict
+    _seen_models: dict[str, None]  # an ordered set
 
     # -- token cost ------------------------------------------------------------------
     def _token_cost(self, rec: RequestRecord, *, anthropic: bool = False) -> tuple[int, int, bool]:
         """(prompt tokens, completion tokens charged, estimated?) for a request, as ``usage`` counts them."""
         body = rec.body if isinstance(rec.body, dict) else {}
-        prompt = R.usage_for(rec.messages, {})["prompt_tokens"]
+        prompt = replies.usage_for(rec.messages, {})["prompt_tokens"]
         budget = _max_tokens(body, anthropic)
         if budget is not None:
             return prompt, budget, False
         model = rec.model if isinstance(rec.model, str) else ""
-        echo = R.usage_for(rec.messages, {"content": R.default_content(self.name, model, rec.messages)})
+        echo = replies.usage_for(rec.messages, {"content": replies.default_content(self.name, model, rec.messages)})
         # chat with a responder: the reply is not known yet; settled from its usage in _settle_tokens
         return prompt, echo["completion_tokens"], not anthropic and self.responder is not None
 
-    def _settle_tokens(self, rec: RequestRecord, usage: dict) -> None:
+    def _settle_tokens(self, rec: RequestRecord, usage: Mapping[str, Any]) -> None:
         """Correct an estimated charge to the completion tokens the reply reports."""
         with self._lock:
             charge = self._estimated.pop(id(rec), None)
@@ -207,7 +209,9 @@ class LimitsMixin:
         return (int(math.floor(rps)), 1.0) if rps >= 1 else (1, 1.0 / rps)
 
     def _tok_capacity(self) -> float:
-        return float(self._tpm) * self.token_window_s / 60.0  # type: ignore[arg-type]
+        if self._tpm is None:  # asked only of a provider with a token limit
+            raise TypeError("no token limit: no token capacity")
+        return float(self._tpm) * self.token_window_s / 60.0
 
     def _prune(self, now: float) -> None:
         _, window = self._rl_params()
@@ -257,34 +261,37 @@ class LimitsMixin:
         if self._rps is not None:
             capacity, window = self._rl_params()
             reset = self._rl_times[0] + window - now if self._rl_times else 0.0
-            triples.append(("requests", R.fmt_number(round(float(self._rps) * 60.0, 6)),
+            triples.append(("requests", replies.fmt_number(round(float(self._rps) * 60.0, 6)),
                             str(max(0, capacity - len(self._rl_times))), fmt_reset(max(0.0, reset))))
         if self._tpm is not None:
             capacity_t = self._tok_capacity()
             reset = self._tok[-1].time + self.token_window_s - now if self._tok else 0.0
-            limit = R.fmt_number(round(float(self._tpm), 6))
+            limit = replies.fmt_number(round(float(self._tpm), 6))
             reset_text = fmt_reset(max(0.0, reset))
             triples.append(("tokens", limit, str(max(0, math.floor(capacity_t - self._tok_used))), reset_text))
             if dialect == "anthropic":
-                triples.append(("input-tokens", limit, str(max(0, math.floor(capacity_t - self._tok_prompt_used))), reset_text))
+                prompt_left = str(max(0, math.floor(capacity_t - self._tok_prompt_used)))
+                triples.append(("input-tokens", limit, prompt_left, reset_text))
         if dialect == "openai":
             return [(f"x-ratelimit-{part}-{kind}", value) for kind, *values in triples
-                    for part, value in zip(("limit", "remaining", "reset"), values)]
+                    for part, value in zip(("limit", "remaining", "reset"), values, strict=True)]
         return [(f"anthropic-ratelimit-{kind}-{part}", value) for kind, *values in triples
-                for part, value in zip(("limit", "remaining", "reset"), values)]
+                for part, value in zip(("limit", "remaining", "reset"), values, strict=True)]
 
     def _refusal(self, now: float, fault: str | None, wait: float | None) -> list[tuple[str, str]]:
         """Headers of a 429: Retry-After (per ``retry_after``) then the rate-limit headers."""
         out: list[tuple[str, str]] = []
-        if fault != "429_no_retry_after" and self.retry_after is not None:
-            if self.retry_after == "auto":
+        retry_after = self.retry_after
+        if fault != "429_no_retry_after" and retry_after is not None:
+            if retry_after == "auto":
                 wait = max(0.0, wait or 0.0)
                 out += [("Retry-After", decimal_seconds(wait)), ("retry-after-ms", str(_ms_up(wait)))]
             else:
-                out.append(("Retry-After", R.fmt_number(self.retry_after)))  # type: ignore[arg-type]
+                out.append(("Retry-After", replies.fmt_number(float(retry_after))))  # seconds (checked)
         return out + self._rl_headers(now)
 
-    def _arrive(self, rec: RequestRecord, cost: tuple[int, int, bool] = (0, 0, False)) -> tuple[str | None, bool, list[tuple[str, str]]]:
+    def _arrive(self, rec: RequestRecord,
+                cost: tuple[int, int, bool] = (0, 0, False)) -> tuple[str | None, bool, list[tuple[str, str]]]:
         """Record the request, pop its fault, apply the limiters. -> (fault, admitted, headers).
 
         ``cost`` is ``_token_cost``'s (prompt, completion, estimated). A refused request's headers
@@ -299,7 +306,7 @@ class LimitsMixin:
             fault = self._script.popleft() if self._script else self._always
             now = rec.time
             self._prune(now)
-            if fault in R.RATE_LIMIT_FAULTS:
+            if fault in replies.RATE_LIMIT_FAULTS:
                 return fault, False, self._refusal(now, fault, 0.0)
             if fault is None:
                 waits: list[float] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 #: Request headers never copied into a :class:`RequestRecord`.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"})
@@ -28,13 +29,13 @@ class RequestRecord:
     model: str | None
     stream: bool
     status: int | str  # HTTP status, fault name, "pending" while in flight, 499 if the client left
-    messages: list
+    messages: list[Any]
     # an Authorization / api-key header was present (its value is not kept). The HTTP layer passes the
     # credential's fingerprint here instead of True; __post_init__ moves it to auth_sha
-    has_auth: bool
+    has_auth: bool | str
     path: str = ""
-    headers: dict = field(default_factory=dict)  # request headers minus SECRET_HEADERS
-    body: dict = field(default_factory=dict)  # the parsed request body
+    headers: dict[str, str] = field(default_factory=dict)  # request headers minus SECRET_HEADERS
+    body: dict[str, Any] = field(default_factory=dict)  # the parsed request body
     auth_sha: str | None = None  # auth_fingerprint() of the credential sent, None without one
 
     def __post_init__(self) -> None:

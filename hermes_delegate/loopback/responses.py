@@ -66,7 +66,7 @@ def fmt_number(value: float) -> str:
     return repr(value)
 
 
-def error_body(status: int, message: str | None = None, type_: str | None = None, code: Any = None) -> dict:
+def error_body(status: int, message: str | None = None, type_: str | None = None, code: Any = None) -> dict[str, Any]:
     if message is None:
         try:
             message = HTTPStatus(status).phrase
@@ -82,7 +82,7 @@ def error_body(status: int, message: str | None = None, type_: str | None = None
     }
 
 
-def rate_limit_body(name: str) -> dict:
+def rate_limit_body(name: str) -> dict[str, Any]:
     return {"error": {"message": f"Rate limit exceeded (loopback {name})", "type": "rate_limit_error", "code": 429}}
 
 
@@ -116,7 +116,7 @@ def prompt_chars(messages: Iterable[Any]) -> int:
     return total
 
 
-def default_content(name: str, model: str, messages: list) -> str:
+def default_content(name: str, model: str, messages: list[Any]) -> str:
     """``"[name] model: <first 120 chars of the last user message>"``."""
     last = ""
     for msg in reversed(messages or []):
@@ -126,7 +126,7 @@ def default_content(name: str, model: str, messages: list) -> str:
     return f"[{name}] {model}: {last[:120]}"
 
 
-def normalize_message(message: Any, call_prefix: str) -> dict:
+def normalize_message(message: Any, call_prefix: str) -> dict[str, Any]:
     """Turn a responder result into an assistant message dict.
 
     Accepts a string (the content) or a dict with ``content`` and/or
@@ -160,7 +160,7 @@ def normalize_message(message: Any, call_prefix: str) -> dict:
     return out
 
 
-def usage_for(messages: list, message: dict) -> dict:
+def usage_for(messages: list[Any], message: dict[str, Any]) -> dict[str, int]:
     prompt = max(1, prompt_chars(messages) // 4)
     out_chars = len(text_of(message.get("content")))
     for call in message.get("tool_calls") or ():
@@ -170,11 +170,11 @@ def usage_for(messages: list, message: dict) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def finish_reason_for(message: dict) -> str:
+def finish_reason_for(message: dict[str, Any]) -> str:
     return "tool_calls" if message.get("tool_calls") else "stop"
 
 
-def completion(cid: str, created: int, model: str, choices: list, usage: dict) -> dict:
+def completion(cid: str, created: int, model: str, choices: list[Any], usage: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": cid,
         "object": "chat.completion",
@@ -186,7 +186,7 @@ def completion(cid: str, created: int, model: str, choices: list, usage: dict) -
     }
 
 
-def completion_choice(message: dict) -> dict:
+def completion_choice(message: dict[str, Any]) -> dict[str, Any]:
     return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason_for(message)}
 
 
@@ -197,7 +197,8 @@ def split_pieces(text: str, n: int = 3) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-def _chunk(cid: str, created: int, model: str, choices: list, usage: dict | None = None) -> dict:
+def _chunk(cid: str, created: int, model: str, choices: list[Any],
+           usage: dict[str, Any] | None = None) -> dict[str, Any]:
     doc = {
         "id": cid,
         "object": "chat.completion.chunk",
@@ -211,11 +212,12 @@ def _chunk(cid: str, created: int, model: str, choices: list, usage: dict | None
     return doc
 
 
-def _delta(delta: dict, finish: str | None = None) -> list:
+def _delta(delta: dict[str, Any], finish: str | None = None) -> list[Any]:
     return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
 
-def stream_chunks(cid: str, created: int, model: str, message: dict, usage: dict | None) -> list[dict]:
+def stream_chunks(cid: str, created: int, model: str, message: dict[str, Any],
+                  usage: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Role delta, content pieces, one tool_calls delta, finish chunk, optional usage chunk."""
     chunks = [_chunk(cid, created, model, _delta({"role": "assistant", "content": ""}))]
     for piece in split_pieces(text_of(message.get("content"))):
@@ -230,7 +232,7 @@ def stream_chunks(cid: str, created: int, model: str, message: dict, usage: dict
     return chunks
 
 
-def cut_stream_chunks(cid: str, created: int, model: str, message: dict) -> list[dict]:
+def cut_stream_chunks(cid: str, created: int, model: str, message: dict[str, Any]) -> list[dict[str, Any]]:
     """What "stream_cut" sends before dropping the connection: role + one content piece."""
     pieces = split_pieces(text_of(message.get("content"))) or ["..."]
     return [
@@ -239,9 +241,9 @@ def cut_stream_chunks(cid: str, created: int, model: str, message: dict) -> list
     ]
 
 
-def empty_stream_chunks(cid: str, created: int, model: str) -> list[dict]:
+def empty_stream_chunks(cid: str, created: int, model: str) -> list[dict[str, Any]]:
     return [_chunk(cid, created, model, [])]
 
 
-def models_list(name: str, models: Iterable[str]) -> dict:
+def models_list(name: str, models: Iterable[str]) -> dict[str, Any]:
     return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": name} for m in models]}

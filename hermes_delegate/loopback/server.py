@@ -40,14 +40,14 @@ from typing import Any, Callable, Iterable
 
 from aiohttp import web
 
-from . import _web as W
-from . import responses as R
+from . import _web as wire
+from . import responses as replies
 from .anthropic import MESSAGES_PATHS, AnthropicMixin
 from .chat import ChatMixin
-from .limits import LimitsMixin, _check_limit, _check_retry_after, _TokenCharge
+from .limits import _check_limit, _check_retry_after, _TokenCharge
 from .records import RequestRecord
 
-Responder = Callable[[dict, "LoopbackProvider"], Any]
+Responder = Callable[[dict[str, Any], "LoopbackProvider"], Any]
 _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 _MODELS_PATHS = frozenset({"/v1/models", "/models"})
 RATELIMIT_DIALECTS = ("openai", "anthropic", "none")
@@ -69,7 +69,7 @@ def _raise_nofile_limit(target: int = 65536) -> None:
         return
     _nofile_raised = True
     try:
-        import resource
+        import resource  # noqa: PLC0415 - Unix only (the ImportError is caught)
 
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = target if hard == resource.RLIM_INFINITY else min(target, hard)
@@ -79,7 +79,7 @@ def _raise_nofile_limit(target: int = 65536) -> None:
         pass
 
 
-class LoopbackProvider(LimitsMixin, ChatMixin, AnthropicMixin):
+class LoopbackProvider(ChatMixin, AnthropicMixin):  # both are LimitsMixins
     def __init__(
         self,
         name: str = "loopback",
@@ -181,14 +181,14 @@ class LoopbackProvider(LimitsMixin, ChatMixin, AnthropicMixin):
             self._thread = thread
         return self
 
-    def _run(self, ready: threading.Event, errors: list) -> None:
+    def _run(self, ready: threading.Event, errors: list[BaseException]) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        app = web.Application(client_max_size=W.MAX_BODY)
+        app = web.Application(client_max_size=wire.MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         # handler_cancellation: a handler whose client disconnects is cancelled (latency, "slow")
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.1,
-                               **W.PARSER_LIMITS)
+                               **wire.PARSER_LIMITS)
         try:
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, self.host, self._port, backlog=self.backlog, reuse_address=True)
@@ -268,13 +268,13 @@ class LoopbackProvider(LimitsMixin, ChatMixin, AnthropicMixin):
     # -- fault injection ---------------------------------------------------------
     def script(self, faults: Iterable[str | None]) -> None:
         """Replace the fault script: one entry consumed per incoming chat request ("ok" = normal)."""
-        checked = [R.check_fault(f) for f in faults]
+        checked = [replies.check_fault(f) for f in faults]
         with self._lock:
             self._script = deque(checked)
 
     def set_fault(self, fault: str | None) -> None:
         """Fault for every chat request once the script is exhausted (None/"ok" clears)."""
-        checked = R.check_fault(fault)
+        checked = replies.check_fault(fault)
         with self._lock:
             self._always = checked
 
@@ -288,7 +288,7 @@ class LoopbackProvider(LimitsMixin, ChatMixin, AnthropicMixin):
     def in_flight(self) -> int:
         return self._in_flight
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         with self._lock:
             statuses = [r.status for r in self._records]
             max_in_flight, max_rps, tokens = self._max_in_flight, self._max_rps, self._tokens_admitted
@@ -323,14 +323,15 @@ class LoopbackProvider(LimitsMixin, ChatMixin, AnthropicMixin):
             return await self._messages(request)
         if method == "GET":
             if path in _MODELS_PATHS:
-                return W.json_reply(200, R.models_list(self.name, self._model_ids()))
+                return wire.json_reply(200, replies.models_list(self.name, self._model_ids()))
             if path.startswith(("/v1/models/", "/models/")):
                 mid = path.split("/models/", 1)[1]
                 if mid in self._model_ids():
-                    return W.json_reply(200, R.models_list(self.name, [mid])["data"][0])
+                    return wire.json_reply(200, replies.models_list(self.name, [mid])["data"][0])
             if path == "/health":
-                return W.reply(200, b"ok", "text/plain")
-        return W.json_reply(404, R.error_body(404, f"no route for {method} {request.path} (loopback {self.name})"))
+                return wire.reply(200, b"ok", "text/plain")
+        return wire.json_reply(404, replies.error_body(404, f"no route for {method} {request.path} "
+                                                            f"(loopback {self.name})"))
 
     def _model_ids(self) -> list[str]:
         with self._lock:

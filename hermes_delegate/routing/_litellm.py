@@ -46,13 +46,15 @@ def import_litellm() -> Any:
 
 def _import_litellm() -> Any:
     global _configured
-    mod = sys.modules.get("litellm")
+    # Any: the module's settings are plain attributes set below, and Router may be a lazy attribute
+    mod: Any = sys.modules.get("litellm")
     if mod is None or getattr(mod, "Router", None) is None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         with contextlib.redirect_stdout(io.StringIO()):
             import litellm  # noqa: PLC0415 - deliberately lazy
-            from litellm import Router  # noqa: F401, PLC0415 - force the lazy attribute now, quietly
-        mod = litellm
+
+            mod = litellm
+            _router = mod.Router  # force the lazy attribute now, quietly
     if not _configured:
         mod.suppress_debug_info = True
         mod.set_verbose = False
@@ -74,7 +76,8 @@ def complexity_router(config: dict[str, Any]) -> Any:
 
     # the second argument is its Router (litellm 1.106: `litellm_router_instance`; 1.110: `ctx`, a routing
     # context), positional so both take it; classify() never reads it
-    return ComplexityRouter("hermes-delegate-auto", None, complexity_router_config=config or None)
+    return ComplexityRouter("hermes-delegate-auto", None,  # type: ignore[arg-type]  # classify() never reads it
+                            complexity_router_config=config or None)
 
 
 def _logs_to_stderr() -> None:
@@ -214,7 +217,8 @@ _SHAPE_CAUSES = ("JSONDecodeError", "UnicodeDecodeError", "KeyError", "IndexErro
                  "ValidationError")
 #: litellm's own words for a 200 it could not use (it then invents a status 500).
 _BAD_200_TEXT = re.compile(r"Empty or invalid response from LLM endpoint|provider returned '\w+' that is not"
-                           # litellm >= 1.110: "LiteLLM: provider returned a response with no 'choices'. Raw keys: [...]"
+                           # litellm >= 1.110: "LiteLLM: provider returned a response with no 'choices'.
+                           # Raw keys: [...]"
                            r"|provider returned a response with no 'choices'"
                            r"|Invalid response object|Expecting value")
 
@@ -228,7 +232,8 @@ _MESSAGE_KINDS: list[tuple[re.Pattern[str], str, str, bool]] = [
     (re.compile(r"^Connection error\.$"), "connection", "APIConnectionError", True),
     # json.JSONDecodeError's own str(); litellm 1.110 makes it the InternalServerError's whole message.
     (re.compile(r"^(?:Expecting [^:]+|Unterminated string starting at|Invalid control character at|Extra data"
-                r"|Invalid \\escape|Invalid \\uXXXX escape): line \d+ column \d+ \(char \d+\)$"), "bad_response", "JSONDecodeError", True),
+                r"|Invalid \\escape|Invalid \\uXXXX escape): line \d+ column \d+ \(char \d+\)$"),
+     "bad_response", "JSONDecodeError", True),
     # litellm's Anthropic transformation on an unparseable 2xx body (1.106 and 1.110, as APIConnectionError;
     # the AnthropicError it wraps has status 200). It carries the 200's headers, so it is not guarded.
     (re.compile(r"^Unable to get json response - "), "bad_response", "JSONDecodeError", False),
@@ -243,7 +248,7 @@ def _has_provider_response(exc: BaseException) -> bool:
     litellm's invented status 500 (no response, or a 200 it could not use) comes with no headers."""
     if getattr(exc, "litellm_response_headers", None):
         return True
-    headers = getattr(getattr(exc, "response", None), "headers", None)
+    headers: Any = getattr(getattr(exc, "response", None), "headers", None)
     try:
         return bool(headers) and len(headers) > 0
     except TypeError:

@@ -17,13 +17,16 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, cast
 
 from ..core.results import Attempt
 from ..ratelimit.headers import headers_of
 from ._litellm import exception_text
 
 if TYPE_CHECKING:
+    from litellm.types.llms.openai import AllMessageValues
+    from litellm.types.utils import CallTypes, LLMResponseTypes
+
     from ..core.results import DeploymentInfo
     from ..ratelimit.gate import CapacityGate
     from ..ratelimit.windows import TokenEstimate
@@ -91,7 +94,30 @@ class HookedHandle(Protocol):
     def estimate_tokens(self, messages: Any, request_kwargs: Mapping[str, Any] | None) -> TokenEstimate: ...
 
 
-def make_hooks(handle: HookedHandle) -> Any:
+class CallHooks(Protocol):
+    """What the dispatcher forwards a call's litellm callbacks to: make_hooks()'s CustomLogger (litellm's
+    hook signatures), plus `on_wire`."""
+
+    async def async_filter_deployments(self, model: str, healthy_deployments: list[Any],
+                                       messages: list[AllMessageValues] | None,
+                                       request_kwargs: dict[str, Any] | None = None,
+                                       parent_otel_span: object = None) -> list[dict[str, Any]]: ...
+
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, object],
+                                             call_type: CallTypes | None) -> dict[str, Any] | None: ...
+
+    def on_wire(self, call_id: str | None) -> None: ...
+
+    async def async_post_call_success_deployment_hook(self, request_data: dict[str, Any],
+                                                      response: LLMResponseTypes,
+                                                      call_type: CallTypes | None) -> LLMResponseTypes | None: ...
+
+    async def async_post_call_failure_deployment_hook(self, request_data: Mapping[str, object],
+                                                      exception: Exception, call_type: CallTypes | None,
+                                                      fallback_depth: int | None = None) -> None: ...
+
+
+def make_hooks(handle: HookedHandle) -> CallHooks:
     """A CustomLogger bound to one RouterHandle (defined lazily: litellm is imported by now)."""
     from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
 
@@ -135,7 +161,7 @@ def make_hooks(handle: HookedHandle) -> Any:
             held.remove(dep_id)
             gate.release(dep_id)
 
-    def not_failed(call_id: str | None, deployments: Any) -> Any:
+    def not_failed(call_id: str | None, deployments: list[Any]) -> list[Any]:
         """A retry goes to a deployment this call has not seen fail, while the group has one: the
         Router's own retry picks at random and may hit the failing deployment again and again."""
         failed = {a.deployment.deployment_id for _, _, a in log.attempts.get(call_id or "", [])
@@ -145,9 +171,12 @@ def make_hooks(handle: HookedHandle) -> Any:
         fresh = [d for d in deployments if str((d.get("model_info") or {}).get("id")) not in failed]
         return fresh or deployments
 
-    class Hooks(CustomLogger):  # type: ignore[misc]
-        async def async_filter_deployments(self, model, healthy_deployments, messages,  # noqa: ANN001
-                                           request_kwargs=None, parent_otel_span=None):  # noqa: ANN001
+    class Hooks(CustomLogger):
+        async def async_filter_deployments(self, model: str, healthy_deployments: list[Any],
+                                           messages: list[AllMessageValues] | None,
+                                           request_kwargs: dict[str, Any] | None = None,
+                                           parent_otel_span: object = None,  # noqa: ARG002 - litellm's signature
+                                           ) -> list[dict[str, Any]]:
             call_id = _call_id(request_kwargs)
             healthy_deployments = not_failed(call_id, healthy_deployments)
             if call_id is None or call_id not in log.held:
@@ -157,8 +186,8 @@ def make_hooks(handle: HookedHandle) -> Any:
             if not gate.limited(healthy_deployments) and gate.unknown(healthy_deployments):
                 # the Router still chooses; a deployment's first request goes alone
                 offered = await gate.admit_unknown(call_id, healthy_deployments, log.ticket.get(call_id))
-                if offered is not None:
-                    return offered
+                if offered is not None:  # litellm's own deployment dicts, which the gate only reads
+                    return cast("list[dict[str, Any]]", offered)
             if not (gate.limited(healthy_deployments) or gate.blocked(healthy_deployments)):
                 return healthy_deployments
             est = log.estimated[call_id] = handle.estimate_tokens(messages, request_kwargs)
@@ -167,9 +196,11 @@ def make_hooks(handle: HookedHandle) -> Any:
             if slot:
                 log.held[call_id].append(dep_id)
             log.pending_wait[call_id] = log.pending_wait.get(call_id, 0.0) + waited
-            return [dep]
+            return [cast("dict[str, Any]", dep)]  # one of litellm's own deployment dicts
 
-        async def async_pre_call_deployment_hook(self, kwargs, call_type):  # noqa: ANN001
+        async def async_pre_call_deployment_hook(self, kwargs: dict[str, object],
+                                                 call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
+                                                 ) -> dict[str, Any] | None:
             call_id = _call_id(kwargs)
             if call_id is not None and call_id in log.attempts:
                 log.started[call_id] = time.time()
@@ -187,12 +218,18 @@ def make_hooks(handle: HookedHandle) -> Any:
             if gate.awaits_wire():  # only requests to limited deployments are counted again at the wire
                 gate.on_wire(call_id)
 
-        async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
+        async def async_post_call_success_deployment_hook(
+                self, request_data: dict[str, Any], response: LLMResponseTypes,
+                call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
+        ) -> LLMResponseTypes | None:
             release(request_data, None, response, record(request_data, None))
             return None
 
-        async def async_post_call_failure_deployment_hook(self, request_data, exception, call_type,  # noqa: ANN001
-                                                          fallback_depth=None):  # noqa: ANN001
+        async def async_post_call_failure_deployment_hook(
+                self, request_data: Mapping[str, object], exception: Exception,
+                call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
+                fallback_depth: int | None = None,  # noqa: ARG002 - litellm's signature
+        ) -> None:
             release(request_data, exception, None, record(request_data, exception))
 
     return Hooks()
@@ -201,11 +238,11 @@ def make_hooks(handle: HookedHandle) -> Any:
 # One process-wide callback forwards to the hooks of the handle that made the call. litellm.callbacks is
 # global: a Hooks instance per RouterHandle there would keep every handle (its Router, gate and logs)
 # alive forever, and every call would walk the hooks of every Delegator ever built.
-_ACTIVE: dict[str, Any] = {}  # call id -> make_hooks() of the RouterHandle making that call
+_ACTIVE: dict[str, CallHooks] = {}  # call id -> make_hooks() of the RouterHandle making that call
 _DISPATCH: Any = None
 
 
-def register_call(call_id: str, hooks: Any) -> None:
+def register_call(call_id: str, hooks: CallHooks) -> None:
     _ACTIVE[call_id] = hooks
 
 
@@ -219,13 +256,15 @@ def install_dispatcher(litellm: Any) -> None:
     if _DISPATCH is None:
         from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
 
-        def hooks_for(data: Mapping[str, Any] | None) -> Any:
+        def hooks_for(data: Mapping[str, Any] | None) -> CallHooks | None:
             call_id = _call_id(data)
             return _ACTIVE.get(call_id) if call_id is not None else None
 
-        class Dispatch(CustomLogger):  # type: ignore[misc]
-            async def async_filter_deployments(self, model, healthy_deployments, messages,  # noqa: ANN001
-                                               request_kwargs=None, parent_otel_span=None):  # noqa: ANN001
+        class Dispatch(CustomLogger):
+            async def async_filter_deployments(self, model: str, healthy_deployments: list[Any],
+                                               messages: list[AllMessageValues] | None,
+                                               request_kwargs: dict[str, Any] | None = None,
+                                               parent_otel_span: object = None) -> list[dict[str, Any]]:
                 h = hooks_for(request_kwargs)
                 if h is None:
                     return healthy_deployments
@@ -233,25 +272,30 @@ def install_dispatcher(litellm: Any) -> None:
                                                         request_kwargs=request_kwargs,
                                                         parent_otel_span=parent_otel_span)
 
-            async def async_pre_call_deployment_hook(self, kwargs, call_type):  # noqa: ANN001
+            async def async_pre_call_deployment_hook(self, kwargs: dict[str, object],
+                                                     call_type: CallTypes | None) -> dict[str, Any] | None:
                 h = hooks_for(kwargs)
                 return None if h is None else await h.async_pre_call_deployment_hook(kwargs, call_type)
 
-            def log_pre_api_call(self, model, messages, kwargs):  # noqa: ANN001
+            def log_pre_api_call(self, model: Any, messages: Any,  # noqa: ARG002 - litellm's signature
+                                 kwargs: Mapping[str, Any]) -> None:
                 # litellm's last stop before the HTTP client (Logging.pre_call): the wire time
                 call_id = _call_id(kwargs)
                 h = _ACTIVE.get(call_id) if call_id is not None else None
                 if h is not None:
                     h.on_wire(call_id)
 
-            async def async_post_call_success_deployment_hook(self, request_data, response, call_type):  # noqa: ANN001
+            async def async_post_call_success_deployment_hook(
+                    self, request_data: dict[str, Any], response: LLMResponseTypes,
+                    call_type: CallTypes | None) -> LLMResponseTypes | None:
                 h = hooks_for(request_data)
                 if h is None:
                     return None
                 return await h.async_post_call_success_deployment_hook(request_data, response, call_type)
 
-            async def async_post_call_failure_deployment_hook(self, request_data, exception, call_type,  # noqa: ANN001
-                                                              fallback_depth=None):  # noqa: ANN001
+            async def async_post_call_failure_deployment_hook(
+                    self, request_data: Mapping[str, object], exception: Exception, call_type: CallTypes | None,
+                    fallback_depth: int | None = None) -> None:
                 h = hooks_for(request_data)
                 if h is not None:
                     await h.async_post_call_failure_deployment_hook(request_data, exception, call_type,

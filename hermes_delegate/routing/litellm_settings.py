@@ -1,7 +1,8 @@
 """A LiteLLM config's settings made concrete before litellm sees them: every `os.environ/NAME`
 reference resolved against the Resolver's lookup (`Config.env_lookup`: environment_variables over
-the Delegator's env, never written to os.environ), and `litellm_settings` applied as LiteLLM's proxy applies them (`cache: true`
-builds a `litellm.Cache` from `cache_params`). The Router therefore never reads a variable itself.
+the Delegator's env, never written to os.environ), and `litellm_settings` applied as LiteLLM's proxy
+applies them (`cache: true` builds a `litellm.Cache` from `cache_params`). The Router therefore never
+reads a variable itself.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ..core.config_values import LITELLM_SETTINGS, ROUTER_SETTINGS, check_values
 from ..core.env_refs import env_ref_name
 from ..core.errors import ConfigError
 
-__all__ = ["resolve_refs", "resolved_settings", "apply_litellm_settings", "build_cache"]
+__all__ = ["resolve_refs", "resolve_mapping", "resolved_settings", "apply_litellm_settings", "build_cache"]
 
 #: router_settings keys LiteLLM's Redis client wants as an int.
 _INT_KEYS = frozenset({"redis_port", "port"})
@@ -24,7 +25,7 @@ def resolve_refs(value: Any, env: Mapping[str, str], where: str, *, unset: str =
     kept as the reference (`unset="keep"`: the model_list, whose unset keys planning refuses) or is a
     ConfigError naming the key (`unset="error"`: settings, where LiteLLM would read the literal)."""
     if isinstance(value, Mapping):
-        return {k: _resolve_key(k, v, env, f"{where}.{k}", unset) for k, v in value.items()}
+        return resolve_mapping(value, env, where, unset=unset)
     if isinstance(value, list):
         return [resolve_refs(v, env, f"{where}[{i}]", unset=unset) for i, v in enumerate(value)]
     name = env_ref_name(value)
@@ -40,6 +41,12 @@ def resolve_refs(value: Any, env: Mapping[str, str], where: str, *, unset: str =
     return got
 
 
+def resolve_mapping(value: Mapping[str, Any], env: Mapping[str, str], where: str, *,
+                    unset: str = "keep") -> dict[str, Any]:
+    """`resolve_refs` of a mapping (a deployment's params, a settings block): a new dict."""
+    return {k: _resolve_key(k, v, env, f"{where}.{k}", unset) for k, v in value.items()}
+
+
 def _resolve_key(key: Any, value: Any, env: Mapping[str, str], where: str, unset: str) -> Any:
     out = resolve_refs(value, env, where, unset=unset)
     if key in _INT_KEYS and isinstance(out, str) and out.strip().isdigit():
@@ -47,16 +54,18 @@ def _resolve_key(key: Any, value: Any, env: Mapping[str, str], where: str, unset
     return out
 
 
-def resolved_settings(config: Any, model_list: Any, env: Mapping[str, str]) -> tuple[list[dict], dict, dict]:
+def resolved_settings(config: Any, model_list: Any, env: Mapping[str, str]
+                      ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """(model_list, router_settings, litellm_settings) with every reference resolved; `model_list`
     is the Resolver's (the config's own, or a remote proxy's groups) and `env` its lookup
     (`Resolver.env`: the config's environment_variables over the Delegator's env)."""
     lookup = env
-    model_list = [resolve_refs(d.model_dump(exclude_none=True), lookup, f"model_list[{i}]")
+    model_list = [resolve_mapping(d.model_dump(exclude_none=True), lookup, f"model_list[{i}]")
                   for i, d in enumerate(model_list)]
-    router_settings = resolve_refs(dict(config.router.router_settings), lookup, "router_settings", unset="error")
-    litellm_settings = resolve_refs(dict(config.router.litellm_settings), lookup, "litellm_settings",
-                                    unset="error")
+    router_settings = resolve_mapping(dict(config.router.router_settings), lookup, "router_settings",
+                                      unset="error")
+    litellm_settings = resolve_mapping(dict(config.router.litellm_settings), lookup, "litellm_settings",
+                                       unset="error")
     check_values(router_settings, ROUTER_SETTINGS, "router_settings")  # os.environ/ values, now resolved
     check_values(litellm_settings, LITELLM_SETTINGS, "litellm_settings")
     return model_list, router_settings, litellm_settings

@@ -29,7 +29,7 @@ from ..core.budget import deployment_price
 from ..core.config import Config
 from ..core.credentials import deployment_provider, unset_refs
 from ..core.env_refs import env_ref
-from .litellm_settings import resolve_refs
+from .litellm_settings import resolve_mapping
 from ..core.errors import ProviderError
 from ..core.resolver import Resolution, Resolver
 from ..core.results import Attempt, DeploymentInfo, api_host
@@ -137,7 +137,9 @@ class RouterHandle:
             params = self._implicit_params(res)
             from litellm.types.router import Deployment  # noqa: PLC0415
 
-            added = self.router.add_deployment(Deployment(model_name=res.model, litellm_params=params,
+            # litellm_params as a dict, which pydantic validates into LiteLLM_Params (as for the configured ones)
+            added = self.router.add_deployment(Deployment(model_name=res.model,
+                                                          litellm_params=params,  # type: ignore[arg-type]
                                                           model_info={}))
             if added is not None:
                 self.gate.add(str(added.model_info.id),
@@ -164,7 +166,7 @@ class RouterHandle:
                 params["api_base"] = res.api_base
             if res.key_env:
                 params["api_key"] = env_ref(res.key_env)
-        return resolve_refs(params, self.resolver.env, f"implicit deployment {res.model}")
+        return resolve_mapping(params, self.resolver.env, f"implicit deployment {res.model}")
 
     # -- facts about deployments ------------------------------------------------------------
     def deployment_info(self, model_id: str | None, api_base: str | None = None,
@@ -279,8 +281,9 @@ class RouterHandle:
                         raise
                     kwargs["num_retries"] = left
         except asyncio.CancelledError as exc:  # a task timeout or an interrupt: keep what was tried
-            exc.attempts = self._attempts(call_id) + self._unanswered(call_id)  # type: ignore[attr-defined]
-            if not exc.attempts:  # never sent: say what held it in the queue
+            tried = self._attempts(call_id) + self._unanswered(call_id)
+            exc.attempts = tried  # type: ignore[attr-defined]
+            if not tried:  # never sent: say what held it in the queue
                 exc.queued = self._holding(name) or "behind earlier calls"  # type: ignore[attr-defined]
             raise
         except ProviderError as exc:  # redacted where it leaves the engine (the Delegator)
@@ -290,9 +293,9 @@ class RouterHandle:
             unregister_call(call_id)
             self.gate.unreserve(call_id)
             self.gate.forget_call(call_id)
-            left = self.calls.sending.pop(call_id, None)  # an attempt cancelled on the wire
-            if left is not None:
-                self.gate.finished(left)
+            on_wire = self.calls.sending.pop(call_id, None)  # an attempt cancelled on the wire
+            if on_wire is not None:
+                self.gate.finished(on_wire)
             for dep_id in self.calls.close(call_id):  # slots a cancelled attempt never gave back
                 self.gate.release(dep_id)
 

@@ -100,13 +100,15 @@ def coerce_tasks(tasks: Iterable[Task | Mapping[str, Any] | str]) -> list[Task]:
             if unknown:
                 raise TaskPayloadError(f"Task {i + 1} has unknown keys: {', '.join(sorted(map(str, unknown)))}.",
                                        hint="A task has goal (required), context, model, files and output_schema.")
-            schema = t.get("output_schema")  # checked by plan_batch, with every other task's problems
+            # goal and output_schema as given: plan_batch checks them, with every other task's problems
+            schema: Any = t.get("output_schema")
             if isinstance(schema, str):
                 with contextlib.suppress(ValueError, RecursionError):
                     schema = json.loads(schema)
-            out.append(Task(goal=t.get("goal"), context=context_text(t.get("context"), f"context of task {i + 1}"),
+            goal: Any = t.get("goal")
+            out.append(Task(goal=goal, context=context_text(t.get("context"), f"context of task {i + 1}"),
                             model=t.get("model"), files=_files_of(t.get("files"), i),
-                            output_schema=schema))  # type: ignore[arg-type]
+                            output_schema=schema))
         else:
             raise TaskPayloadError(f"Task {i + 1} is not an object (got {type(t).__name__}).",
                                    hint='Each task is an object like {"goal": "...", "model": "haiku"}.')
@@ -278,13 +280,15 @@ class Delegator:
         aliases, the Resolver's groups with their deployments, models, families, allowlist, limits."""
         from .listing import model_listing  # noqa: PLC0415
 
-        return self.redactor.scrub(await model_listing(self))
+        listing: dict[str, Any] = self.redactor.scrub(await model_listing(self))  # scrub keeps the shape
+        return listing
 
     async def check_model(self, model: Any) -> dict[str, Any]:
         """What one model string resolves to, and whether it can run here (raises DelegateError)."""
         from .listing import check_model  # noqa: PLC0415
 
-        return self.redactor.scrub(await check_model(self, model))
+        checked: dict[str, Any] = self.redactor.scrub(await check_model(self, model))
+        return checked
 
     def model_listing_sync(self) -> dict[str, Any]:
         """`model_listing` from synchronous code."""
@@ -297,14 +301,16 @@ class Delegator:
         runtime/listing.learned_limits); {} without Redis."""
         from .listing import learned_limits  # noqa: PLC0415
 
-        return self.redactor.scrub(learned_limits(self))
+        learned: dict[str, Any] = self.redactor.scrub(learned_limits(self))
+        return learned
 
     def doctor(self) -> dict[str, Any]:
         """The config checked: every deployment's credentials by env var name, unset references,
         unresolvable names, ignored sections, learned limits; `problems` lists what is wrong."""
         from .listing import doctor_report  # noqa: PLC0415
 
-        return self.redactor.scrub(doctor_report(self))
+        report: dict[str, Any] = self.redactor.scrub(doctor_report(self))
+        return report
 
     # -- planning (pure) --------------------------------------------------------------------
     def _max_tokens(self, cap: float | None) -> int | None:
@@ -396,7 +402,8 @@ class Delegator:
             results = await fan_out(planned, self.worker, system_prompt=s.system_prompt,
                                     max_concurrency=concurrency,
                                     timeout_s=s.task_timeout_s, max_tokens=self._max_tokens(cap),
-                                    budget=budget if budget.active else None, on_event=on_event, stop=stop,
+                                    budget=budget if budget.active else None, ledger=s.ledger is not False,
+                                    on_event=on_event, stop=stop,
                                     redactor=self.redactor)
             await budget.close()
             await budget.read_today()
@@ -418,7 +425,6 @@ class Delegator:
         s = self.config.delegation
         account = SpendAccount(call_cap=cap, settings=s.budget, store=self.store, session=self.session,
                                tree_root=self.tree_root, door=self.door)
-        account.ledger = s.ledger is not False
         return account
 
     def spend_report(self, *, since: float | None = None) -> dict[str, Any]:

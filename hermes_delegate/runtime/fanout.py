@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from ..routing._litellm import to_provider_error
 from ..core.errors import ProviderError
 from ..core.planning import PlannedTask
-from ..core.results import ProgressEvent, TaskResult
+from ..core.results import ProgressEvent, Status, TaskResult
 from .worker import Job, Worker
 
 __all__ = ["fan_out", "EventCallback"]
@@ -23,8 +23,8 @@ log = logging.getLogger("hermes_delegate.runtime.fanout")
 EventCallback = Callable[[ProgressEvent], None]
 
 
-def _base(p: PlannedTask, status: str) -> TaskResult:
-    return TaskResult(index=p.index, goal=p.goal, status=status,  # type: ignore[arg-type]
+def _base(p: PlannedTask, status: Status) -> TaskResult:
+    return TaskResult(index=p.index, goal=p.goal, status=status,
                       model_requested=p.model_requested, model=p.resolution.model,
                       model_source=p.model_source, resolved_via=p.resolution.resolved_via,
                       auto=p.auto.to_dict() if p.auto else None, downgraded_from=p.downgraded_from)
@@ -45,7 +45,7 @@ def _redact_result(res: TaskResult, redactor: Any) -> None:
         [res.goal, res.summary, res.error, res.output, [a.error for a in res.attempts]])
     if res.output is not None:
         res.output = output
-    for a, err in zip(res.attempts, errors):
+    for a, err in zip(res.attempts, errors, strict=True):  # scrub keeps the list's length
         a.error = err
 
 
@@ -62,9 +62,10 @@ def _emit(cb: EventCallback | None, event: ProgressEvent, redactor: Any = None) 
 
 async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prompt: str,
                   max_concurrency: int, timeout_s: float | None, max_tokens: int | None = None,
-                  budget: Any = None, on_event: EventCallback | None = None,
+                  budget: Any = None, ledger: bool = True, on_event: EventCallback | None = None,
                   stop: asyncio.Event | None = None, redactor: Any = None) -> list[TaskResult]:
-    """Run every planned task; return one result per task, in input order."""
+    """Run every planned task; return one result per task, in input order. With a `budget` (the spend
+    account), every paid attempt is settled on it, and written to the ledger unless `ledger` is off."""
     total = len(planned)
     if stop is not None and stop.is_set():  # stopped before it started (a signal during start-up)
         return [_not_started(p, redactor) for p in planned]
@@ -98,15 +99,16 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                         out = await worker.run(job)
                 except TimeoutError as exc:
                     res = _base(p, "timeout")
-                    sent = not getattr(exc.__cause__, "queued", None)
+                    queued = getattr(exc.__cause__, "queued", None)
+                    sent = not queued
                     # what was tried before the clock ran out (RouterHandle puts it on the cancellation)
                     res.attempts = list(getattr(exc.__cause__, "attempts", None) or [])
                     msg = f"The task did not finish within {timeout_s:g} s."
                     if res.attempts:
                         msg += (f" Attempts before the timeout: {len(res.attempts)}, the last one "
                                 f"{res.attempts[-1].status}.")
-                    elif getattr(exc.__cause__, "queued", None):
-                        msg += f" Nothing was sent: it was queued ({exc.__cause__.queued})."
+                    elif queued:
+                        msg += f" Nothing was sent: it was queued ({queued})."
                     res.error = {"type": "timeout", "retryable": True, "message": msg}
                     return
                 res = _base(p, "completed")
@@ -129,7 +131,7 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                 res.duration_s = round(time.perf_counter() - started, 4)
             if budget is not None and held:  # every paid attempt charged, whatever the status; one commit
                 await asyncio.shield(budget.settle(p.index, p.reserve_usd, res, sent=sent,
-                                                   ledger=getattr(budget, "ledger", True)))
+                                                   ledger=ledger))
             if redactor is not None:
                 _redact_result(res, redactor)
             results[slot] = res
@@ -143,7 +145,8 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
         if stopper is None:
             await waiter
         else:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {waiter, stopper}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not waiter.done():  # interrupted: cancel what is left and drain it
                 for t in tasks:
                     t.cancel()

@@ -77,7 +77,8 @@ def _deployment(delegator: Engine, dep: Any, router_id: str | None, cooling: set
     }
 
 
-def _limits(delegator: Engine, rid: str | None, lp: Mapping[str, Any], info: Mapping[str, Any]) -> dict | None:
+def _limits(delegator: Engine, rid: str | None, lp: Mapping[str, Any],
+            info: Mapping[str, Any]) -> dict[str, Any] | None:
     """The limits in force: learned ones too once the Router has heard from the deployment."""
     if rid:
         live = delegator.deployment_limits(str(rid))
@@ -146,9 +147,9 @@ async def model_listing(delegator: Engine) -> dict[str, Any]:
             families[name] = fam_id
             resolved[name] = r.resolve(name)
     chosen: dict[str, dict[str, Any] | None] = {}
-    for level, name in {"default": s.model, "parent": delegator.parent_model}.items():
-        res = _try_resolve(r, name, warnings, f"{level} model {name!r}") if name else None
-        chosen[level] = {"model": name, "resolves_to": res.model} if res else None
+    for level, level_model in {"default": s.model, "parent": delegator.parent_model}.items():
+        res = _try_resolve(r, level_model, warnings, f"{level} model {level_model!r}") if level_model else None
+        chosen[level] = {"model": level_model, "resolves_to": res.model} if res else None
         if res and not res.is_group:
             configured.append(res)
     models = {res.model: _model_facts(delegator, res) for res in configured}
@@ -248,7 +249,8 @@ def learned_limits(delegator: Engine) -> dict[str, Any]:
     shown: dict[str, Any] = {}
     for key, value in sorted(found.items()):
         dep_id, digest = split_store_key(key)
-        if digest in digests if digest is not None else (dep_id in ids or (value.get("group"), value.get("model")) in ours):
+        if digest in digests if digest is not None else (dep_id in ids
+                                                          or (value.get("group"), value.get("model")) in ours):
             shown[dep_id] = value
     return {"learned_limits": shown}
 

@@ -5,11 +5,11 @@ A schema is data, never a fetch, and checking an answer is bounded work:
 * **Checked once, before anything is sent** (`check`, called by every door and by `Delegator.plan`;
   the verdict is cached by content): plain JSON, at most MAX_SCHEMA_CHARS of it nested at most
   MAX_SCHEMA_DEPTH deep, with at most MAX_SUBSCHEMAS subschemas; a valid JSON Schema (its
-  `$schema` draft, 2020-12 by default); every `$ref` (`$dynamicRef`, `$recursiveRef`) resolves inside the schema itself: a ref to `http://…`, `file:…`,
-  a meta-schema or any other document (also through a relative `$id`) is refused (inline the
-  definition under `$defs`); no ref cycle that never reaches into the answer (`{"$ref": "#"}` at
-  the root, `a → b → a` through `$ref`/`allOf`/`anyOf`/…), while recursion through
-  `properties`/`items`/… (a tree schema) is fine; at most MAX_INPLACE subschemas applied to one
+  `$schema` draft, 2020-12 by default); every `$ref` (`$dynamicRef`, `$recursiveRef`) resolves inside
+  the schema itself: a ref to `http://…`, `file:…`, a meta-schema or any other document (also through
+  a relative `$id`) is refused (inline the definition under `$defs`); no ref cycle that never reaches
+  into the answer (`{"$ref": "#"}` at the root, `a → b → a` through `$ref`/`allOf`/`anyOf`/…), while
+  recursion through `properties`/`items`/… (a tree schema) is fine; at most MAX_INPLACE subschemas applied to one
   value (a `$ref` fan-out that multiplies); every `pattern` and `patternProperties` key at most
   MAX_PATTERN_CHARS and compiling under RE2 (no lookaround, no backreferences).
 * **An answer is checked** (`validate`) with a registry that serves only the schema's own document
@@ -62,7 +62,7 @@ _CONTAINERS = ("$defs", "definitions")
 _REFS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     """A rule the schema breaks: (message, hint), the door adds where."""
 
     def __init__(self, message: str, hint: str):
@@ -105,7 +105,7 @@ def check(schema: Any, where: str = "output_schema") -> None:
     I/O; a schema seen before (same content) is answered from the cache."""
     try:
         _shape(schema)
-    except _Refused as exc:
+    except _RefusedError as exc:
         raise TaskPayloadError(f"{where} {exc.message}", hint=exc.hint) from None
     key = _canonical(schema)
     verdict = _verdicts.get(key, _Lru._MISSING)
@@ -113,7 +113,7 @@ def check(schema: Any, where: str = "output_schema") -> None:
         try:
             _rules(schema)
             verdict = None
-        except _Refused as exc:
+        except _RefusedError as exc:
             verdict = (exc.message, exc.hint)
         except RecursionError:  # a bound above should have caught it first
             verdict = ("is too deeply nested to check.", f"Nest at most {MAX_SCHEMA_DEPTH} levels.")
@@ -130,7 +130,7 @@ def _shape(schema: Any) -> None:
     """Plain JSON within the size and depth bounds, walked without recursion and stopping at the first
     bound passed (a 4 MB or 5,000-deep schema costs no more than one at the limit)."""
     if not isinstance(schema, Mapping):
-        raise _Refused(f"must be a JSON Schema object, got {type(schema).__name__}.",
+        raise _RefusedError(f"must be a JSON Schema object, got {type(schema).__name__}.",
                        'E.g. {"type": "object", "properties": {"title": {"type": "string"}}}.')
     chars = 0
     stack: list[tuple[Any, int]] = [(schema, 1)]
@@ -138,14 +138,14 @@ def _shape(schema: Any) -> None:
         value, depth = stack.pop()
         if isinstance(value, Mapping) or isinstance(value, list):
             if depth > MAX_SCHEMA_DEPTH:
-                raise _Refused(f"nests deeper than {MAX_SCHEMA_DEPTH} levels.",
+                raise _RefusedError(f"nests deeper than {MAX_SCHEMA_DEPTH} levels.",
                                f"Flatten it (at most {MAX_SCHEMA_DEPTH} nested objects/arrays); name repeated "
                                'parts under "$defs" and refer to them with "$ref".')
             chars += 2
             if isinstance(value, Mapping):
                 for k, v in value.items():
                     if not isinstance(k, str):
-                        raise _Refused(f"has a key that is not a string ({k!r}).", "Use JSON: string keys only.")
+                        raise _RefusedError(f"has a key that is not a string ({k!r}).", "Use JSON: string keys only.")
                     chars += len(k) + 4
                     stack.append((v, depth + 1))
             else:
@@ -159,13 +159,13 @@ def _shape(schema: Any) -> None:
             chars += 5
         elif isinstance(value, float):
             if not math.isfinite(value):
-                raise _Refused(f"contains {value!r}, which is not JSON.", "Use finite numbers only.")
+                raise _RefusedError(f"contains {value!r}, which is not JSON.", "Use finite numbers only.")
             chars += 24
         else:
-            raise _Refused(f"contains a {type(value).__name__} value ({str(value)[:40]!r}), which is not JSON.",
+            raise _RefusedError(f"contains a {type(value).__name__} value ({str(value)[:40]!r}), which is not JSON.",
                            "Use JSON values only: objects, arrays, strings, numbers, true/false, null.")
         if chars > MAX_SCHEMA_CHARS:
-            raise _Refused(f"is larger than {MAX_SCHEMA_CHARS:,} characters of JSON.",
+            raise _RefusedError(f"is larger than {MAX_SCHEMA_CHARS:,} characters of JSON.",
                            "Shorten it: drop descriptions and examples, or ask for less structure per task.")
 
 
@@ -177,17 +177,17 @@ def _rules(schema: Mapping[str, Any]) -> None:
     try:
         graph = _Graph(schema)
         graph.walk()  # first: it bounds what check_schema costs (about 0.3 ms per subschema)
-    except _Refused:
+    except _RefusedError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a $id that is not a string: check_schema names it
         unreadable = exc
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise _Refused(f"is not a valid JSON Schema: {exc.message}.",
+        raise _RefusedError(f"is not a valid JSON Schema: {exc.message}.",
                        "Fix the schema (draft 2020-12 keywords), or leave output_schema out.") from None
     if unreadable is not None:
-        raise _Refused(f"cannot be read as a JSON Schema ({type(unreadable).__name__}: {str(unreadable)[:100]}).",
+        raise _RefusedError(f"cannot be read as a JSON Schema ({type(unreadable).__name__}: {str(unreadable)[:100]}).",
                        "$schema, $id, $anchor and $ref values must be strings (URI references).")
     graph.check()
 
@@ -198,7 +198,7 @@ def _validator_class(schema: Mapping[str, Any]) -> Any:
     dialect = schema.get("$schema")
     if dialect is not None and (not isinstance(dialect, str)
                                 or dialect.rstrip("#") not in {u.rstrip("#") for u in _known_dialects()}):
-        raise _Refused(f"names an unknown $schema ({str(dialect)[:80]!r}).",
+        raise _RefusedError(f"names an unknown $schema ({str(dialect)[:80]!r}).",
                        f'Leave "$schema" out (draft 2020-12 is used), or name a draft jsonschema knows, e.g. '
                        f'"{_DRAFT_2020}".')
     return jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
@@ -224,7 +224,8 @@ class _Graph:
         from referencing import Registry, Resource  # noqa: PLC0415
         from referencing.jsonschema import specification_with  # noqa: PLC0415
 
-        dialect = schema.get("$schema") if isinstance(schema.get("$schema"), str) else _DRAFT_2020
+        named = schema.get("$schema")
+        dialect = named if isinstance(named, str) else _DRAFT_2020
         self.spec = specification_with(dialect, default=specification_with(_DRAFT_2020))
         self.Resource = Resource
         root = Resource.from_contents(schema, default_specification=self.spec)
@@ -245,7 +246,7 @@ class _Graph:
             self.in_place[node] += self.dynamic_anchors.get(anchor, []) if anchor else self.recursive_anchors
         self._acyclic_and_bounded()
         if self.has_pattern_properties and self.unevaluated_properties:
-            raise _Refused("combines unevaluatedProperties with patternProperties, which cannot be checked "
+            raise _RefusedError("combines unevaluatedProperties with patternProperties, which cannot be checked "
                            "in bounded time.", "Use additionalProperties instead of unevaluatedProperties, "
                            "or list the properties by name.")
 
@@ -263,11 +264,11 @@ class _Graph:
                 continue  # true / false (or a ref into a non-schema value: nothing applies under it)
             resolver = resolver.in_subresource(self.Resource.from_contents(node, default_specification=self.spec))
 
-            def child(sub: Any, in_place: bool) -> None:
+            def child(sub: Any, in_place: bool, resolver: Any = resolver, edges: list[int] = edges) -> None:
                 if isinstance(sub, (Mapping, bool)):
                     self.subschemas += 1
                     if self.subschemas > MAX_SUBSCHEMAS:
-                        raise _Refused(f"has more than {MAX_SUBSCHEMAS:,} subschemas.",
+                        raise _RefusedError(f"has more than {MAX_SUBSCHEMAS:,} subschemas.",
                                        "Ask for less structure per task, or name repeated parts under "
                                        '"$defs" and refer to them with "$ref".')
                     work.append((sub, resolver))
@@ -337,11 +338,11 @@ class _Graph:
                     state[node] = 2
                     weight[node] = min(MAX_INPLACE + 1, 1 + sum(weight[c] for c in self.in_place[node]))
                     if weight[node] > MAX_INPLACE:
-                        raise _Refused(f"applies more than {MAX_INPLACE:,} subschemas to one value (a $ref, "
+                        raise _RefusedError(f"applies more than {MAX_INPLACE:,} subschemas to one value (a $ref, "
                                        "allOf, anyOf or oneOf fan-out that multiplies).",
                                        "Refer to each definition once per level; merge alternatives.")
                 elif state.get(nxt) == 1:
-                    raise _Refused("has a $ref cycle that never reaches into the answer (a schema that, through "
+                    raise _RefusedError("has a $ref cycle that never reaches into the answer (a schema that, through "
                                    "$ref/allOf/anyOf/oneOf/not/if, applies itself to the same value), so "
                                    "checking an answer could never finish.",
                                    'Recursion must go through properties, items or another keyword that '
@@ -352,16 +353,16 @@ class _Graph:
                     stack.append((nxt, iter(self.in_place[nxt])))
 
 
-def _refused_ref(kw: str, ref: str, resolver: Any) -> _Refused:
+def _refused_ref(kw: str, ref: str, resolver: Any) -> _RefusedError:
     from urllib.parse import urldefrag, urljoin  # noqa: PLC0415
 
     target = ref if ref.startswith("#") else urldefrag(urljoin(getattr(resolver, "_base_uri", ""), ref))[0]
     scheme = target.split(":", 1)[0].lower() if ":" in target else ""
     if ref.startswith("#") or not target:
-        return _Refused(f"has {kw} {_short(ref)!r}, which points at nothing inside the schema.",
+        return _RefusedError(f"has {kw} {_short(ref)!r}, which points at nothing inside the schema.",
                         'Point it at a definition that exists, e.g. "#/$defs/NAME".')
     what = {"http": "a web address", "https": "a web address", "file": "a local file"}.get(scheme, "another document")
-    return _Refused(f"has {kw} {_short(ref)!r}, which points at {what} ({_short(target)}): refs are never "
+    return _RefusedError(f"has {kw} {_short(ref)!r}, which points at {what} ({_short(target)}): refs are never "
                     "fetched or read.", _INLINE)
 
 
@@ -387,13 +388,13 @@ def _re2_compile(pattern: str) -> Any:
 
 def _pattern_problem(pattern: str) -> None:
     if len(pattern) > MAX_PATTERN_CHARS:
-        raise _Refused(f"has a pattern of {len(pattern):,} characters; the limit is {MAX_PATTERN_CHARS:,}.",
+        raise _RefusedError(f"has a pattern of {len(pattern):,} characters; the limit is {MAX_PATTERN_CHARS:,}.",
                        "Shorten the pattern, or check the value with enum or format instead.")
     try:
         _re2(pattern)
     except Exception as exc:  # noqa: BLE001 - re2.error, or a pattern too large for RE2's memory
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise _Refused(f"has pattern {_short(pattern)!r}, which the linear-time regex engine (RE2) cannot "
+        raise _RefusedError(f"has pattern {_short(pattern)!r}, which the linear-time regex engine (RE2) cannot "
                        f"run: {detail}.",
                        "Patterns run on RE2: no lookahead/lookbehind and no backreferences; rewrite the "
                        "pattern without them, or drop it.") from None
@@ -404,7 +405,7 @@ def _search(pattern: str, text: str) -> bool:
 
 
 # -- the answer, checked -----------------------------------------------------------------------------
-class _TooCostly(Exception):
+class _TooCostlyError(Exception):
     pass
 
 
@@ -418,20 +419,20 @@ def _counted(fn: Any) -> Any:
         if left is not None:
             left[0] -= 1
             if left[0] < 0:
-                raise _TooCostly
+                raise _TooCostlyError
         return fn(validator, value, instance, schema)
 
     return keyword
 
 
-def _pattern_kw(validator: Any, patrn: Any, instance: Any, schema: Any) -> Iterator[Any]:
+def _pattern_kw(validator: Any, patrn: Any, instance: Any, _schema: Any) -> Iterator[Any]:
     from jsonschema.exceptions import ValidationError  # noqa: PLC0415
 
     if validator.is_type(instance, "string") and not _search(patrn, instance):
         yield ValidationError(f"{instance!r} does not match {patrn!r}")
 
 
-def _pattern_properties_kw(validator: Any, pp: Any, instance: Any, schema: Any) -> Iterator[Any]:
+def _pattern_properties_kw(validator: Any, pp: Any, instance: Any, _schema: Any) -> Iterator[Any]:
     if not validator.is_type(instance, "object"):
         return
     for pattern, subschema in pp.items():
@@ -471,7 +472,8 @@ def _safe_validator(schema: Mapping[str, Any]) -> Any:
     kws["patternProperties"] = _pattern_properties_kw
     if "additionalProperties" in kws:
         kws["additionalProperties"] = _additional_properties_kw(kws["additionalProperties"])
-    cls = jsonschema.validators.extend(base, validators={k: _counted(v) for k, v in kws.items()})
+    # types-jsonschema leaves extend() unannotated
+    cls = jsonschema.validators.extend(base, validators={k: _counted(v) for k, v in kws.items()})  # type: ignore[no-untyped-call]
     formats = jsonschema.FormatChecker(base.FORMAT_CHECKER.checkers)
     # format "regex": a pattern RE2 runs (what `pattern` uses); Python's re.compile on an answer can
     # raise more than re.error (a repetition count too large: OverflowError)
@@ -511,7 +513,7 @@ def validate(value: Any, schema: Mapping[str, Any]) -> str | None:
     token = _steps.set([MAX_VALIDATION_STEPS])
     try:
         err = jsonschema.exceptions.best_match(validator.iter_errors(value))
-    except _TooCostly:
+    except _TooCostlyError:
         return (f"checking the answer against the schema took more than {MAX_VALIDATION_STEPS:,} steps; "
                 "the schema is too costly for this answer")
     except RecursionError:

@@ -46,7 +46,8 @@ def check_output_schema(schema: Any, where: str = "output_schema") -> dict[str, 
             schema = json.loads(schema)
         except (ValueError, RecursionError):
             raise TaskPayloadError(f"{where} is a string that is not JSON.",
-                                   hint='Pass a JSON Schema object, e.g. {"type": "object", "properties": {...}}.') from None
+                                   hint='Pass a JSON Schema object, e.g. {"type": "object", '
+                                        '"properties": {...}}.') from None
     if not isinstance(schema, Mapping):
         raise TaskPayloadError(f"{where} must be a JSON Schema object, got {type(schema).__name__}.",
                                hint='E.g. {"type": "object", "properties": {"title": {"type": "string"}}}.')

@@ -78,7 +78,7 @@ def _blocked(signals: list[int]) -> Iterator[None]:
         block(signal.SIG_SETMASK, old)
 
 
-def _quiet_redis_ping(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+def _quiet_redis_ping(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """LiteLLM's RedisCache starts a health ping it never awaits: with Redis down, its exception would
     print as 'Task exception was never retrieved'. The batch reports that outage itself (each limited
     task fails as `limiter_unavailable`), so that one message is dropped; every other one is kept."""

@@ -98,7 +98,8 @@ def check_fit(delegator: Any, planned: Sequence[PlannedTask]) -> None:
         if needed <= window:
             continue
         fits = _fitting(delegator, needed, p.model_requested)
-        advice = f" Models that would fit: {', '.join(fits)}." if fits else " No configured model has a window that large."
+        advice = (f" Models that would fit: {', '.join(fits)}." if fits
+                  else " No configured model has a window that large.")
         problems.append(TaskProblem(p.index, p.model_requested,
                                     f"About {needed:,} tokens (goal, context, files) do not fit {p.resolution.model}'s "
                                     f"context window of {window:,}.{advice}", "context_window", fits))

@@ -94,9 +94,10 @@ class CompletionWorker:
                     tokens[k] = tokens.get(k, 0) + int(v or 0)
                 cost = None if cost is None or done.cost_usd is None else cost + done.cost_usd
                 attempts += list(done.attempts or [])
-                value, problem = await structured.check_answer(done.text or "", schema)
-                if problem is None:
+                value, found = await structured.check_answer(done.text or "", schema)
+                if found is None:
                     return WorkerOutput(done.text, tokens, cost, done.deployment, attempts, output=value)
+                problem = found
                 if attempt == 0:
                     messages = [*messages, {"role": "assistant", "content": done.text or ""},
                                 {"role": "user", "content": structured.retry_message(problem)}]

@@ -49,7 +49,8 @@ def is_batch(data: Any) -> bool:
 
 
 def _error(r: Mapping[str, Any]) -> dict[str, Any]:
-    e = r.get("error") if isinstance(r.get("error"), Mapping) else {}
+    err = r.get("error")
+    e: Mapping[str, Any] = err if isinstance(err, Mapping) else {}
     kind = e.get("type") or r.get("status")
     out: dict[str, Any] = {"type": kind}
     if e.get("message"):

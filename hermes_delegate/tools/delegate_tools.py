@@ -66,7 +66,8 @@ def tool_error(exc: DelegateError) -> dict[str, Any]:
         out["tasks"] = [p.to_dict() for p in problems]
         if not out["suggestions"] and all(p.suggestions == problems[0].suggestions for p in problems):
             out["suggestions"] = list(problems[0].suggestions)  # one fix for the whole call
-    return utf8_deep(default_redactor().scrub(out))
+    scrubbed: dict[str, Any] = utf8_deep(default_redactor().scrub(out))  # both keep the shape
+    return scrubbed
 
 
 def internal_error(exc: BaseException) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def _money(x: float) -> str:
 
 
 def _config_lines(delegator: Delegator) -> list[str]:
-    cfg, s = delegator.config, delegator.config.delegation
+    s = delegator.config.delegation
     names = configured_names(delegator)
     lines: list[str] = []
     for kind in ("tiers", "aliases"):

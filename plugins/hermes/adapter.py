@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import queue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import hermes_api, parent as parent_mod, runtime, settings, waiting
 from .schema import DELEGATE_TOOL, LIST_TOOL
+
+if TYPE_CHECKING:
+    from hermes_delegate import DelegateError
 
 log = logging.getLogger("hermes_delegate.hermes")
 _POLL_S = 0.1
@@ -27,10 +30,20 @@ def _error(message: str, hint: str = "", kind: str = "usage") -> str:
     return json.dumps({"error": message, "hint": hint, "suggestions": [], "type": kind})
 
 
-def _delegate_error(exc: Exception) -> str:
+def _delegate_error(exc: DelegateError) -> str:
     from hermes_delegate import tool_error  # noqa: PLC0415
 
     return _hermes_keys(json.dumps(tool_error(exc)))
+
+
+def _config_error(exc: Exception) -> str:
+    """A config that did not load: our typed error as the tool error; anything else (an import
+    problem) as its text."""
+    from hermes_delegate import DelegateError  # noqa: PLC0415
+
+    if isinstance(exc, DelegateError):
+        return _delegate_error(exc)
+    return _error(f"hermes-delegate: {exc}", kind="config")
 
 
 def _hermes_keys(text: str) -> str:
@@ -75,7 +88,7 @@ def plugin_config() -> tuple[Any, str | None]:
     try:
         return settings.load_plugin_config(), None
     except Exception as exc:  # noqa: BLE001 - a DelegateError (bad config) or an import problem
-        return None, _delegate_error(exc) if hasattr(exc, "hint") else _error(f"hermes-delegate: {exc}", kind="config")
+        return None, _config_error(exc)
 
 
 def _role(r: Any) -> str:
@@ -190,7 +203,7 @@ class Call:
                 if spinner is not None:
                     spinner.print_above(line)
                     continue
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110 - then as a plain console line, below
                 pass
             self.dt._emit_parent_console(self.parent, f"  {line}")
 
@@ -212,7 +225,7 @@ class Call:
             if memory is not None and r is not None:
                 try:
                     memory.on_delegation(task=r.goal, result=summary or "", child_session_id=child.session_id)
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001, S110 - the parent's memory provider is best effort
                     pass
             cost += (r.cost_usd or 0.0) if r is not None else 0.0
         if cost > 0:
@@ -220,7 +233,7 @@ class Call:
                 p.session_estimated_cost_usd = float(getattr(p, "session_estimated_cost_usd", 0.0) or 0.0) + cost
                 if getattr(p, "session_cost_source", "none") in (None, "", "none"):
                     p.session_cost_source = "subagent"
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110 - a parent without cost fields: nothing to add to
                 pass
 
     def _budget_summaries(self, out: str) -> str:
@@ -229,10 +242,12 @@ class Call:
         try:
             data = json.loads(out)
             results = data.get("results") if isinstance(data, dict) else None
+            if not isinstance(results, list):
+                return out
             def index(r: dict[str, Any]) -> Any:
                 return r.get("task_index", r.get("index"))  # compact result, or the full report
 
-            entries = [{"task_index": index(r), "summary": r["summary"]} for r in results or []
+            entries = [{"task_index": index(r), "summary": r["summary"]} for r in results
                        if isinstance(r, dict) and isinstance(r.get("summary"), str) and r["summary"]]
             if not entries:
                 return out
@@ -256,7 +271,7 @@ def list_models(args: Any = None, **kw: Any) -> str:
     try:
         cfg = settings.load_plugin_config()
     except Exception as exc:  # noqa: BLE001
-        return _delegate_error(exc) if hasattr(exc, "hint") else _error(f"hermes-delegate: {exc}", kind="config")
+        return _config_error(exc)
     parent = parent_mod.find_parent(kw.get("session_id"))
     d = _delegator(runtime.delegator_for(cfg), parent_model=parent_mod.parent_model(parent) if parent else None)
     return _hermes_keys(runtime.submit(_tools(d).list_models(args)).result())

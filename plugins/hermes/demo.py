@@ -4,9 +4,10 @@ on two embedded loopback providers, in parallel.
     python -m hermes_delegate_hermes.demo [--keep-home]
 
 Runs in a throwaway HERMES_HOME (your ~/.hermes is not touched) and needs no API key: the parent
-model is a scripted loopback provider that calls hermes's own delegate_task with `model`, and the children's models are
-served by two more. The demo is a one-shot run (like `hermes -z`), so the batch runs in the
-foreground and the parent answers on the combined result. Prints the config it wrote, the per-task progress lines, and the results.
+model is a scripted loopback provider that calls hermes's own delegate_task with `model`, and the
+children's models are served by two more. The demo is a one-shot run (like `hermes -z`), so the batch
+runs in the foreground and the parent answers on the combined result. Prints the config it wrote, the
+per-task progress lines, and the results.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ TASKS = [
 ]
 
 
-def _parent_model(body: dict[str, Any], provider: Any) -> Any:
+def _parent_model(body: dict[str, Any], _provider: Any) -> Any:
     """The scripted parent: delegate once, then report what came back."""
     msgs = body.get("messages") or []
     last = msgs[-1] if msgs else {}
@@ -48,7 +49,8 @@ def _parent_model(body: dict[str, Any], provider: Any) -> Any:
 
 
 def _child_model(body: dict[str, Any], provider: Any) -> str:
-    return f"[{provider.name} / {body.get('model')}] done: {str((body.get('messages') or [{}])[-1].get('content'))[:60]}"
+    last = str((body.get("messages") or [{}])[-1].get("content"))
+    return f"[{provider.name} / {body.get('model')}] done: {last[:60]}"
 
 
 def _config(alpha: Any, beta: Any) -> dict[str, Any]:
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nparent's answer:\n{res.get('final_response')}")
         print(f"\nwall {wall:.1f} s for the turn; summed task time {data.get('sum_task_duration_s', 0):.1f} s")
         for p in (alpha, beta):
-            print(f"{p.name} served: {sorted({r.model for r in p.requests})}")
+            print(f"{p.name} served: {sorted({r.model for r in p.requests if r.model is not None})}")
         agent.close()
         return 0 if data.get("counts") == {"completed": len(TASKS)} else 1
     finally:

@@ -28,7 +28,7 @@ import threading
 import tokenize
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 log = logging.getLogger("hermes_delegate.hermes")
 
@@ -155,7 +155,8 @@ def problems() -> list[str]:
         from tools import async_delegation  # noqa: PLC0415
 
         params = inspect.signature(async_delegation.dispatch_async_delegation_batch).parameters
-        lacking = [p for p in ("goals", "runner", "interrupt_fn", "session_key", "max_async_children") if p not in params]
+        lacking = [p for p in ("goals", "runner", "interrupt_fn", "session_key", "max_async_children")
+                   if p not in params]
         if lacking:
             out.append(f"dispatch_async_delegation_batch() has no parameter {', '.join(lacking)}")
     except Exception as exc:  # noqa: BLE001
@@ -255,7 +256,7 @@ def _tokens(line: str) -> list[tokenize.TokenInfo]:
 def _assigns(src: _Code, attr: str) -> bool:
     """Code sets `<something>.attr` (`x.attr = …`, `x.attr += …`, `x.attr: T = …`)."""
     for toks in _code_lines(src, "." + attr):
-        for a, b, c in zip(toks, toks[1:], toks[2:]):
+        for a, b, c in zip(toks, toks[1:], toks[2:], strict=False):  # each token with the two after it
             if (a.type == tokenize.OP and a.string == "." and b.type == tokenize.NAME and b.string == attr
                     and c.type == tokenize.OP and (c.string == ":" or (c.string.endswith("=") and c.string != "=="))):
                 return True
@@ -290,7 +291,9 @@ def _parameters(code: _Code, function: str) -> list[str] | None:
                         break
                     continue
                 fn = tree.body[0]
-                args = fn.args  # type: ignore[attr-defined]
+                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):  # `def …` parses as one
+                    break
+                args = fn.args
                 return [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
         pos = src.find(head, pos + 1)
     return None
@@ -375,7 +378,7 @@ def seed_context_window(base_url: str, model: str, window: int) -> None:
         entry[model] = {"context_length": window}
         mm._endpoint_model_metadata_cache[url] = entry
         mm._endpoint_model_metadata_cache_time[url] = time.time()
-    except Exception:  # noqa: BLE001 - hermes then probes (and falls back to its default window)
+    except Exception:  # noqa: BLE001, S110 - hermes then probes (and falls back to its default window)
         pass
 
 
@@ -395,7 +398,7 @@ def invoke_hook(name: str, **kwargs: Any) -> None:
         from hermes_cli.plugins import invoke_hook as _invoke  # noqa: PLC0415
 
         _invoke(name, **kwargs)
-    except Exception:  # noqa: BLE001 - another plugin's hook must not break delegation
+    except Exception:  # noqa: BLE001, S110 - another plugin's hook must not break delegation
         pass
 
 
@@ -415,7 +418,7 @@ def toolset_of(tool_name: str) -> str | None:
     try:
         import model_tools  # noqa: PLC0415
 
-        return model_tools.get_toolset_for_tool(tool_name)
+        return cast("str | None", model_tools.get_toolset_for_tool(tool_name))
     except Exception:  # noqa: BLE001
         return None
 
@@ -437,5 +440,5 @@ def restore_tool_names(names: list[str] | None) -> None:
         import model_tools  # noqa: PLC0415
 
         model_tools._last_resolved_tool_names = names
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110 - no such global in this hermes: nothing to restore
         pass

@@ -39,7 +39,7 @@ class RoutedSession:
     resolution: Any  # hermes_delegate.Resolution
     delegator: Any  # the plugin's base hermes_delegate.Delegator (its Router)
     loop: asyncio.AbstractEventLoop
-    completions: list = field(default_factory=list)  # what Delegator.complete returned
+    completions: list[Any] = field(default_factory=list)  # what Delegator.complete returned
     failure: BaseException | None = None
     interrupted: bool = False
 

@@ -46,7 +46,7 @@ def find_parent(session_id: str | None = None, *, start: Any = None) -> Any:
     return nearest
 
 
-def _cli_agent(cls: type, session_id: str) -> Any:
+def _cli_agent(cls: type[Any], session_id: str) -> Any:
     from . import hermes_api  # noqa: PLC0415
 
     agent = hermes_api.cli_agent()

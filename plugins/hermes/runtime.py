@@ -49,7 +49,7 @@ def loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def submit(coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
+def submit(coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
     return asyncio.run_coroutine_threadsafe(coro, loop())
 
 
@@ -92,7 +92,7 @@ def warm_in_background(delay_s: float = WARM_DELAY_S) -> threading.Thread | None
 
     log = logging.getLogger("hermes_delegate.hermes")
 
-    def skipped(fut: concurrent.futures.Future) -> None:
+    def skipped(fut: concurrent.futures.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
             log.debug("warm-up skipped", exc_info=fut.exception())
 

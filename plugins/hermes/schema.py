@@ -44,7 +44,8 @@ def live_functions() -> dict[str, dict[str, Any]]:
     key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str)
     with _lock:
         if _memo.get("key") == key:
-            return _memo["fns"]
+            memoised: dict[str, dict[str, Any]] = _memo["fns"]
+            return memoised
     tools = DelegateTools(Delegator(cfg), tool_name=DELEGATE_TOOL, list_name=LIST_TOOL)
     fns = {DELEGATE_TOOL: tools.delegate_task_function(), LIST_TOOL: tools.list_models_function()}
     with _lock:

@@ -3,8 +3,8 @@
 The mapping (hermes's `delegation:` block + our `hermes_delegate:` block → hermes_delegate.Config)
 lives in hermes_delegate.sources.hermes_home, shared with `hermes-delegate --hermes`, so the CLI and the
 plugin agree. The file is read with hermes_delegate.sources.config_file.read_yaml_file (plain YAML: no
-tags; anchors, aliases and merge keys with a bound on their expansion), not hermes's loader. Path: hermes's `get_config_path()` (public), which
-honours HERMES_HOME and profiles.
+tags; anchors, aliases and merge keys with a bound on their expansion), not hermes's loader. Path:
+hermes's `get_config_path()` (public), which honours HERMES_HOME and profiles.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def background_dispatch(parent: Any, call: Any, engine_args: dict[str, Any], rol
 
         if not async_delivery_supported():
             return None
-    except Exception:  # noqa: BLE001 - no gateway module: the CLI path, which can deliver
+    except Exception:  # noqa: BLE001, S110 - no gateway module: the CLI path, which can deliver
         pass
     try:
         from tools.approval import get_current_session_key  # noqa: PLC0415

@@ -14,7 +14,7 @@ import concurrent.futures
 from typing import Any, Callable
 
 
-def wait(fut: concurrent.futures.Future, poll_s: float, between: Callable[[], None]) -> Any:
+def wait(fut: concurrent.futures.Future[Any], poll_s: float, between: Callable[[], None]) -> Any:
     """`fut`'s result (or its exception, raised; CancelledError once cancelled), calling `between()`
     after every poll that found it still running (print progress, forward an interrupt)."""
     while True:

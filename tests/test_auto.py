@@ -53,7 +53,7 @@ def test_auto_picks_the_tier_litellms_classifier_picks(providers: LoopbackPair):
     assert batch["counts"] == {"completed": len(cases)}
     mapping = {"SIMPLE": "small", "MEDIUM": "medium", "COMPLEX": "large", "REASONING": "large"}
     seen = set()
-    for (goal, ctx), r in zip(cases, batch["results"]):
+    for (goal, ctx), r in zip(cases, batch["results"], strict=True):
         tier, score = litellm_tier(f"{goal}\n\n{ctx}" if ctx else goal)
         seen.add(tier)
         assert r["auto"] == {"tier": tier, "score": round(score, 4), "model": mapping[tier]}, goal

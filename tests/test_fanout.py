@@ -62,7 +62,7 @@ def test_results_in_input_order_when_later_tasks_finish_first(providers: Loopbac
                        on_event=lambda ev: ev.kind == "done" and done.append(ev.index))
     assert batch.counts() == {"completed": 5}
     assert [r.index for r in batch.results] == [0, 1, 2, 3, 4]
-    for i, (r, m) in enumerate(zip(batch.results, models)):
+    for i, (r, m) in enumerate(zip(batch.results, models, strict=True)):
         assert r.goal == f"goal-{i}"
         assert r.summary.startswith(f"[{m}] {m}-model:") and f"goal-{i}" in r.summary
         assert r.deployment.deployment_id == f"{m}-1"
@@ -231,7 +231,7 @@ def test_cost_total_is_null_when_nothing_is_priced(providers: LoopbackPair):
 def test_deployment_api_host_is_host_port_only(providers: LoopbackPair):
     d = Delegator(loopback_config(providers))
     batch = d.run_sync([Task("h1", model="alpha"), Task("h2", model="beta")])
-    for r, p in zip(batch.results, providers):
+    for r, p in zip(batch.results, providers, strict=True):
         assert r.deployment.api_host == f"127.0.0.1:{p.port}"
         d_out = r.to_dict()
         hosts = [d_out["deployment"]["api_host"]] + [a["deployment"]["api_host"] for a in d_out["attempt_log"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timezone
 
 import pytest
@@ -112,7 +113,7 @@ def test_the_pace_climbs_back_quickly_then_slowly_then_probes_up() -> None:
     for _ in range(60):
         ad.on_success(now=0.0, latency_s=0.2)
         rates.append(ad.rpm)
-    steps = [b / a - 1 for a, b in zip(rates, rates[1:])]
+    steps = [b / a - 1 for a, b in itertools.pairwise(rates)]
     assert steps[0] >= GROWTH_BEYOND and steps[-1] == pytest.approx(5 * GROWTH_BEYOND)  # faster the longer
 
 

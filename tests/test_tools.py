@@ -175,7 +175,7 @@ def test_malformed_calls_get_exact_errors_and_run_nothing(p1, p2, args, expected
     if has_tasks:
         want = expected["tasks"]
         assert len(out["tasks"]) == len(want)
-        for got, exp in zip(out["tasks"], want):
+        for got, exp in zip(out["tasks"], want, strict=True):
             assert set(got) == {"index", "model", "type", "problem", "suggestions"}
             if "problem_start" in exp:
                 assert got["model"] == exp["model"] and got["type"] == exp["type"], got

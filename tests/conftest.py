@@ -2,7 +2,14 @@
 
 Running, and the three markers (registered in pyproject.toml; ``--strict-markers`` rejects any other)
     The suite runs in parallel by default (pytest-xdist, ``-n auto --dist loadgroup`` in pyproject's
-    addopts); ``-n 0`` runs it in one process (for ``-s``, ``--pdb``, ``HD_FAULT_TABLE=1``). So every test
+    addopts; ``auto`` is two workers per core here, :func:`pytest_xdist_auto_num_workers`, since most
+    of the suite waits); ``-n 0`` runs it in one process (for ``-s``, ``--pdb``, ``HD_FAULT_TABLE=1``).
+    Groups: ``timing`` (below) and ``xdist_group("proxy")`` on the tests that start the real LiteLLM
+    proxy (one worker keeps its warm interpreter and the module-scoped proxies). pytest 9.2 broke
+    xdist 3.8's groups (see :func:`_xdist_groups_in_node_ids`); a grouped test's id ends in ``@GROUP``
+    on the workers. Helper subprocesses that import litellm (hermes scenarios, Redis workers, the
+    proxy) are forks of a warm interpreter (``helpers.warm_command``); the product's own entry points
+    (the CLI, the MCP server) always start fresh. So every test
     must be safe beside any other: ports from 0, ``tmp_path``, Redis keys unique to the test, no fixed
     file paths, no reliance on test order, and no ``sleep()`` as synchronisation: wait for the
     condition with a deadline (``helpers.wait_until``) and fail with what was last seen.
@@ -12,11 +19,13 @@ Running, and the three markers (registered in pyproject.toml; ``--strict-markers
 
     ``@pytest.mark.slow``
         it takes more than ~3 s (a subprocess that imports litellm or hermes, a real proxy, Retry-After
-        waits). ``pytest -m "not slow"`` is the inner loop (README: about a minute).
+        waits). ``pytest -m "not slow"`` is the inner loop (README says how long it takes).
     ``@pytest.mark.timing``
         it asserts on real time: rates or windows a provider observed, a deadline that must (not)
         pass, the order of events in time. All ``timing`` tests run on one xdist worker, one at a
-        time (the mark adds ``xdist_group("timing")``), so two of them never compete. Logic that
+        time (the mark adds ``xdist_group("timing")``), so two of them never compete; their summed
+        time is the floor of the suite's wall time, so a test that only waits (a Retry-After, a
+        provider's rate) but asserts nothing about time or rates stays out. Logic that
         only needs a clock takes an injected one instead (``CapacityGate(clock=...)``,
         ``LocalWindows(clock)``) and needs no mark.
     ``@pytest.mark.litellm``
@@ -120,6 +129,17 @@ def pytest_configure(config: pytest.Config) -> None:
                                 "set HERMES_DELEGATE_TEST_WITHOUT=hermes only for a pass meant to run without it.")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own answer (one worker per core)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: two workers per core. Most of the suite waits (on subprocesses, providers' latency,
+    Retry-After, rate windows), so a second worker per core fills the waits; PYTEST_XDIST_AUTO_NUM_WORKERS
+    overrides, as it does for xdist."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").strip().isdigit():
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 2 * cores
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`timing` tests share one xdist group (one worker, one at a time); tests on the loopback
@@ -129,6 +149,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("timing"))
         if "providers" in getattr(item, "fixturenames", ()) and item.get_closest_marker("litellm") is None:
             item.add_marker(pytest.mark.litellm)
+    _xdist_groups_in_node_ids(config, items)
+
+
+def _xdist_groups_in_node_ids(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """What `--dist loadgroup` needs on an xdist worker: each grouped test's node id ends in `@GROUP`.
+    pytest-xdist 3.8 appends it to `item._nodeid`, which pytest 9.2 no longer reads (the id is
+    `str(item._id)`), so every group was silently spread over all workers; set it where pytest reads it.
+    Does nothing where xdist's own suffix already shows (a fixed pytest-xdist)."""
+    if not getattr(config.option, "loadgroup", False) or not hasattr(config, "workerinput"):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # an older pytest: xdist's own suffix works there
+        return
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)  # type: ignore[attr-defined]
 
 
 __all__ = ["LOOPBACK_KEY", "LoopbackPair", "loopback_config", "loopback_dict", "SECRET_ENV_NAMES"]

@@ -66,9 +66,13 @@ def hook_events(home: Path) -> list[dict[str, Any]]:
 
 def run_scenario(home: Path, *, parent_url: str | None = None, conversations: Sequence[Mapping[str, Any]] = (),
                  timeout: float = 120, probe_only: bool = False, break_hermes: bool = False,
-                 exit_after_s: float | None = None) -> dict[str, Any]:
+                 exit_after_s: float | None = None, fresh: bool = False) -> dict[str, Any]:
     """exit_after_s: instead of conversations, build one agent, wait that long and exit; the names of
-    the plugin's threads still alive after its atexit handler land in HOME/exit-threads.json."""
+    the plugin's threads still alive after its atexit handler land in HOME/exit-threads.json.
+
+    The scenario runs in a warm Python (helpers.warm_command: litellm and openai already imported, ~2 s
+    of CPU less); fresh=True runs it in a new interpreter, for a test of what importing hermes pulls in
+    (`litellm_after_import`, `pydantic_after_import` are True in a warm one)."""
     spec = {"home": str(home), "parent_url": parent_url, "conversations": list(conversations),
             "probe_only": probe_only, "break_hermes": break_hermes, "out": str(home / "scenario-out.json"),
             "exit_after_s": exit_after_s}
@@ -80,7 +84,14 @@ def run_scenario(home: Path, *, parent_url: str | None = None, conversations: Se
     # a hang prints every thread's stack (faulthandler) and exits before our own timeout, so the
     # failure shows where it stopped instead of a bare TimeoutExpired
     env["HD_SCENARIO_DUMP_AFTER_S"] = str(max(5.0, timeout - 15))
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(spec_path)], env=env,
+    script = Path(__file__).resolve()
+    if fresh:
+        cmd = [sys.executable, str(script), str(spec_path)]
+    else:
+        from helpers import warm_command
+
+        cmd = warm_command(script, spec_path)
+    proc = subprocess.run(cmd, env=env,
                           cwd=str(home), capture_output=True, text=True, timeout=timeout)
     out_path = Path(spec["out"])
     if proc.returncode != 0 or not out_path.exists():

@@ -27,7 +27,7 @@ import yaml
 
 from conftest import LOOPBACK_KEY, LoopbackPair, loopback_config, loopback_dict
 from hermes_delegate import DelegateTools, Delegator, config_from_dict
-from helpers import PROXY_KEY, free_port, in_ci, require_proxy, stop_process
+from helpers import PROXY_KEY, free_port, in_ci, proxy_command, require_proxy, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = str(ROOT / ".venv" / "bin" / "hermes-delegate")
@@ -63,7 +63,8 @@ def proxy(providers: LoopbackPair, tmp_path_factory: pytest.TempPathFactory) -> 
            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
            "PROXY_MASTER_KEY": PROXY_KEY, "UPSTREAM_KEY": UPSTREAM_KEY}
     port, log_path = free_port(), work / "proxy.log"
-    proc = subprocess.Popen([binary, "--config", str(work / "config.yaml"), "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen(proxy_command(binary, "--config", str(work / "config.yaml"), "--host", "127.0.0.1",
+                                          "--port", str(port)),
                             stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=work)
     try:
         yield answering(f"http://127.0.0.1:{port}", proc, log_path)
@@ -97,6 +98,7 @@ def delegate(tools: DelegateTools, **models: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("proxy")  # one worker starts the real proxies (tests/helpers.proxy_command)
 def test_remote_mode_refuses_every_name_that_is_not_a_proxy_group(proxy: str, providers: LoopbackPair,
                                                                    monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
@@ -121,6 +123,7 @@ def test_remote_mode_refuses_every_name_that_is_not_a_proxy_group(proxy: str, pr
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("proxy")  # one worker starts the real proxies (tests/helpers.proxy_command)
 def test_remote_mode_reaches_groups_aliases_and_the_proxys_wildcard_routes(proxy: str, providers: LoopbackPair,
                                                                             monkeypatch: pytest.MonkeyPatch):
     out = delegate(remote_tools(proxy, monkeypatch), tier="small", alias="quick", group="fast",
@@ -136,6 +139,7 @@ def test_remote_mode_reaches_groups_aliases_and_the_proxys_wildcard_routes(proxy
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("proxy")  # one worker starts the real proxies (tests/helpers.proxy_command)
 def test_remote_allow_direct_is_explicit(proxy: str, monkeypatch: pytest.MonkeyPatch):
     tools = remote_tools(proxy, monkeypatch, allow_direct=True)
     checked = json.loads(tools.list_models_sync({"model": "haiku"}))

@@ -143,7 +143,8 @@ def test_stateless_session_runs_synchronously_and_parent_finishes_on_result(tmp_
                                                   "max_iterations": 3}}, tool="delegate_task")
     home = _home(tmp_path, _block(providers))
     out = run_scenario(home, parent_url=parent.base_url,
-                       conversations=[_conv("run:sync", stateless=True, wait_warm=True)])
+                       conversations=[_conv("run:sync", stateless=True, wait_warm=True)],
+                       fresh=True)  # what the import pulls in, and what the warm-up adds
     conv = out["conversations"][0]
     # warmed in the background once hermes built the agent: litellm imported, Router built, no request yet
     assert out["litellm_after_import"] is False

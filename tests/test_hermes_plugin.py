@@ -90,7 +90,7 @@ def test_registration_is_light_and_loads_in_both_forms(tmp_path: Path, form: str
         manifest = dest / "plugin.yaml"
         manifest.write_text(manifest.read_text().replace("name: hermes-delegate", "name: hermes-delegate-dev"))
         key = "hermes-delegate-dev"
-    out = run_scenario(home, probe_only=True, timeout=60)
+    out = run_scenario(home, probe_only=True, timeout=60, fresh=True)  # what the import pulls in
     mine = [p for p in out["plugins"] if p["key"] == key]
     assert mine and mine[0]["enabled"] and not mine[0]["error"], out["plugins"]
     assert out["registered"] == {"delegate_tasks": None, "list_models": "hermes-delegate"}  # no second tool

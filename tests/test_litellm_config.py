@@ -216,6 +216,7 @@ def test_an_unset_reference_in_router_settings_is_a_config_error(tmp_path: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("proxy")  # one worker starts the real proxies (tests/helpers.proxy_command)
 def test_the_real_litellm_proxy_and_hermes_delegate_read_the_same_file_alike(tmp_path: Path,
                                                                              providers: LoopbackPair):
     """include + general_settings (+ environment_variables for hermes-delegate) in one file: the real
@@ -225,7 +226,7 @@ def test_the_real_litellm_proxy_and_hermes_delegate_read_the_same_file_alike(tmp
     import subprocess
     import urllib.request
 
-    from helpers import require_proxy
+    from helpers import proxy_command, require_proxy
 
     binary = require_proxy()  # skipped locally, FAILS under CI=true
     a, b = providers.alpha, providers.beta
@@ -253,8 +254,8 @@ def test_the_real_litellm_proxy_and_hermes_delegate_read_the_same_file_alike(tmp
            **doc["environment_variables"]}
     log_path = tmp_path / "proxy.log"
     with open(log_path, "wb") as logf:
-        proc = subprocess.Popen([binary, "--config", str(tmp_path / "proxy" / "config.yaml"), "--host", "127.0.0.1",
-                                 "--port", str(port)], stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        proc = subprocess.Popen(proxy_command(binary, "--config", str(tmp_path / "proxy" / "config.yaml"), "--host", "127.0.0.1",
+                                 "--port", str(port)), stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120

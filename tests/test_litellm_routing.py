@@ -289,6 +289,7 @@ def _hits(providers: LoopbackPair) -> list[tuple[str, str | None]]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("proxy")  # one worker starts the real proxies (tests/helpers.proxy_command)
 def test_real_proxy_routes_the_same_names_to_the_same_deployments(providers: LoopbackPair, tmp_path):
     import os
     import subprocess
@@ -298,7 +299,7 @@ def test_real_proxy_routes_the_same_names_to_the_same_deployments(providers: Loo
     import json as _json
 
     import yaml
-    from helpers import PROXY_KEY, free_port as _free_port, require_proxy
+    from helpers import PROXY_KEY, free_port as _free_port, proxy_command, require_proxy
 
     binary = require_proxy()  # skipped locally, FAILS under CI=true
     data = _parity_config(providers)
@@ -315,8 +316,8 @@ def test_real_proxy_routes_the_same_names_to_the_same_deployments(providers: Loo
            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_PROXY": "127.0.0.1,localhost",
            "no_proxy": "127.0.0.1,localhost", "PROXY_MASTER_KEY": PROXY_KEY}
     with open(tmp_path / "proxy.log", "wb") as logf:
-        proc = subprocess.Popen([binary, "--config", str(tmp_path / "config.yaml"), "--host", "127.0.0.1",
-                                 "--port", str(port)], stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        proc = subprocess.Popen(proxy_command(binary, "--config", str(tmp_path / "config.yaml"), "--host", "127.0.0.1",
+                                 "--port", str(port)), stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120  # start-up wait only; nothing is asserted about time

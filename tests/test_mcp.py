@@ -547,8 +547,9 @@ def leaf_errors(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+@pytest.mark.xdist_group("proxy")  # one worker starts the real proxies (tests/helpers.proxy_command)
 def test_through_a_real_litellm_proxy_mcp_gateway(pair, tmp_path):
-    from helpers import require_proxy
+    from helpers import proxy_command, require_proxy
 
     binary = require_proxy()
     alpha, beta = pair
@@ -563,8 +564,8 @@ def test_through_a_real_litellm_proxy_mcp_gateway(pair, tmp_path):
     (tmp_path / "proxy.yaml").write_text(yaml.safe_dump(proxy_cfg), encoding="utf-8")
     port = free_port()
     proxy_log = tmp_path / "proxy.log"
-    proc = subprocess.Popen([binary, "--config", str(tmp_path / "proxy.yaml"), "--host", "127.0.0.1",
-                             "--port", str(port)], env={**server_env(log), "PROXY_MASTER_KEY": PROXY_KEY,
+    proc = subprocess.Popen(proxy_command(binary, "--config", str(tmp_path / "proxy.yaml"), "--host", "127.0.0.1",
+                             "--port", str(port)), env={**server_env(log), "PROXY_MASTER_KEY": PROXY_KEY,
                                                          "HD_MCP_TOKEN": token, "HOME": str(tmp_path)},
                             stdout=proxy_log.open("wb"), stderr=subprocess.STDOUT, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"

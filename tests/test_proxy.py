@@ -32,7 +32,7 @@ from hermes_delegate.routing._litellm import import_litellm
 from hermes_delegate.loopback import LoopbackProvider, closed_port_url
 from hermes_delegate.sources.groups import resolver_for
 from hermes_delegate.sources.remote_proxy import fetch_groups
-from helpers import PROXY_KEY, free_port, require_proxy
+from helpers import PROXY_KEY, free_port, proxy_command, require_proxy
 
 pytestmark = pytest.mark.litellm
 
@@ -355,8 +355,8 @@ def real_proxy(providers: LoopbackPair, tmp_path_factory: pytest.TempPathFactory
            "no_proxy": "127.0.0.1,localhost", "PROXY_MASTER_KEY": PROXY_KEY, **UPSTREAM_KEYS}
     log_path = work / "proxy.log"
     with open(log_path, "wb") as logf:
-        proc = subprocess.Popen([binary, "--config", str(work / "config.yaml"), "--host", "127.0.0.1",
-                                 "--port", str(port)], stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=work)
+        proc = subprocess.Popen(proxy_command(binary, "--config", str(work / "config.yaml"), "--host", "127.0.0.1",
+                                 "--port", str(port)), stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=work)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -382,6 +382,7 @@ def real_proxy(providers: LoopbackPair, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("proxy")  # one worker starts the real proxies (tests/helpers.proxy_command)
 def test_real_litellm_proxy_remote_mode(real_proxy: str, providers: LoopbackPair, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("LITELLM_PROXY_API_KEY", PROXY_KEY)
     cfg = config_from_dict({"delegation": {"model": "gpt-4o", "aliases": {"small": "vllm-models"}},
@@ -411,6 +412,7 @@ def test_real_litellm_proxy_remote_mode(real_proxy: str, providers: LoopbackPair
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("proxy")  # one worker starts the real proxies (tests/helpers.proxy_command)
 def test_real_litellm_proxy_refuses_a_wrong_key(real_proxy: str, monkeypatch: pytest.MonkeyPatch):
     wrong = "sk-wrong-proxy-key-0123456789"
     monkeypatch.setenv("LITELLM_PROXY_API_KEY", wrong)

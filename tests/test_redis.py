@@ -26,7 +26,8 @@ import pytest
 from hermes_delegate.loopback import LoopbackProvider
 from helpers import free_port, max_in_window, run_together, start_redis, stop_process
 
-pytestmark = [pytest.mark.litellm, pytest.mark.slow, pytest.mark.timing]  # litellm's Redis; rates between processes
+pytestmark = [pytest.mark.litellm, pytest.mark.slow]  # litellm's Redis
+timing = pytest.mark.timing  # rates between processes, a Redis stop mid-batch, the order of paced sends
 
 R = 5  # provider limit: requests per sliding second
 N_PER_PROCESS = 15
@@ -88,6 +89,7 @@ def _run_two(provider: LoopbackProvider, redis_port: int | None, tmp_path: Path)
     return [json.loads(o) for o in outs]
 
 
+@timing
 def test_two_processes_share_one_rate_limit_through_redis(limited_provider: LoopbackProvider, redis_port: int,
                                                           tmp_path: Path):
     outs = _run_two(limited_provider, redis_port, tmp_path)
@@ -107,6 +109,7 @@ def test_two_processes_share_one_rate_limit_through_redis(limited_provider: Loop
     assert all(o["gate_waits"] > 0 for o in outs), outs
 
 
+@timing
 def test_without_redis_two_processes_overload_the_provider(limited_provider: LoopbackProvider, tmp_path: Path):
     outs = _run_two(limited_provider, None, tmp_path)
     stats = limited_provider.stats()
@@ -129,6 +132,7 @@ def _delegator(provider: LoopbackProvider, port: int, rps: int) -> Any:
     return Delegator(config_from_dict(cfg, source="(redis test)"))
 
 
+@timing
 def test_redis_going_away_mid_batch_is_a_typed_error_and_nothing_is_sent(tmp_path: Path,
                                                                           caplog: pytest.LogCaptureFixture,
                                                                           capfd: pytest.CaptureFixture[str]):
@@ -175,6 +179,7 @@ def test_redis_going_away_mid_batch_is_a_typed_error_and_nothing_is_sent(tmp_pat
 
 
 def test_redis_down_from_the_start_fails_every_task_typed_without_tracebacks(tmp_path: Path):
+    # not `timing`: nothing listens on the port, so nothing here depends on how fast anything runs
     port = free_port()  # nothing listens there
     with LoopbackProvider("limited", rps=R, latency_s=0.05).start() as provider:
         cfg = _config(provider, port, f"t{os.getpid()}-{time.time_ns()}")
@@ -192,6 +197,7 @@ def test_redis_down_from_the_start_fails_every_task_typed_without_tracebacks(tmp
     assert "never retrieved" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
+@timing
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
 def test_queue_order_does_not_depend_on_where_the_windows_live(redis_port: int, shared: bool):
     from hermes_delegate import Task

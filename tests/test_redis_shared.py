@@ -20,7 +20,7 @@ import pytest
 from hermes_delegate.loopback import LoopbackProvider
 from helpers import run_together
 
-pytestmark = pytest.mark.timing  # rates and windows shared between processes
+timing = pytest.mark.timing  # rates and windows shared between processes
 
 WORKER = textwrap.dedent('''
     import json, os, sys
@@ -78,6 +78,7 @@ def provider() -> Iterator[LoopbackProvider]:
         yield p
 
 
+@timing
 @pytest.mark.slow
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "no-redis"])
 def test_max_parallel_is_one_limit_across_processes(provider: LoopbackProvider, redis_port: int, shared: bool,
@@ -96,6 +97,7 @@ def test_max_parallel_is_one_limit_across_processes(provider: LoopbackProvider, 
         assert "429" in [s for o in outs for s in o["statuses"]]
 
 
+@timing
 @pytest.mark.slow
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "no-redis"])
 def test_a_learned_token_limit_is_one_budget_across_processes(provider: LoopbackProvider, redis_port: int,
@@ -115,6 +117,7 @@ def test_a_learned_token_limit_is_one_budget_across_processes(provider: Loopback
         assert stats["429"] > 2, stats
 
 
+# not `timing`: what the headers stated, read back; no rate or time is asserted
 @pytest.mark.slow
 def test_limits_learned_by_one_process_are_known_to_the_next_and_to_the_cli(
         provider: LoopbackProvider, redis_port: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -142,6 +145,7 @@ def test_limits_learned_by_one_process_are_known_to_the_next_and_to_the_cli(
 
 
 
+@timing
 @pytest.mark.slow
 def test_a_pace_adapted_on_429s_is_where_the_next_process_starts(provider: LoopbackProvider, redis_port: int,
                                                                  tmp_path: Path) -> None:
@@ -171,6 +175,7 @@ def _stores(redis_port: int, n: int = 2) -> list[Any]:
     return [RedisWindows(port=redis_port) for _ in range(n)]
 
 
+@timing
 def test_capacity_that_frees_goes_to_the_process_that_waited_longest(redis_port: int,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
@@ -200,6 +205,7 @@ def test_capacity_that_frees_goes_to_the_process_that_waited_longest(redis_port:
     asyncio.run(go())
 
 
+@timing
 def test_a_parallel_slot_of_a_process_that_died_frees_when_its_lease_ends(redis_port: int,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
@@ -233,6 +239,7 @@ def test_a_parallel_slot_of_a_process_that_died_frees_when_its_lease_ends(redis_
     asyncio.run(go())
 
 
+@timing
 def test_a_configured_token_window_is_one_budget_across_processes(redis_port: int) -> None:
     import asyncio
 
@@ -253,6 +260,7 @@ def test_a_configured_token_window_is_one_budget_across_processes(redis_port: in
     asyncio.run(go())
 
 
+@timing
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
 def test_a_request_counted_as_sent_earlier_leaves_the_window_earlier(redis_port: int, shared: bool) -> None:
     """What a pace set on a 429 starts from: the sends the provider still counts, at their own times."""
@@ -275,6 +283,7 @@ def test_a_request_counted_as_sent_earlier_leaves_the_window_earlier(redis_port:
     asyncio.run(go())
 
 
+@timing
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
 def test_a_window_admits_evenly_spaced_never_a_burst(redis_port: int, shared: bool) -> None:
     """L = 4 per 1 s: the second request waits W/L = 0.25 s after the first (a burst of four, stamped at
@@ -312,6 +321,7 @@ def test_a_window_admits_evenly_spaced_never_a_burst(redis_port: int, shared: bo
     asyncio.run(go())
 
 
+@timing
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
 def test_the_spacing_keeps_its_schedule_when_sends_are_late(redis_port: int, shared: bool) -> None:
     """L = 4 per 1 s (W/L = 0.25 s): a request restamped when it finally leaves, or a waiter woken a

@@ -22,7 +22,7 @@ from helpers import max_in_window
 from hermes_delegate import Delegator, Task, config_from_dict
 from hermes_delegate.loopback import LoopbackProvider, start_providers
 
-pytestmark = pytest.mark.timing  # rates and windows a provider observed
+timing = pytest.mark.timing  # rates and windows a provider observed
 
 R = 3  # requests per second each provider admits
 
@@ -84,6 +84,7 @@ def log(result: Any) -> list[tuple[str | None, str]]:
 
 
 # -- rpm / max_parallel_requests: sent only when there is capacity ------------------------------
+@timing
 def test_no_deployment_exceeds_its_rpm(trio: Trio):
     for p in trio:
         p.rps, p.latency_s = R, 0.05
@@ -116,6 +117,7 @@ def fresh_trio() -> Iterator[Trio]:
         yield Trio(list(ps))
 
 
+@timing
 def test_every_paced_request_is_counted_again_when_it_reaches_the_wire(fresh_trio: Trio):
     """The rpm window counts a request from when litellm hands it to the HTTP client (its pre-API-call
     log point), not only from the deployment hook before litellm builds it: at a batch's start that
@@ -144,6 +146,7 @@ def test_every_paced_request_is_counted_again_when_it_reaches_the_wire(fresh_tri
     assert gate._unwired == {}
 
 
+@timing
 def test_without_rpm_the_same_batch_overloads_the_providers(trio: Trio):
     """Control for the test above: the limit is kept by the queue, not by luck (and with limits not
     learned from the providers' headers either: tests/test_learned_limits.py)."""
@@ -155,6 +158,7 @@ def test_without_rpm_the_same_batch_overloads_the_providers(trio: Trio):
     assert max(max_in_window([r.time for r in p.requests]) for p in trio) > R
 
 
+@timing
 def test_max_parallel_requests_respected(trio: Trio):
     p, n_par = trio[0], 3
     p.latency_s, p.max_concurrent = 0.25, n_par  # the provider itself 429s a 4th concurrent request
@@ -168,6 +172,7 @@ def test_max_parallel_requests_respected(trio: Trio):
     assert all(log(r) == [("g-par", "ok")] for r in batch.results)
 
 
+@timing
 def test_router_default_max_parallel_requests_respected(trio: Trio):
     p = trio[0]
     p.latency_s, p.max_concurrent = 0.2, 2
@@ -178,6 +183,7 @@ def test_router_default_max_parallel_requests_respected(trio: Trio):
 
 
 # -- 429: Retry-After, another deployment, fallbacks, bounded retries ---------------------------
+@timing
 @pytest.mark.parametrize("num_retries", [1, 2], ids=["one-retry", "two-retries"])
 def test_429_retry_after_waited_out_on_single_deployment(trio: Trio, num_retries: int):
     """The Router's retry waits the Retry-After (the only retry layer: docs/litellm.md)."""
@@ -197,6 +203,7 @@ def test_429_retry_after_waited_out_on_single_deployment(trio: Trio, num_retries
     assert r.deployment.deployment_id == "solo-1"
 
 
+@timing
 def test_fractional_retry_after_honoured_by_router_retries(trio: Trio):
     p = trio[0]
     p.retry_after = 1.5
@@ -207,6 +214,7 @@ def test_fractional_retry_after_honoured_by_router_retries(trio: Trio):
     assert r.attempts[1].wait_s >= 1.5 * 0.95, r.attempts
 
 
+@timing
 def test_429_retried_on_another_deployment_of_the_group(trio: Trio):
     a, b = trio[0], trio[1]
     a.retry_after = 5.0
@@ -222,6 +230,7 @@ def test_429_retried_on_another_deployment_of_the_group(trio: Trio):
     assert r.to_dict()["attempt_log"][0]["deployment"]["deployment_id"] == "pair-a"
 
 
+@timing
 def test_429_deployment_blocked_for_retry_after_while_others_serve(trio: Trio):
     """A batch on a group where one deployment 429s: everything lands on the others, and the
     429'd one is not hammered while its Retry-After runs (at most one 429 per task)."""
@@ -237,6 +246,7 @@ def test_429_deployment_blocked_for_retry_after_while_others_serve(trio: Trio):
     assert sum(1 for r in batch.results for st in log(r) if st == ("grp-s1", "429")) == a.stats()["429"]
 
 
+# not `timing`: it waits a Retry-After but asserts only which deployments were tried
 @pytest.mark.parametrize(("fault", "num_retries"), [("503", 1), ("429", 0)])
 def test_fallback_to_another_group(trio: Trio, fault: str, num_retries: int):
     a, b = trio[0], trio[1]
@@ -253,6 +263,7 @@ def test_fallback_to_another_group(trio: Trio, fault: str, num_retries: int):
     assert a.stats()["ok"] == 0 and b.stats()["ok"] == 1
 
 
+# not `timing`: it waits litellm's backoff and asserts lower bounds (a sleep is never early) and a 30 s cap
 def test_rate_limit_retries_are_bounded(trio: Trio):
     p = trio[0]
     p.retry_after = 0.1
@@ -301,6 +312,7 @@ def bad_request_server() -> Iterator[tuple[str, list[str]]]:
         srv.server_close()
 
 
+@timing
 def test_non_retryable_error_is_not_retried(bad_request_server: tuple[str, list[str]]):
     url, hits = bad_request_server
     d = delegator([{"model_name": "strict", "model_info": {"id": "strict-1"},
@@ -316,6 +328,7 @@ def test_non_retryable_error_is_not_retried(bad_request_server: tuple[str, list[
     assert time.monotonic() - t0 < 5
 
 
+@timing
 def test_a_task_timeout_is_never_swallowed_by_a_queue_wakeup():
     """A queued task whose timeout fires in the same loop turn as the wake-up it waited for must still be
     cancelled (asyncio.wait_for on 3.11 returned the result and dropped the cancellation: the task then
@@ -340,6 +353,7 @@ def test_a_task_timeout_is_never_swallowed_by_a_queue_wakeup():
     assert asyncio.run(race()) == "cancelled"
 
 
+@timing
 def test_a_task_timed_out_in_the_queue_says_what_held_it(trio: Trio):
     """rpm 1 on the only deployment: the second task waits a minute for its window, so its 1 s timeout
     comes first. Its error says that nothing was sent and which deployment held it, and no request left."""

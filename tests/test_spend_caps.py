@@ -270,3 +270,58 @@ def test_daily_cap_follows_the_configured_calendar():
     t = 1_767_225_600.0 - 1800  # 2025-12-31 23:30 UTC: already 2026-01-01 in Tokyo
     assert period_keys(t, "UTC") == ("day:2025-12-31", "month:2025-12")
     assert period_keys(t, "Asia/Tokyo") == ("day:2026-01-01", "month:2026-01")
+
+
+def test_a_reservation_refused_while_the_others_settle_asks_again():
+    """The batch's two other tasks settle (far below their holds) while the third task's reservation is on
+    its way to the store, which refuses it on what it held before: the third asks again and runs. (Before,
+    it found nothing in flight and was skipped: test_a_spent_scope_refuses_before_anything_is_sent
+    failed so under load, the third of three tasks `skipped_budget` with the cap 2.5 holds.)"""
+    import asyncio
+    from types import SimpleNamespace
+
+    from hermes_delegate.core.caps import BudgetSettings
+    from hermes_delegate.spend.account import SpendAccount
+
+    class Store:
+        """Holds and spent in memory; a refusal is answered only after `release` (the others settled)."""
+        where = "(test store)"
+
+        def __init__(self) -> None:
+            self.holds: dict[str, float] = {}
+            self.spent = 0.0
+            self.release = asyncio.Event()
+            self.refusals = 0
+
+        async def reserve(self, hold_id: str, owner: str, scopes: list[Any], amount: float, lease_s: float):
+            held = sum(self.holds.values())
+            if self.spent + held + amount > scopes[0].cap_usd:
+                self.refusals += 1
+                await self.release.wait()
+                return scopes[0], self.spent, held
+            self.holds[hold_id] = amount
+            return None
+
+        async def settle(self, hold_id: str | None, keys: list[str], usd: float, unknown: bool, row: Any) -> None:
+            self.holds.pop(hold_id or "", None)
+            self.spent += usd
+
+        async def renew(self, ids: list[str], lease_s: float) -> None:
+            pass
+
+    async def go() -> tuple[str | None, int]:
+        store = Store()
+        account = SpendAccount(call_cap=None, settings=BudgetSettings(daily_usd=2.5), store=store)
+        assert await account.reserve(0, 1.0) is None and await account.reserve(1, 1.0) is None
+        third = asyncio.ensure_future(account.reserve(2, 1.0))
+        while store.refusals == 0:  # the third's reservation has reached the store
+            await asyncio.sleep(0)
+        for i in (0, 1):
+            await account.settle(i, 1.0, SimpleNamespace(index=i, status="completed", cost_usd=0.01, attempts=[]),
+                                 sent=True, ledger=False)
+        store.release.set()
+        return await asyncio.wait_for(third, 10), store.refusals
+
+    refused, refusals = asyncio.run(asyncio.wait_for(go(), 30))
+    assert refused is None, refused
+    assert refusals == 1

@@ -43,6 +43,8 @@ class SpendAccount:
         self.lease_s = settings.lease_s
         self._holds: dict[int, tuple[str, list[str]]] = {}  # task index -> (hold id, scope keys)
         self._changed = asyncio.Event()
+        self._settling = 0  # settlements under way (their holds already popped, the store not yet told)
+        self._settled = 0  # settlements done: a reservation refused across one asks again
         self._renewer: asyncio.Task[None] | None = None
         self.spent_usd = 0.0
         self.unknown = 0
@@ -58,7 +60,7 @@ class SpendAccount:
         return scopes_for(self.settings, now=time.time(), session=self.session, session_cap=self.session_cap)
 
     def _in_flight(self) -> bool:
-        return bool(self._holds) or (self.budget is not None and self.budget.in_flight)
+        return bool(self._holds) or self._settling > 0 or (self.budget is not None and self.budget.in_flight)
 
     async def reserve(self, index: int, amount: float | None) -> str | None:
         """Hold a task's reservation in every scope; None when held, else why it is not started."""
@@ -75,6 +77,7 @@ class SpendAccount:
                 self._holds[index] = ("", [])
                 return None
             hold_id = uuid.uuid4().hex
+            settled = self._settled
             try:
                 refused = await self.store.reserve(hold_id, OWNER, scopes, amount, self.lease_s)
             except Exception as exc:  # noqa: BLE001 - a cap that cannot be checked is not passed
@@ -89,6 +92,8 @@ class SpendAccount:
             if self.budget is not None:
                 self.budget.settle(amount, 0.0)
             scope, spent, held = refused
+            if self._settled != settled:  # a task settled while the store answered: it may fit now
+                continue
             if not self._in_flight():
                 return (f"Not started: the {scope.label} of ${scope.cap_usd:g} would be passed (spent "
                         f"${spent:.6f}, ${held:.6f} held by running tasks; this task reserves ${amount:.6f}).")
@@ -114,6 +119,17 @@ class SpendAccount:
         result's cost, release its holds, and write its ledger row: one commit."""
         reserved = reserved or 0.0
         held = self._holds.pop(index, None)
+        self._settling += 1
+        try:
+            await self._settle(index, reserved, held, res, sent=sent, ledger=ledger)
+        finally:
+            self._settling -= 1
+            self._settled += 1
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def _settle(self, index: int, reserved: float, held: tuple[str, list[str]] | None, res: Any, *,
+                      sent: bool, ledger: bool) -> None:
         charge = settle_amount(status=res.status, cost_usd=res.cost_usd, attempts=res.attempts,
                                reserved=reserved, sent=sent)
         if res.status != "completed" and charge.cost_usd is not None and charge.cost_usd > 0:
@@ -137,8 +153,6 @@ class SpendAccount:
                 await self.store.settle(hold_id or None, keys, charge.usd, charge.cost_usd is None, row)
             except Exception as exc:  # noqa: BLE001 - the result is never lost to the ledger; the hold lapses
                 await self._spool(res.index, keys, charge, row, exc)
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     async def _spool(self, index: int, keys: list[str], charge: Any, row: dict[str, Any] | None,
                      exc: BaseException) -> None:

@@ -12,6 +12,7 @@ Subprocess:   python tests/hermes_helpers.py SPEC.json  (see _main)
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -38,6 +39,10 @@ def register(ctx):
 
 
 # -- pytest side --------------------------------------------------------------------------------
+def _append_printed(lines: list[str], *a: Any, **_k: Any) -> None:
+    lines.append(" ".join(str(x) for x in a))
+
+
 def make_home(root: Path, block: Mapping[str, Any] | None, *, enabled: Sequence[str] = ("hermes-delegate",),
               extra: Mapping[str, Any] | None = None, builtin: bool = False) -> Path:
     """A HERMES_HOME with config.yaml enabling `enabled` plus a hook-probe plugin.
@@ -257,11 +262,14 @@ def _main(spec_path: str) -> None:
         if conv.get("parent_depth") is not None:
             agent._delegate_depth = conv["parent_depth"]
         lines: list[str] = []
-        agent._print_fn = lambda *a, **k: lines.append(" ".join(str(x) for x in a))
+        agent._print_fn = functools.partial(_append_printed, lines)  # this conversation's lines, not a later one's
         trigger = conv.get("interrupt_on_line")
         interrupted_at: list[float] = []
         if trigger:
-            def watch() -> None:
+            # this conversation's objects are bound as arguments: a watcher outliving its conversation
+            # must not read (and interrupt) the next one's
+            def watch(agent: Any, conv: dict[str, Any], lines: list[str], trigger: str,
+                      interrupted_at: list[float]) -> None:
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
                     if any(trigger in ln for ln in lines):
@@ -273,14 +281,14 @@ def _main(spec_path: str) -> None:
                         agent.interrupt("test: stop")
                         return
                     time.sleep(0.02)
-            threading.Thread(target=watch, daemon=True).start()
+            threading.Thread(target=watch, args=(agent, conv, lines, trigger, interrupted_at), daemon=True).start()
         if conv.get("stateless"):  # like `hermes -z`: no late background completion possible
             from gateway.session_context import declare_stateless_channel
 
             declare_stateless_channel()
         bg_trigger = conv.get("interrupt_background_on_line")
         if bg_trigger:
-            def stop_background() -> None:
+            def stop_background(conv: dict[str, Any], lines: list[str], bg_trigger: str) -> None:
                 from tools.async_delegation import interrupt_all
 
                 deadline = time.monotonic() + 60
@@ -293,7 +301,7 @@ def _main(spec_path: str) -> None:
                         interrupt_all("test: /stop")
                         return
                     time.sleep(0.02)
-            threading.Thread(target=stop_background, daemon=True).start()
+            threading.Thread(target=stop_background, args=(conv, lines, bg_trigger), daemon=True).start()
         start = time.perf_counter()
         res = agent.run_conversation(conv["user"], task_id=f"task-{len(out['conversations'])}")
         end = time.perf_counter()

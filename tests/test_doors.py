@@ -77,7 +77,7 @@ def answering(url: str, proc: subprocess.Popen[bytes], log_path: Path, within_s:
     deadline = time.monotonic() + within_s
     while proc.poll() is None and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/health/liveliness", timeout=1) as resp:
+            with urllib.request.urlopen(f"{url}/health/liveliness", timeout=1):
                 return url
         except OSError:
             time.sleep(0.25)

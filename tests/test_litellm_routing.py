@@ -189,11 +189,11 @@ def test_a_provider_flag_key_that_is_unset_is_refused_and_nothing_is_sent(
         providers: LoopbackPair, sentinel, monkeypatch: pytest.MonkeyPatch):
     """`--provider nous` names its own key variable (NOUS_API_KEY): unset, planning refuses the task,
     instead of sending `Authorization: Bearer os.environ/NOUS_API_KEY` to the provider."""
-    from hermes_delegate.core import providers as P
+    from hermes_delegate.core import providers as core_providers
 
     capture = providers.alpha  # stands in for Nous' endpoint: must receive nothing
-    monkeypatch.setitem(P._HERMES_SLUGS, "nous", P.ProviderInfo("nous", "openai", api_base=capture.base_url,
-                                                                key_env="NOUS_API_KEY"))
+    monkeypatch.setitem(core_providers._HERMES_SLUGS, "nous",
+                        core_providers.ProviderInfo("nous", "openai", api_base=capture.base_url, key_env="NOUS_API_KEY"))
     monkeypatch.delenv("NOUS_API_KEY", raising=False)
     with pytest.raises(BatchValidationError) as info:
         _run(_config([]), "hermes-4 --provider nous")

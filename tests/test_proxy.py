@@ -417,6 +417,6 @@ def test_real_litellm_proxy_refuses_a_wrong_key(real_proxy: str, monkeypatch: py
     wrong = "sk-wrong-proxy-key-0123456789"
     monkeypatch.setenv("LITELLM_PROXY_API_KEY", wrong)
     with pytest.raises(ProviderError) as info:
-        resolver_for(config_from_dict({"remote": {"base_url": real_proxy}})).groups
+        _ = resolver_for(config_from_dict({"remote": {"base_url": real_proxy}})).groups
     assert wrong not in str(info.value) and "$LITELLM_PROXY_API_KEY" in info.value.hint
     assert info.value.status_code in (400, 401, 403)

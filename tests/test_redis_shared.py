@@ -224,7 +224,7 @@ def test_a_parallel_slot_of_a_process_that_died_frees_when_its_lease_ends(redis_
         dead._renewer.cancel()  # it dies holding the slot: no release, no renewal
         assert await alive.admit(key, Ask("l0", parallel=1)) > 0
         t0 = time.monotonic()
-        while (wait := await alive.admit(key, Ask("l0", parallel=1))) > 0:  # until the dead lease ends
+        while await alive.admit(key, Ask("l0", parallel=1)) > 0:  # until the dead lease ends
             assert time.monotonic() - t0 < 10 * lease_s, "the dead process's slot never freed"
             await asyncio.sleep(0.02)
         assert time.monotonic() - t0 >= lease_s - 0.05, "freed before the lease ended"

@@ -98,7 +98,7 @@ def test_no_deployment_exceeds_its_rpm(trio: Trio):
     # load the time from admission to the wire varies by more than the 60 ms pad (seen with three
     # suites at once on 2 CPUs), and the provider then turns one away; its retry absorbs it.
     assert sum(s["429"] for s in stats) <= 1, stats
-    for p, s in zip(trio, stats):
+    for p, s in zip(trio, stats, strict=True):
         assert s["max_rps_observed"] <= R, (p.name, s)
         assert max_in_window([r.time for r in p.requests]) <= R + 1, p.name  # sent, not only admitted
     # every deployment of the group took part, and each result names the one that served it

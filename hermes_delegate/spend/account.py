@@ -121,15 +121,15 @@ class SpendAccount:
         held = self._holds.pop(index, None)
         self._settling += 1
         try:
-            await self._settle(index, reserved, held, res, sent=sent, ledger=ledger)
+            await self._settle(reserved, held, res, sent=sent, ledger=ledger)
         finally:
             self._settling -= 1
             self._settled += 1
             self._changed.set()
             self._changed = asyncio.Event()
 
-    async def _settle(self, index: int, reserved: float, held: tuple[str, list[str]] | None, res: Any, *,
-                      sent: bool, ledger: bool) -> None:
+    async def _settle(self, reserved: float, held: tuple[str, list[str]] | None, res: Any, *, sent: bool,
+                      ledger: bool) -> None:
         charge = settle_amount(status=res.status, cost_usd=res.cost_usd, attempts=res.attempts,
                                reserved=reserved, sent=sent)
         if res.status != "completed" and charge.cost_usd is not None and charge.cost_usd > 0:

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -29,8 +30,9 @@ from conftest import LOOPBACK_KEY, LoopbackPair, loopback_config, loopback_dict
 from hermes_delegate import DelegateTools, Delegator, config_from_dict
 from helpers import PROXY_KEY, free_port, in_ci, proxy_command, require_proxy, stop_process
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = str(ROOT / ".venv" / "bin" / "hermes-delegate")
+#: The `hermes-delegate` entry point of the environment running the tests (CI's second pass: .venv-newest's,
+#: on the newest litellm), not .venv's.
+BIN = str(Path(sysconfig.get_path("scripts")) / "hermes-delegate")
 UPSTREAM_KEY = "sk-upstream-doors-0123456789"
 CANARY = "sk-ant-canary-doors-0123456789"  # a key this machine holds, that remote mode must never use
 

@@ -199,10 +199,14 @@ class SqliteStore:
                 self._tx(partial(self._apply_batch, batch=[args for _, _, args in batch]))
             except BaseException as exc:  # noqa: BLE001 - handed to every waiter of this commit
                 error = exc
+            waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for loop, fut, _ in batch:
-                def done(f: asyncio.Future[None] = fut, e: BaseException | None = error) -> None:
-                    if not f.done():
-                        f.set_exception(e) if e is not None else f.set_result(None)
+                waiting.setdefault(loop, []).append(fut)
+            for loop, futs in waiting.items():  # one wake-up per loop, not per row (as above: the GIL)
+                def done(fs: list[asyncio.Future[None]] = futs, e: BaseException | None = error) -> None:
+                    for f in fs:
+                        if not f.done():
+                            f.set_exception(e) if e is not None else f.set_result(None)
                 try:
                     loop.call_soon_threadsafe(done)
                 except RuntimeError:  # that loop has closed

@@ -101,10 +101,12 @@ def scopes_for(settings: BudgetSettings, *, now: float, session: str | None,
                session_cap: float | None = None) -> list[Scope]:
     """The store scopes a task is held under right now (the call's own cap is the batch's, in memory)."""
     out: list[Scope] = []
-    day, month = period_keys(now, settings.timezone)
     cap = session_cap if session_cap is not None else settings.per_session_usd
     if cap is not None and session:
         out.append(Scope(f"session:{session}", cap, "session cap"))
+    if settings.daily_usd is None and settings.monthly_usd is None:
+        return out  # the calendar is not needed (asked for every task)
+    day, month = period_keys(now, settings.timezone)
     if settings.daily_usd is not None:
         out.append(Scope(day, settings.daily_usd, f"daily cap ({day[4:]})"))
     if settings.monthly_usd is not None:

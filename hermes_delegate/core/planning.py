@@ -163,6 +163,7 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
                         usable=lambda r: allow.allows(r) and _callable(resolver, r))
     planned: list[PlannedTask] = []
     problems: list[TaskProblem] = []
+    callable_ok: dict[int, Resolution] = {}
     for i, task in enumerate(tasks):
         model: object = task.model
         try:
@@ -178,11 +179,13 @@ def plan_batch(tasks: Sequence[Task], resolver: Resolver, settings: DelegationSe
                     hint="Summarise the context, or point the worker at a file instead of pasting it.")
             model, source = pick_model(task.model, call_model, settings.model, parent_model)
             res, auto = _resolve(model, task, resolver, settings, classify)
-            try:
-                resolver.check_callable(res)  # an unset os.environ/ key or api_base: auth, nothing is sent
-            except ProviderError as exc:  # this task's problem, listed with the others (type auth)
-                problems.append(_problem(i, model, exc))
-                continue
+            if id(res) not in callable_ok:  # one check per Resolution (the Resolver caches one per string)
+                try:
+                    resolver.check_callable(res)  # an unset os.environ/ key or api_base: auth, nothing is sent
+                except ProviderError as exc:  # this task's problem, listed with the others (type auth)
+                    problems.append(_problem(i, model, exc))
+                    continue
+                callable_ok[id(res)] = res  # (held, so its id is not reused within the batch)
             allow.check(res)
             p = PlannedTask(i, task, str(model).strip(), source, res, auto=auto)
             if pricing is not None and pricing.cap_usd is not None:

@@ -116,6 +116,8 @@ class FirstRequests(GateState):
 
     def picked(self, call_id: str, dep_id: str) -> None:
         """The Router sent this call to `dep_id`: its other reservations are free again."""
+        if call_id not in self._reserved:  # it reserved nothing (every deployment had answered)
+            return
         for other in self._reserved.pop(call_id, set()):
             st = self._state[other]
             if other == dep_id:
@@ -131,6 +133,8 @@ class FirstRequests(GateState):
 
     def unreserve(self, call_id: str) -> None:
         """The call is over (answered, failed or cancelled): nothing stays reserved for it."""
+        if call_id not in self._reserved:
+            return
         for dep_id in self._reserved.pop(call_id, set()):
             st = self._state[dep_id]
             if st.probe_by == call_id:

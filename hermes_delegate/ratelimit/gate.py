@@ -103,6 +103,32 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
     def limited(self, deployments: Sequence[Mapping[str, Any]]) -> bool:
         return any(self.paced(_dep_id(d)) for d in deployments)
 
+    def free(self, deployments: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether none of these needs the gate now: no limits (configured or learned), nothing pending
+        from a 429, no slow start, no first request to send alone (their limits are known to be none),
+        no Retry-After hold. The hooks then hand the Router its own choice untouched, at the cost of
+        one look per deployment (the same answer as `unknown`, `limited` and `blocked` together)."""
+        now: float | None = None
+        for d in deployments:
+            dep_id = _dep_id(d)
+            if dep_id in self.limits:
+                return False
+            if self.learn:
+                ad = self.adaptive.get(dep_id)
+                if ad is None or not ad.answered or ad.settle_at is not None or ad.slow_starting():
+                    return False
+            st = self._state.get(dep_id)
+            if st is not None and st.blocked_until > 0.0:
+                now = self.clock() if now is None else now
+                if st.blocked_until > now:
+                    return False
+        return True
+
+    def tracked(self, dep_id: str) -> bool:
+        """Whether the gate keeps per-request state for this deployment: it has limits, or it may learn
+        some (learn_limits). One with neither is only ever held by a 429's Retry-After."""
+        return self.learn or dep_id in self.limits
+
     def paced(self, dep_id: str) -> bool:
         """Whether requests to this deployment queue here: it has limits, or a 429's pace is pending."""
         if dep_id in self.limits:
@@ -242,6 +268,8 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         variable while earlier (the Router still had work to do): move the slot to now, so the
         provider's window and ours line up even on a loaded machine; `on_wire` moves it again when
         the request is handed to the HTTP client."""
+        if not self.tracked(dep_id):  # nothing to count: no limits, none to learn
+            return
         st = self._state[dep_id]
         st.sending += 1
         if self.learn:

@@ -30,6 +30,9 @@ class LearnedLimits(GateState):
                 latency_s: float | None = None) -> None:
         """A response (status 200, or an error's status) came back from this deployment: learn its
         limits from the headers, adapt on a 429, and hold the deployment for what the 429 asks."""
+        if status != 429 and not self.tracked(dep_id):  # no limits, none to learn: only a 429 holds it
+            self._wake()
+            return
         rate = parse_rate_headers(headers, time.time())
         ad = self.adaptive[dep_id]
         changed = self.learn and ad.learn(rate)

@@ -179,8 +179,8 @@ def make_hooks(handle: HookedHandle) -> CallHooks:
                                            ) -> list[dict[str, Any]]:
             call_id = _call_id(request_kwargs)
             healthy_deployments = not_failed(call_id, healthy_deployments)
-            if call_id is None or call_id not in log.held:
-                return healthy_deployments
+            if call_id is None or call_id not in log.held or gate.free(healthy_deployments):
+                return healthy_deployments  # nothing for the gate to do: no limits, none to learn, no hold
             if gate.unknown(healthy_deployments):
                 await gate.recall(healthy_deployments)  # what another process learned (shared store)
             if not gate.limited(healthy_deployments) and gate.unknown(healthy_deployments):

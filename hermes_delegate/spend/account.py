@@ -143,12 +143,14 @@ class SpendAccount:
         self.unknown += int(charge.cost_usd is None and (sent or res.status == "completed"))
         paid = any(getattr(a, "paid", False) for a in res.attempts)
         if self.store is not None and (held is not None or paid):
-            row = self._row(res, charge) if ledger and (sent or paid or res.status == "completed") else None
+            now = time.time()
+            periods = period_keys(now, self.settings.timezone)
+            row = self._row(res, charge, now, periods[0]) \
+                if ledger and (sent or paid or res.status == "completed") else None
             hold_id, keys = held if held is not None else ("", [])
             # every settlement counts in its day, month and session, capped or not: a cap set later
             # already knows what was spent in its period
-            keys = sorted({*keys, *period_keys(time.time(), self.settings.timezone),
-                           *([f"session:{self.session}"] if self.session else [])})
+            keys = sorted({*keys, *periods, *([f"session:{self.session}"] if self.session else [])})
             try:
                 await self.store.settle(hold_id or None, keys, charge.usd, charge.cost_usd is None, row)
             except Exception as exc:  # noqa: BLE001 - the result is never lost to the ledger; the hold lapses
@@ -167,9 +169,7 @@ class SpendAccount:
                 log.warning("the local spend ledger could not record task %s either (%s)", index,
                             type(again).__name__)
 
-    def _row(self, res: Any, charge: Any) -> dict[str, Any]:
-        now = time.time()
-        day, _ = period_keys(now, self.settings.timezone)
+    def _row(self, res: Any, charge: Any, now: float, day: str) -> dict[str, Any]:
         dep = res.deployment or (res.attempts[-1].deployment if res.attempts else None)
         return {"ts": now, "day": day[4:], "status": res.status, "cost_usd": charge.cost_usd,
                 "charged_usd": charge.usd, "estimated": int(charge.estimated),

@@ -116,7 +116,8 @@ class FirstRequests(GateState):
 
     def picked(self, call_id: str, dep_id: str) -> None:
         """The Router sent this call to `dep_id`: its other reservations are free again."""
-        if call_id not in self._reserved:  # it reserved nothing (every deployment had answered)
+        if call_id not in self._reserved:  # it reserved nothing (every deployment had answered); the
+            self._wake()  # queue still re-checks: a call picked or over is what a waiting call waits for
             return
         for other in self._reserved.pop(call_id, set()):
             st = self._state[other]
@@ -134,6 +135,7 @@ class FirstRequests(GateState):
     def unreserve(self, call_id: str) -> None:
         """The call is over (answered, failed or cancelled): nothing stays reserved for it."""
         if call_id not in self._reserved:
+            self._wake()  # as in `picked`: nothing to free, but waiting calls re-check
             return
         for dep_id in self._reserved.pop(call_id, set()):
             st = self._state[dep_id]

@@ -104,24 +104,17 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         return any(self.paced(_dep_id(d)) for d in deployments)
 
     def free(self, deployments: Sequence[Mapping[str, Any]]) -> bool:
-        """Whether none of these needs the gate now: no limits (configured or learned), nothing pending
-        from a 429, no slow start, no first request to send alone (their limits are known to be none),
-        no Retry-After hold. The hooks then hand the Router its own choice untouched, at the cost of
-        one look per deployment (the same answer as `unknown`, `limited` and `blocked` together)."""
-        now: float | None = None
+        """Whether none of these needs the gate now: not `paced` (no limits, no 429 pace pending, no slow
+        start), not `unknown` (no first request to send alone) and not `blocked` (no Retry-After hold).
+        The hooks then hand the Router its own choice untouched, after one pass over the deployments."""
+        now = self.clock()
         for d in deployments:
             dep_id = _dep_id(d)
-            if dep_id in self.limits:
+            if self.paced(dep_id) or self._unknown(dep_id):
                 return False
-            if self.learn:
-                ad = self.adaptive.get(dep_id)
-                if ad is None or not ad.answered or ad.settle_at is not None or ad.slow_starting():
-                    return False
             st = self._state.get(dep_id)
-            if st is not None and st.blocked_until > 0.0:
-                now = self.clock() if now is None else now
-                if st.blocked_until > now:
-                    return False
+            if st is not None and st.blocked_until > now:
+                return False
         return True
 
     def tracked(self, dep_id: str) -> bool:

@@ -61,6 +61,19 @@ def _settlements(n: int, seed: int) -> list[tuple[str | None, list[str], float, 
     return out
 
 
+def _settle_one(db: sqlite3.Connection, hold_id: str | None, scope_keys: list[str], usd: float, unknown: bool,
+                row: dict[str, Any] | None) -> None:
+    """The oracle: one settlement, one statement per hold, scope and row (what the store once did)."""
+    if hold_id is not None:
+        db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
+    for key in scope_keys:
+        db.execute("INSERT INTO spent (scope, usd, unknown) VALUES (?, ?, ?) ON CONFLICT(scope) DO UPDATE "
+                   "SET usd = usd + excluded.usd, unknown = unknown + excluded.unknown", (key, usd, int(unknown)))
+    if row is not None:
+        db.execute(f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})",
+                   [row.get(c) for c in LEDGER_COLUMNS])
+
+
 def _store(path: Path, variable_limit: int | None = None) -> SqliteStore:
     store = SqliteStore(path)
     db = store._db()
@@ -82,7 +95,7 @@ def test_a_group_commit_leaves_the_ledger_as_one_settlement_after_another_would(
     for n, limit in ((700, None), (300, 40), (1, 40)):  # the last two: statements split at the variable limit
         batch = _settlements(n, seed=n)
         one_by_one, grouped = _store(tmp_path / f"a{n}.sqlite3"), _store(tmp_path / f"b{n}.sqlite3", limit)
-        one_by_one._tx(lambda db, b=batch: [SqliteStore._apply_settle(db, *s) for s in b])
+        one_by_one._tx(lambda db, b=batch: [_settle_one(db, *s) for s in b])
         grouped._tx(lambda db, b=batch: SqliteStore._apply_batch(db, b))
         assert _contents(grouped) == _contents(one_by_one)  # the same floats, summed in the same order
         one_by_one.close()

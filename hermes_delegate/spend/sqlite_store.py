@@ -5,13 +5,15 @@ Three tables: `holds` (one row per reservation and scope: owner, amount, lease e
 key: dollars settled and how many settled tasks had an unknown cost) and `ledger` (one row per settled
 task). A reservation checks and takes every scope in one `BEGIN IMMEDIATE` transaction, so processes
 sharing the file never pass a cap together; a settlement moves the hold to `spent` and appends the
-ledger row in one commit, so a crash loses no settled row. Every call runs off the event loop (its
-executor), one at a time.
+ledger row in one commit, so a crash loses no settled row. Calls run off the event loop (its executor), one
+at a time, except one: a group commit of settlements runs on the loop itself when the file's write lock
+is free at that instant (it never waits there), and in the executor otherwise (see `settle`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -38,21 +40,30 @@ CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY, {", ".join(LEDGER_COL
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
 """
 # the column names are the constant above; every value is bound
-_INSERT_ROW = (f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "  # noqa: S608 - constant column names
-               f"VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})")
 _ROW_VALUES = f"({', '.join('?' * len(LEDGER_COLUMNS))})"
 _INSERT_ROWS = f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) VALUES "  # noqa: S608 - as above
 _SELECT_ROWS = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger WHERE ts >= ? ORDER BY ts"  # noqa: S608 - as above
 
+#: group commits on the loop between two checkpoints of the WAL (run in the executor)
+_CHECKPOINT_EVERY = 64
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
-#: a settlement's arguments (SqliteStore._apply_settle's): hold id, scope keys, dollars, unknown cost, ledger row
+#: a settlement's arguments (SqliteStore.settle's): hold id, scope keys, dollars, unknown cost, ledger row
 _Settlement = tuple[str | None, Sequence[str], float, bool, dict[str, Any] | None]
+#: a settlement waiting for its commit: the loop it came from, the future its settle() awaits, its arguments
+_Waiting = tuple[asyncio.AbstractEventLoop, asyncio.Future[None], _Settlement]
 
 
 def _chunks(values: list[Any], size: int) -> list[list[Any]]:
     """`values` in consecutive pieces of at most `size` (a statement's bound variables are limited)."""
     return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+def _settled(futs: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    """On the futures' loop: the commit holding their settlements is done (or failed with `error`)."""
+    for f in futs:
+        if not f.done():
+            f.set_exception(error) if error is not None else f.set_result(None)
 
 
 def default_ledger_path(env: Any = None) -> Path:
@@ -72,8 +83,14 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._pending_lock = threading.Lock()
-        self._pending: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], _Settlement]] = []
+        # settlements of the current turn of each loop; those handed to the executor (`_flush`)
+        self._turns: dict[asyncio.AbstractEventLoop, list[_Waiting]] = {}
+        self._pending: list[_Waiting] = []
         self._flushing = False
+        # the connection group commits use on a loop: never waits for a lock, never checkpoints
+        self._loop_conn: sqlite3.Connection | None = None
+        self._loop_lock = threading.Lock()
+        self._loop_commits = 0
 
     @property
     def where(self) -> str:
@@ -90,6 +107,17 @@ class SqliteStore:
             conn.executescript(_SCHEMA)
             self._conn = conn
         return self._conn
+
+    def _open_loop_conn(self) -> None:
+        """The connection group commits use on the event loop (opened here, off the loop, once the schema
+        exists): a busy timeout of 0, so a write lock held by another process or thread is never waited
+        for on the loop (that commit goes to the executor instead), and no automatic checkpoint, whose
+        fsyncs would block the loop (the executor runs them, `_checkpoint`)."""
+        if self._loop_conn is None:
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._loop_conn = conn
 
     def _tx(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         with self._lock:
@@ -136,21 +164,9 @@ class SqliteStore:
         return await self._call(self.reserve_sync, hold_id, owner, scopes, amount, lease_s)
 
     @staticmethod
-    def _apply_settle(db: sqlite3.Connection, hold_id: str | None, scope_keys: Sequence[str], usd: float,
-                      unknown: bool, row: dict[str, Any] | None) -> None:
-        if hold_id is not None:
-            db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
-        for key in scope_keys:
-            db.execute("INSERT INTO spent (scope, usd, unknown) VALUES (?, ?, ?) ON CONFLICT(scope) DO UPDATE "
-                       "SET usd = usd + excluded.usd, unknown = unknown + excluded.unknown",
-                       (key, usd, int(unknown)))
-        if row is not None:
-            db.execute(_INSERT_ROW, [row.get(c) for c in LEDGER_COLUMNS])
-
-    @staticmethod
     def _apply_batch(db: sqlite3.Connection, batch: Sequence[_Settlement]) -> None:
-        """A group commit's settlements, as `_apply_settle` one after another would leave them (the same
-        holds gone, each scope's sum added in the same order, the rows in the same order), in a few
+        """A group commit's settlements, as one settlement after another would leave them (each hold gone,
+        each scope's sum added in the same order, the rows in the same order), in a few
         multi-row statements: every statement releases the GIL around SQLite's work and waits to take it
         back, and with the event loop busy that wait is up to a switch interval (5 ms) each time, so a
         statement per row made a commit of a few hundred rows take a tenth of a second or more."""
@@ -171,23 +187,78 @@ class SqliteStore:
 
     def settle_sync(self, hold_id: str | None, scope_keys: Sequence[str], usd: float, unknown: bool,
                     row: dict[str, Any] | None) -> None:
-        self._tx(lambda db: self._apply_settle(db, hold_id, scope_keys, usd, unknown, row))
+        self._tx(partial(self._apply_batch, batch=[(hold_id, scope_keys, usd, unknown, row)]))
 
     async def settle(self, hold_id: str | None, scope_keys: Sequence[str], usd: float, unknown: bool,
                      row: dict[str, Any] | None) -> None:
-        """Returns once the settlement is committed. Settlements that arrive while one commit is under way
-        share the next (group commit): each still waits for the commit holding its row, never longer."""
+        """Returns once the settlement is committed (group commit: the settlements made in one turn of the
+        loop share one commit, made by the first of them once the turn is over).
+
+        The commit runs on the loop when the file's write lock is free at that instant (a few multi-row
+        statements, a millisecond or two), otherwise (and for this process's first commit) in the
+        executor, where it may wait for the lock. Not in a thread every time: a thread must win the GIL
+        back from the loop after each SQLite statement, and with the loop busy finishing a batch that is a
+        switch interval (5 ms) per statement, so the batch's last rows were committed tens of milliseconds
+        after its last answer, and the batch waited for them."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._pending_lock:
-            self._pending.append((loop, fut, (hold_id, scope_keys, usd, unknown, row)))
+            turn = self._turns.setdefault(loop, [])
+            turn.append((loop, fut, (hold_id, scope_keys, usd, unknown, row)))
+            lead = len(turn) == 1
+        if lead:
+            try:
+                await asyncio.sleep(0)  # the rest of this turn's settlements join
+            except asyncio.CancelledError:
+                fut.cancel()  # nobody awaits it now; the settlement is still committed, below
+                raise
+            finally:  # cancelled too: the turn's other settlements are never left waiting
+                with self._pending_lock:
+                    batch = self._turns.pop(loop, [])
+                if not self._commit_here(batch):
+                    self._commit_in_executor(loop, batch)
+        await fut
+
+    def _commit_here(self, batch: list[_Waiting]) -> bool:
+        """One group commit on the loop, if nothing holds the write lock now; False when it must wait."""
+        db = self._loop_conn
+        if db is None or not self._loop_lock.acquire(blocking=False):
+            return False
+        try:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # locked: not waited for on the loop
+                return False
+            error: BaseException | None = None
+            try:
+                self._apply_batch(db, [args for _, _, args in batch])
+                db.execute("COMMIT")
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter of this commit
+                error = exc
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            self._loop_commits += 1
+        finally:
+            self._loop_lock.release()
+        with contextlib.suppress(RuntimeError):  # its loop has closed (a batch torn down)
+            _settled([f for _, f, _ in batch], error)
+            if self._loop_commits % _CHECKPOINT_EVERY == 0:
+                batch[0][0].run_in_executor(None, self._checkpoint)
+        return True
+
+    def _commit_in_executor(self, loop: asyncio.AbstractEventLoop, batch: list[_Waiting]) -> None:
+        with self._pending_lock:
+            self._pending.extend(batch)
             start = not self._flushing
             self._flushing = True
         if start:
-            loop.run_in_executor(None, self._flush)
-        await fut
+            try:
+                loop.run_in_executor(None, self._flush)
+            except RuntimeError:  # the loop has closed (a batch torn down): committed here, waiting if need be
+                self._flush()
 
     def _flush(self) -> None:
+        """In the executor: group commits until nothing is pending (waiting for the lock if need be)."""
         while True:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
@@ -199,18 +270,20 @@ class SqliteStore:
                 self._tx(partial(self._apply_batch, batch=[args for _, _, args in batch]))
             except BaseException as exc:  # noqa: BLE001 - handed to every waiter of this commit
                 error = exc
+            else:
+                with contextlib.suppress(sqlite3.Error):  # the schema exists: later commits can run on the loop
+                    self._open_loop_conn()
             waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for loop, fut, _ in batch:
                 waiting.setdefault(loop, []).append(fut)
-            for loop, futs in waiting.items():  # one wake-up per loop, not per row (as above: the GIL)
-                def done(fs: list[asyncio.Future[None]] = futs, e: BaseException | None = error) -> None:
-                    for f in fs:
-                        if not f.done():
-                            f.set_exception(e) if e is not None else f.set_result(None)
-                try:
-                    loop.call_soon_threadsafe(done)
-                except RuntimeError:  # that loop has closed
-                    pass
+            for loop, futs in waiting.items():  # one wake-up per loop, not per row (the GIL, as above)
+                with contextlib.suppress(RuntimeError):  # that loop has closed
+                    loop.call_soon_threadsafe(_settled, futs, error)
+
+    def _checkpoint(self) -> None:
+        """The WAL's pages copied into the database file (PASSIVE: it waits for no reader or writer)."""
+        with self._lock:
+            self._db().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def renew(self, hold_ids: Iterable[str], lease_s: float) -> None:
         ids = list(hold_ids)
@@ -253,3 +326,7 @@ class SqliteStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._loop_lock:
+            if self._loop_conn is not None:
+                self._loop_conn.close()
+                self._loop_conn = None

@@ -12,12 +12,15 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from helpers import async_wait_until
+from conftest import LoopbackPair, loopback_dict
+from helpers import async_wait_until, wait_until
 
+from hermes_delegate import Delegator, Task, config_from_dict
 from hermes_delegate.spend.sqlite_store import LEDGER_COLUMNS, SqliteStore
 
 KEYS = ["day:2026-12-07", "month:2026-12"]
@@ -48,20 +51,33 @@ def _spent(path: Path) -> float:
         return float(db.execute("SELECT usd FROM spent WHERE scope = ?", (KEYS[0],)).fetchone()[0])
 
 
+def _hold_the_write_lock(path: Path) -> subprocess.Popen[str]:
+    """Another process takes the file's write lock and keeps it until `_release`."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys\n"
+         f"db = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+         "db.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.readline()\n"
+         "db.execute('COMMIT')"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    return holder
+
+
+def _release(holder: subprocess.Popen[str]) -> None:
+    if holder.poll() is None:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(30)
+
+
 def test_the_loop_never_waits_for_a_lock_another_process_holds(tmp_path: Path):
     path = tmp_path / "ledger.sqlite3"
     store = SqliteStore(path)
 
     async def main() -> None:
         await _settle(store, 0)  # the file's first commit (the executor's): the schema exists now
-        holder = subprocess.Popen(  # another process takes the write lock and keeps it until told
-            [sys.executable, "-c", "import sqlite3, sys\n"
-             f"db = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
-             "db.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.readline()\n"
-             "db.execute('COMMIT')"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holder = await asyncio.to_thread(_hold_the_write_lock, path)
         try:
-            assert holder.stdout is not None and holder.stdin is not None
-            assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"
             settling = asyncio.ensure_future(_settle(store, 1))
             turns = 0
 
@@ -74,8 +90,7 @@ def test_the_loop_never_waits_for_a_lock_another_process_holds(tmp_path: Path):
             await async_wait_until(ticking, 30, "200 turns of the loop while the lock is held",
                                    interval_s=0)
             assert not settling.done(), "the settlement cannot commit while another process holds the lock"
-            holder.stdin.write("\n")
-            holder.stdin.flush()
+            await asyncio.to_thread(_release, holder)
             await asyncio.wait_for(settling, 60)  # liveness only: it commits once the lock is free
         finally:
             holder.kill() if holder.poll() is None else None
@@ -136,3 +151,29 @@ def test_the_write_ahead_log_is_checkpointed_off_the_loop(tmp_path: Path):
     asyncio.run(main())
     assert _indexes(path) == list(range(65))
     store.close()
+
+
+def test_a_batch_interrupted_while_a_task_settles_keeps_that_tasks_paid_result(providers: LoopbackPair,
+                                                                                tmp_path: Path):
+    """The task has its answer and is settling (its commit waits for a write lock another process holds)
+    when the batch is interrupted: the result stays `completed`, with its cost, and its ledger row is
+    written. Before, the interrupt cut the settlement's await and the result came back `interrupted`."""
+    path = tmp_path / "ledger.sqlite3"
+    d = Delegator(config_from_dict(loopback_dict(providers, ledger=str(path), max_tokens=20)), env={})
+    assert d.run_sync([Task("warm", model="priced")]).ok  # the file's first commit (the executor's)
+    store = d.store
+    holder = _hold_the_write_lock(path)
+    try:
+        got: dict[str, Any] = {}
+        runner = threading.Thread(target=lambda: got.update(batch=d.run_sync([Task("paid", model="priced")])))
+        runner.start()
+        wait_until(lambda: store._flushing, 30, "the settlement to wait for the lock, in the executor")
+        d.interrupt()
+        _release(holder)
+        runner.join(60)
+        assert not runner.is_alive()
+    finally:
+        _release(holder)
+    res = got["batch"].results[0]
+    assert (res.status, res.cost_usd is not None and res.cost_usd > 0) == ("completed", True), (res.status, res.error)
+    assert [r for r in _indexes(path)] == [0, 0]  # the warm-up's row and this one's

@@ -29,7 +29,7 @@ TEXT = st.lists(st.sampled_from(PIECES), max_size=30).map("".join)
 
 
 def _the_long_way(text: str) -> str:
-    for pat, rep in redact._PATTERNS:
+    for pat, rep, _ in redact._PATTERNS:
         text = pat.sub(rep, text)
     return text
 
@@ -38,6 +38,11 @@ def test_every_secret_shape_still_applies_to_text_that_has_it():
     r = redact.Redactor()
     for text in SAMPLES:
         assert r(text) == _the_long_way(text), text
+
+
+def test_every_secret_shape_has_needles_so_text_without_them_skips_its_regex():
+    assert all(needles and all(n == n.casefold() for n in needles) for _, _, needles in redact._PATTERNS)
+    assert not hasattr(redact, "_NEEDLES")  # one list: a shape's needles cannot drift from its regex
 
 
 @settings(max_examples=300, deadline=None)

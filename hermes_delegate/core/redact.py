@@ -30,24 +30,18 @@ SECRET_ENV_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)"
 _CREDENTIAL_PARAM = (r"[\w.\-]*?(?:key|token|secret|passw(?:or)?d|pwd|auth|sig|signature|credential|session|code)"
                      r"[\w.\-]*")
 _CREDENTIAL_PARAM_RE = re.compile(rf"(?i)^{_CREDENTIAL_PARAM}$")
-_PATTERNS = [
-    (re.compile(r"(?i)(://)([^/\s:@]+):([^/\s@]+)@"), r"\1***:***@"),  # user:pass@host
-    (re.compile(r"(?i)(://)[^/\s:@'\"<>]+@"), r"\1***@"),  # token@host (userinfo without a password)
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-***"),
-    (re.compile(rf"(?i)([?&;#]{_CREDENTIAL_PARAM}=)[^&;#\s\"'<>]+"), r"\1***"),
-    (re.compile(r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s,}]{6,}"), r"\1***"),
+#: The shapes secrets take: (regex, replacement, needles). Every match of a shape's regex contains one of
+#: its needles, case-folded, so text without any of them (most text) skips that regex, the costly part
+#: of redacting text that holds no secret (tests/test_overhead.py checks both against the long way).
+_PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
+    (re.compile(r"(?i)(://)([^/\s:@]+):([^/\s@]+)@"), r"\1***:***@", ("://",)),  # user:pass@host
+    (re.compile(r"(?i)(://)[^/\s:@'\"<>]+@"), r"\1***@", ("://",)),  # token@host (userinfo without a password)
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***", ("bearer", "basic")),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-***", ("sk-",)),
+    (re.compile(rf"(?i)([?&;#]{_CREDENTIAL_PARAM}=)[^&;#\s\"'<>]+"), r"\1***", ("=",)),
+    (re.compile(r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s,}]{6,}"), r"\1***",
+     ("api", "authorization")),
 ]
-#: For a shape (by its pattern's text), strings one of which its every match contains, case-folded:
-#: text without any of them (most text) skips that regex, the costly part of redacting text that holds
-#: no secret. A shape not listed here (or whose pattern changed) always runs.
-_NEEDLES: dict[str, tuple[str, ...]] = {
-    r"(?i)(://)([^/\s:@]+):([^/\s@]+)@": ("://",),
-    r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}": ("bearer", "basic"),
-    r"\bsk-[A-Za-z0-9_-]{8,}": ("sk-",),
-    r"(?i)([?&](?:api[_-]?key|key|token|access_token|sig)=)[^&\s#]+": ("=",),
-    r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s,}]{6,}": ("api", "authorization"),
-}
 _MIN_SECRET_LEN = 6
 
 
@@ -125,6 +119,8 @@ class Redactor:
         self._secrets: set[str] = set()
         self._sorted: list[str] = []
         self._live_env = live_env
+        # os.environ's raw names when last seen, and which of them are secret-named
+        self._env_names: tuple[set[Any], list[Any]] | None = None
         self.add(*secrets)
 
     @classmethod
@@ -156,9 +152,13 @@ class Redactor:
         if env is None:
             return
         if isinstance(env, os._Environ) and isinstance(raw := getattr(env, "_data", None), dict):
-            # os.environ: its raw dict, decoding only the secret-named values
+            # os.environ: its raw dict, decoding only the secret-named values; which names those are is
+            # worked out again only when the set of names changed (compared in C, not a loop per name)
+            names = self._env_names
+            if names is None or names[0] != raw.keys():
+                names = self._env_names = (set(raw), [k for k in raw if _secret_raw_name(k)])
             decode = env.decodevalue
-            found = [decode(v) for k, v in raw.items() if _secret_raw_name(k)]
+            found = [decode(raw[k]) for k in names[1] if k in raw]
         else:
             found = [v for k, v in env.items() if _secret_name(k)]
         if not self._secrets.issuperset(found):
@@ -171,9 +171,8 @@ class Redactor:
             if s in text:
                 text = text.replace(s, "***")
         low = text.casefold()  # a superset of what (?i) matches: never skips a match
-        for pat, rep in _PATTERNS:
-            needles = _NEEDLES.get(pat.pattern)
-            if needles is None or any(n in low for n in needles):
+        for pat, rep, needles in _PATTERNS:
+            if any(n in low for n in needles):
                 text = pat.sub(rep, text)
         return text
 

@@ -129,14 +129,19 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
         finally:
             if started is not None:
                 res.duration_s = round(time.perf_counter() - started, 4)
+            cancelled: asyncio.CancelledError | None = None
             if budget is not None and held:  # every paid attempt charged, whatever the status; one commit
-                await asyncio.shield(budget.settle(p.index, p.reserve_usd, res, sent=sent,
-                                                   ledger=ledger))
+                try:
+                    await budget.settle(p.index, p.reserve_usd, res, sent=sent, ledger=ledger)
+                except asyncio.CancelledError as exc:  # interrupted while settling: the settlement goes on
+                    cancelled = exc  # without this task, and the result (paid for) is still kept below
             if redactor is not None:
                 _redact_result(res, redactor)
             results[slot] = res
             if started is not None or res.status == "skipped_budget":
                 _emit(on_event, ProgressEvent("done", p.index, total, p.goal, p.resolution.model, res), redactor)
+            if cancelled is not None:
+                raise cancelled
 
     tasks = [asyncio.create_task(one(i, p), name=f"delegate-task-{p.index}") for i, p in enumerate(planned)]
     waiter = asyncio.gather(*tasks, return_exceptions=True)

@@ -116,12 +116,20 @@ class SpendAccount:
 
     async def settle(self, index: int, reserved: float | None, res: Any, *, sent: bool, ledger: bool) -> None:
         """Charge a finished task (every paid attempt; the reservation where a cost is unknown), update the
-        result's cost, release its holds, and write its ledger row: one commit."""
+        result's cost, release its holds, and write its ledger row: one commit.
+
+        Cancelling the caller does not stop the settlement: the result is updated before the first await,
+        and the commit completes without the caller (the SQLite store's commit is queued by then, see
+        `SqliteStore.settle`; any other store's runs in a task of its own, shielded)."""
         reserved = reserved or 0.0
         held = self._holds.pop(index, None)
         self._settling += 1
         try:
-            await self._settle(reserved, held, res, sent=sent, ledger=ledger)
+            work = self._settle(reserved, held, res, sent=sent, ledger=ledger)
+            if self.store is None or getattr(self.store, "settles_when_cancelled", False):
+                await work  # no task per settlement (a cost on every task of a batch)
+            else:
+                await asyncio.shield(work)
         finally:
             self._settling -= 1
             self._settled += 1

@@ -77,6 +77,8 @@ class SqliteStore:
     """Caps and ledger in one SQLite file. Open lazily: nothing is created until the first write or read."""
 
     shared_across_machines = False
+    #: a settlement is committed even when the coroutine awaiting `settle` is cancelled (see there)
+    settles_when_cancelled = True
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path).expanduser()
@@ -192,7 +194,8 @@ class SqliteStore:
     async def settle(self, hold_id: str | None, scope_keys: Sequence[str], usd: float, unknown: bool,
                      row: dict[str, Any] | None) -> None:
         """Returns once the settlement is committed (group commit: the settlements made in one turn of the
-        loop share one commit, made by the first of them once the turn is over).
+        loop share one commit, made by the first of them once the turn is over). Queued before its first
+        await, it is committed even if the caller is cancelled.
 
         The commit runs on the loop when the file's write lock is free at that instant (a few multi-row
         statements, a millisecond or two), otherwise (and for this process's first commit) in the

@@ -270,6 +270,12 @@ def test_daily_cap_follows_the_configured_calendar():
     t = 1_767_225_600.0 - 1800  # 2025-12-31 23:30 UTC: already 2026-01-01 in Tokyo
     assert period_keys(t, "UTC") == ("day:2025-12-31", "month:2025-12")
     assert period_keys(t, "Asia/Tokyo") == ("day:2026-01-01", "month:2026-01")
+    # worked out once a minute: the second before a midnight and the midnight itself still differ
+    midnight = 1_767_225_600.0
+    assert [period_keys(x, "UTC")[0] for x in (midnight - 0.5, midnight, midnight + 59.9)] == \
+        ["day:2025-12-31", "day:2026-01-01", "day:2026-01-01"]
+    kolkata = midnight - 5.5 * 3600  # +05:30: its midnight falls on a half hour of UTC
+    assert [period_keys(x, "Asia/Kolkata")[0] for x in (kolkata - 0.5, kolkata)] == ["day:2025-12-31", "day:2026-01-01"]
 
 
 def test_a_reservation_refused_while_the_others_settle_asks_again():

@@ -17,6 +17,8 @@ this module decides, they do I/O.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone, tzinfo
@@ -83,8 +85,16 @@ def zone(name: str | None) -> tzinfo | None:
 
 
 def period_keys(now: float, tz_name: str | None) -> tuple[str, str]:
-    """("day:2026-12-07", "month:2026-12") of a unix time in the configured calendar."""
-    t = datetime.fromtimestamp(now, zone(tz_name)) if zone(tz_name) is not None else datetime.fromtimestamp(now)
+    """("day:2026-12-07", "month:2026-12") of a unix time in the configured calendar (asked for every
+    settled task: worked out once a minute, since days and months begin on whole minutes in every
+    zone's current offsets)."""
+    return _period_keys(int(now // 60), tz_name)
+
+
+@functools.lru_cache(maxsize=16)
+def _period_keys(minute: int, tz_name: str | None) -> tuple[str, str]:
+    tz = zone(tz_name)
+    t = datetime.fromtimestamp(minute * 60, tz) if tz is not None else datetime.fromtimestamp(minute * 60)
     return f"day:{t:%Y-%m-%d}", f"month:{t:%Y-%m}"
 
 

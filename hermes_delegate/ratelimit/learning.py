@@ -98,10 +98,11 @@ class LearnedLimits(GateState):
         ad = self.adaptive.get(dep_id)
         out: dict[str, Any] = {}
         learned: list[str] = []
+        found = ad.describe() if ad is not None else {}  # once per call (this runs for every answer)
         for key in ("rpm", "tpm", "max_parallel"):
             value = getattr(conf, key)
-            if value is None and ad is not None:
-                value = ad.describe().get(key)
+            if value is None:
+                value = found.get(key)
                 if value is not None:
                     learned.append(key)
             if value is not None:

@@ -76,7 +76,7 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
         started: float | None = None
         held = False
         sent = True  # unknown: a task cut short may have been answered (and billed)
-        res = _base(p, "interrupted")
+        res: TaskResult | None = None  # what became of it (made only then: one per task)
         try:
             async with sem:
                 if budget is not None:
@@ -91,7 +91,8 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
                         return
                     held = True
                 started = time.perf_counter()
-                _emit(on_event, ProgressEvent("start", p.index, total, p.goal, p.resolution.model), redactor)
+                if on_event is not None:
+                    _emit(on_event, ProgressEvent("start", p.index, total, p.goal, p.resolution.model), redactor)
                 job = Job(p.index, p.task.goal, p.task.context, p.resolution, p.model_source, system_prompt,
                           max_tokens, timeout_s, total, output_schema=p.task.output_schema)
                 try:
@@ -127,6 +128,8 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
             res.error = perr.to_dict()
             res.attempts = list(getattr(exc, "attempts", []) or [])
         finally:
+            if res is None:  # ended by something other than an answer, a failure, a timeout or a cancellation
+                res = _base(p, "interrupted")
             if started is not None:
                 res.duration_s = round(time.perf_counter() - started, 4)
             cancelled: asyncio.CancelledError | None = None
@@ -138,7 +141,7 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
             if redactor is not None:
                 _redact_result(res, redactor)
             results[slot] = res
-            if started is not None or res.status == "skipped_budget":
+            if on_event is not None and (started is not None or res.status == "skipped_budget"):
                 _emit(on_event, ProgressEvent("done", p.index, total, p.goal, p.resolution.model, res), redactor)
             if cancelled is not None:
                 raise cancelled

@@ -274,8 +274,8 @@ class SqliteStore:
             except BaseException as exc:  # noqa: BLE001 - handed to every waiter of this commit
                 error = exc
             else:
-                with contextlib.suppress(sqlite3.Error):  # the schema exists: later commits can run on the loop
-                    self._open_loop_conn()
+                with self._lock, contextlib.suppress(sqlite3.Error):  # the schema exists: later commits
+                    self._open_loop_conn()  # can run on the loop
             waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for loop, fut, _ in batch:
                 waiting.setdefault(loop, []).append(fut)

@@ -180,81 +180,176 @@ def _redis_config(provider: LoopbackProvider, port: int, rpm: int = 600) -> Any:
         source="(redis outage test)")
 
 
+def _connections_per_sync_command(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """From now on, every synchronous redis-py command as (command, TCP connections it tried to open).
+    A spy: each call goes on to redis-py's real method (`Connection._connect` opens one connection per
+    attempt, its retries included); attempts are counted per thread, so commands on other threads do
+    not mix in."""
+    import redis.client
+    import redis.connection
+
+    made: list[tuple[str, int]] = []
+    attempts: dict[int, int] = {}
+    connect, execute = redis.connection.Connection._connect, redis.client.Redis.execute_command
+
+    def counted_connect(self: Any, *args: Any, **kwargs: Any) -> Any:
+        me = threading.get_ident()
+        attempts[me] = attempts.get(me, 0) + 1
+        return connect(self, *args, **kwargs)
+
+    def counted_execute(self: Any, *args: Any, **options: Any) -> Any:
+        me = threading.get_ident()
+        before = attempts.get(me, 0)
+        try:
+            return execute(self, *args, **options)
+        finally:
+            made.append((str(args[0]), attempts.get(me, 0) - before))
+
+    monkeypatch.setattr(redis.connection.Connection, "_connect", counted_connect)
+    monkeypatch.setattr(redis.client.Redis, "execute_command", counted_execute)
+    return made
+
+
 def test_redis_down_from_the_start_fails_fast_and_quietly_in_an_async_host(caplog: pytest.LogCaptureFixture,
-                                                                           capfd: pytest.CaptureFixture[str]):
+                                                                           capfd: pytest.CaptureFixture[str],
+                                                                           monkeypatch: pytest.MonkeyPatch):
     """A host awaiting Delegator.run() in its own loop (as the MCP server does): the Router's build does
-    not stall on redis-py's retries, every task fails typed, and LiteLLM's unawaited Redis health ping
+    not stall on redis-py's retries (each Redis command LiteLLM's RedisCache makes while it is built
+    tries to connect once; redis-py's default retries with backoff made that 11 tries each, ~8 s), every
+    task fails typed, saying Redis refused the connection, and LiteLLM's unawaited Redis health ping
     leaves no "Task exception was never retrieved"."""
     port = free_port()  # nothing listens there
+    commands = _connections_per_sync_command(monkeypatch)
     with LoopbackProvider("limited", latency_s=0.01).start() as provider:
         d = Delegator(_redis_config(provider, port))
 
-        async def host() -> tuple[Any, float]:
+        async def host() -> tuple[Any, list[tuple[str, int]]]:
             assert asyncio.get_running_loop().get_exception_handler() is None  # the host's own default
-            import litellm  # noqa: F401 - its import (seconds when cold) is not the build timed here
-            t0 = time.monotonic()
+            before = len(commands)
             d.router.router  # noqa: B018 - the build, on this loop
-            build_s = time.monotonic() - t0
+            built = commands[before:]
             batch = await d.run([Task(f"t{i}", model="limited") for i in range(6)])
             me = asyncio.current_task()
             await async_wait_until(lambda: not [t for t in asyncio.all_tasks() if t is not me and not t.done()],
                                    10, "LiteLLM's Redis health ping to fail and end")
             gc.collect()  # and its task is gone: an unretrieved exception would be reported now
             await asyncio.sleep(0)
-            return batch, build_s
+            return batch, built
 
-        batch, build_s = asyncio.run(host())
+        batch, built = asyncio.run(host())
         gc.collect()
         assert provider.requests == []
-    cache = d.router.router.cache.redis_cache
+    # what the build did with Redis down: e.g. [("INFO", 1), ("PING", 1)], one refused connection each
+    assert built and all(tries == 1 for _, tries in built), built
+    cache = d.router.router.cache.redis_cache  # because its client has short timeouts and no retries
     assert cache.redis_kwargs["socket_connect_timeout"] <= 1 and cache.redis_kwargs["socket_timeout"] <= 1
     assert cache.redis_kwargs["retry"]._retries == 0
-    # redis-py's default retries with backoff made this ~8 s; now one refused connection per ping
-    assert build_s < 4, build_s
     assert [(r.status, r.error["type"]) for r in batch.results] == [("failed", "limiter_unavailable")] * 6
+    for r in batch.results:
+        assert "The shared rate limiter (Redis) is unavailable: connection refused" in r.error["message"], r.error
+        assert "Nothing was sent to the provider" in r.error["message"], r.error
+        assert "Start the Redis server" in r.error["hint"], r.error
     out, err = capfd.readouterr()
     logged = caplog.text + out + err
     assert "never retrieved" not in logged and "Traceback" not in logged, logged[-2000:]
     assert "synchronous redis.retry.Retry" not in logged, logged[-2000:]
 
 
+def _watch_window_commands(monkeypatch: pytest.MonkeyPatch, windows: Any) -> list[tuple[str, int]]:
+    """What our rate windows (RedisWindows) ask Redis, in order: ("sent", n) as command n goes to
+    redis-py, then ("answered", n), or ("unanswered", n) when no reply came (timed out, or the
+    connection failed). A spy on the real client each new connection gets: every command still goes
+    to Redis."""
+    from redis.exceptions import ResponseError
+
+    events: list[tuple[str, int]] = []
+    connect = windows._connect
+
+    def watched() -> Any:
+        conn = connect()
+        execute = conn.client.execute_command
+
+        async def counted(*args: Any, **options: Any) -> Any:
+            n = sum(1 for kind, _ in events if kind == "sent")
+            events.append(("sent", n))
+            try:
+                result = await execute(*args, **options)
+            except ResponseError:  # Redis answered with an error (e.g. NOSCRIPT)
+                events.append(("answered", n))
+                raise
+            except BaseException:
+                events.append(("unanswered", n))
+                raise
+            events.append(("answered", n))
+            return result
+
+        conn.client.execute_command = counted  # the instance's own: its commands and scripts call it
+        return conn
+
+    monkeypatch.setattr(windows, "_connect", watched)
+    return events
+
+
 @pytest.mark.slow
 def test_a_frozen_redis_fails_the_rest_of_the_batch_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                            capfd: pytest.CaptureFixture[str]):
-    """A redis-server stopped (SIGSTOP) mid-batch answers nothing: one ~1 s timeout, then every task
-    still queued fails `limiter_unavailable` at once (no 2 s tries and pauses one after another), and
-    nothing more is sent. The next batch tries Redis again."""
+                                                            capfd: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch):
+    """A redis-server stopped (SIGSTOP) mid-batch answers nothing. The commands our windows had in
+    flight time out (~1 s), and from the first timeout on the batch asks Redis nothing more (before: a
+    2 s try, a 2 s pause, another try, task after task): every task still queued fails
+    `limiter_unavailable` from the "Redis is down for this batch" state, for the first timeout's
+    reason, and nothing more is sent to the provider. The next batch tries Redis again.
+
+    "At once", without a clock: the queue's arrival grace (how long its head waits for an earlier call
+    that is neither queued nor over, 0.25 s) is made longer than the test, so no queued task can move
+    on by that timer. Each learns of the outage only because the queue is woken when a failed call is
+    over (`unreserve`); without that wake (the regression e5a166e fixed: on litellm 1.110 it cost each
+    queued task 0.25 s more, 7 s in CI) they sit until task_timeout_s and fail `timeout`, on any litellm."""
+    from hermes_delegate.ratelimit import first_request, gate
+
+    monkeypatch.setattr(gate, "ARRIVAL_GRACE_S", 3600.0)
+    monkeypatch.setattr(first_request, "ARRIVAL_GRACE_S", 3600.0)
     port = free_port()
     server = start_redis(port, tmp_path)
-    frozen: dict[str, float] = {}
+    frozen = threading.Event()
     try:
         with LoopbackProvider("limited", latency_s=0.02).start() as provider:
             d = Delegator(_redis_config(provider, port, rpm=120))  # 2/s: the batch queues
             d.router.router  # noqa: B018 - build before the batch
+            events = _watch_window_commands(monkeypatch, d.router.gate.windows)
 
             def freeze_after_two() -> None:
                 while len(provider.requests) < 2:
                     time.sleep(0.02)
                 os.kill(server.pid, signal.SIGSTOP)
-                frozen["at"] = time.monotonic()
+                frozen.set()
 
             freezer = threading.Thread(target=freeze_after_two, daemon=True)
             freezer.start()
             batch = d.run_sync([Task(f"task {i}", model="limited") for i in range(20)])
-            took_s = time.monotonic() - frozen["at"]
+            assert frozen.is_set()
             freezer.join(5)
             statuses = [r.status for r in batch.results]
             failed = [r for r in batch.results if r.status != "completed"]
             assert len(failed) >= 15, statuses
-            assert {(r.status, r.error["type"]) for r in failed} == {("failed", "limiter_unavailable")}
+            # no `timeout` among them: every queued task was woken to learn of the outage
+            assert {(r.status, r.error["type"]) for r in failed} == {("failed", "limiter_unavailable")}, \
+                sorted({r.error["message"] for r in failed})
+            for r in failed:  # each for the timeout the batch saw first, not a try of its own
+                assert "The shared rate limiter (Redis) is unavailable: no answer within 1 s" in r.error["message"]
+                assert "Nothing was sent to the provider" in r.error["message"] and "Start the Redis server" \
+                    in r.error["hint"], r.error
             assert len(provider.requests) == statuses.count("completed"), "nothing sent for a failed task"
-            # before: 6.3 s (each try waited 2 s, then a 2 s pause, then another try); now one 1 s timeout
-            # of ours, plus at most one of LiteLLM's own Redis calls (the same 1 s) for a task under way
-            assert took_s < 4.5, took_s
+            # the commands in flight at the freeze got no answer; none was sent after the first of them
+            first_timeout = next((k for k, (kind, _) in enumerate(events) if kind == "unanswered"), None)
+            assert first_timeout is not None, events
+            assert not [e for e in events[first_timeout:] if e[0] == "sent"], events
+            in_batch = len(events)
 
             os.kill(server.pid, signal.SIGCONT)  # Redis answers again: the next batch uses it at once
             again = d.run_sync([Task(f"again {i}", model="limited") for i in range(2)])
             assert again.counts() == {"completed": 2}, [r.error for r in again.results]
+            assert any(kind == "answered" for kind, _ in events[in_batch:]), events[in_batch:]
     finally:
         if server.poll() is None:
             os.kill(server.pid, signal.SIGCONT)

@@ -13,7 +13,9 @@ What it measures, all in this one run, on loopback traffic only:
    Goal: median ratio ≤ 1.05.
 2. the same batch ÷ a 3-worker ThreadPoolExecutor doing sync `router.completion` (hermes's built-in
    delegation default): the speed-up.
-3. model-string resolution cost: `Resolver.resolve` cached (goal ≤ 20 µs) and uncached (a fresh
+3. the engine alone, without litellm: CPU per task of Delegator.run over a worker that answers at once,
+   with the spend ledger on and off (low-noise; the ratios above swing a few per cent a round here).
+4. model-string resolution cost: `Resolver.resolve` cached (goal ≤ 20 µs) and uncached (a fresh
    Resolver per string, catalog already loaded), over 10 representative strings; catalog load time.
 
 How: the loopback provider runs in this (parent) process. Each side runs in its own long-lived
@@ -221,6 +223,41 @@ RESOLVE_STRINGS = [
 ]
 
 
+def bench_engine_only(quick: bool) -> dict:
+    """The engine's own CPU per task, without litellm: Delegator.run over a worker that answers at once
+    (planning, the fan-out, results, redaction and, with the ledger, reservation, settlement and the
+    SQLite commit). Low-noise, unlike the wall ratios: it is this process's CPU, median of 9 batches."""
+    import tempfile
+
+    from hermes_delegate import Delegator, Task, config_from_dict
+    from hermes_delegate.runtime.worker import WorkerOutput
+
+    class Instant:
+        async def run(self, job: object) -> WorkerOutput:
+            await asyncio.sleep(0)
+            return WorkerOutput(f"The answer to {getattr(job, 'goal', '')}", {"input": 20, "output": 30})
+
+    n, reps = (100, 5) if quick else (500, 9)
+    out = {}
+    for label, ledger in (("ledger_off", False), ("ledger_on", str(Path(tempfile.mkdtemp()) / "ledger.sqlite3"))):
+        cfg = config_from_dict({
+            "delegation": {"max_concurrency": n, "max_tasks": n, "task_timeout_s": TIMEOUT_S, "ledger": ledger},
+            "router": {"model_list": model_list("http://127.0.0.1:9/v1")}})
+        d = Delegator(cfg, env={}, worker=Instant())
+        tasks = [Task(goal(i), model=GROUP) for i in range(n)]
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(d.run(tasks))  # warm: the ledger file's first commit, caches
+        per = []
+        for _ in range(reps):
+            gc.collect()
+            c0 = time.process_time()
+            loop.run_until_complete(d.run(tasks))
+            per.append((time.process_time() - c0) / n * 1e6)
+        loop.close()
+        out[label] = statistics.median(per)
+    return out
+
+
 def bench_resolver(quick: bool) -> dict:
     from hermes_delegate import Resolver, config_from_dict
     from hermes_delegate.core.catalog import default_catalog
@@ -309,9 +346,11 @@ def main() -> None:
 
     t_start = time.perf_counter()
     resolver = None
+    engine_only = None
     if not args.ledger:
         print("resolver micro-bench …", flush=True)
         resolver = bench_resolver(args.quick)
+        engine_only = bench_engine_only(args.quick)
 
     from hermes_delegate.loopback import LoopbackProvider
 
@@ -375,7 +414,7 @@ def main() -> None:
         "ratio_vs_raw_cpu": cpu_ratios, "ratio_vs_raw_cpu_median": statistics.median(cpu_ratios),
         "goal_ratio_vs_raw": 1.05,
         "first_batch": first, "first_batch_ratio_vs_raw_wall": first["ours"]["wall_s"] / first["raw"]["wall_s"],
-        "resolver": resolver,
+        "resolver": resolver, "engine_only_cpu_us_per_task": engine_only,
     }
     if "pool" in runs:
         speedups = [p["wall_s"] / o["wall_s"] for p, o in zip(runs["pool"], runs["ours"], strict=True)]
@@ -410,6 +449,8 @@ def main() -> None:
           f"   rounds: {', '.join(f'{x:.3f}' for x in cpu_ratios)}")
     if "pool" in runs:
         print(f"{'speed-up vs 3-thread pool (median)':<44}{result['speedup_vs_pool3_median']:>11.1f}x{'—':>10}")
+    print(f"{'engine alone (no litellm), CPU per task':<44}{engine_only['ledger_on']:>9.1f} µs"
+          f"   (ledger off: {engine_only['ledger_off']:.1f} µs; median of batches, this process)")
     print()
     print(f"Resolver — catalog load {resolver['catalog_first_load_ms']:.0f} ms first, "
           f"{resolver['catalog_reload_ms_median']:.0f} ms reload ({resolver['catalog_entries']} entries)")

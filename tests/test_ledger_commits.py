@@ -42,8 +42,8 @@ def _indexes(path: Path, *, wal: bool = True) -> list[int]:
     with sqlite3.connect(uri, uri=True, timeout=30) as db:
         try:
             return [r[0] for r in db.execute("SELECT task_index FROM ledger ORDER BY id")]
-        except sqlite3.OperationalError:  # no table in the file yet (it is only in the log)
-            return []
+        except sqlite3.DatabaseError:  # no table in the file yet (it is only in the log), or, read
+            return []  # without the file's locks (immutable), a checkpoint is writing it right now
 
 
 def _spent(path: Path) -> float:

@@ -49,9 +49,8 @@ def _redact_result(res: TaskResult, redactor: Any) -> None:
         a.error = err
 
 
-def _emit(cb: EventCallback | None, event: ProgressEvent, redactor: Any = None) -> None:
-    if cb is None:
-        return
+def _emit(cb: EventCallback, event: ProgressEvent, redactor: Any = None) -> None:
+    """Hand a progress event to the host (callers check for a callback first: no event is built for none)."""
     if redactor is not None:  # a done event's result is redacted already
         event = replace(event, goal=redactor(event.goal))
     try:

@@ -125,13 +125,20 @@ class SqliteStore:
         with self._lock:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            return self._finish(db, fn)
+
+    @staticmethod
+    def _finish(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """`fn` inside the transaction just begun on `db`: committed, or rolled back if it or the commit
+        fails (a failed COMMIT must not leave the shared connection inside a transaction)."""
+        try:
+            out = fn(db)
             db.execute("COMMIT")
-            return out
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return out
 
     async def _call(self, fn: Callable[[Unpack[_Ts]], _T], *args: Unpack[_Ts]) -> _T:
         # the loop's own executor: its threads end with the loop (no thread of ours outlives a batch);
@@ -234,12 +241,9 @@ class SqliteStore:
                 return False
             error: BaseException | None = None
             try:
-                self._apply_batch(db, [args for _, _, args in batch])
-                db.execute("COMMIT")
+                self._finish(db, partial(self._apply_batch, batch=[args for _, _, args in batch]))
             except BaseException as exc:  # noqa: BLE001 - handed to every waiter of this commit
                 error = exc
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
             self._loop_commits += 1
         finally:
             self._loop_lock.release()

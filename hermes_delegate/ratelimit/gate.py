@@ -35,7 +35,7 @@ import random
 import time
 import uuid
 from collections import defaultdict, deque
-from typing import Any, Callable, Collection, Coroutine, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 
 from ..core.errors import ProviderError
 from .first_request import ARRIVAL_GRACE_S, FirstRequests, dep_id_of as _dep_id
@@ -256,26 +256,31 @@ class CapacityGate(FirstRequests, LearnedLimits, TokenBudget):
         except TimeoutError:
             pass
 
-    async def sent(self, dep_id: str, call_id: str | None = None) -> None:
+    def sent(self, dep_id: str, call_id: str | None = None) -> Awaitable[None] | None:
         """A request to this deployment is leaving now. Its window slot was taken at admission, a
         variable while earlier (the Router still had work to do): move the slot to now, so the
         provider's window and ours line up even on a loaded machine; `on_wire` moves it again when
-        the request is handed to the HTTP client."""
+        the request is handed to the HTTP client. Returns the store's update to await, if any (most
+        requests have none: nothing is awaited for them)."""
         if not self.tracked(dep_id):  # nothing to count: no limits, none to learn
-            return
+            return None
         st = self._state[dep_id]
         st.sending += 1
         if self.learn:
             self.adaptive[dep_id].on_sent(self.clock())
         q = self._unsent.get(dep_id)
-        if q:
-            token = q.popleft()
-            if call_id is not None:
-                self._unwired[call_id] = (dep_id, token)
-            try:
-                await self.windows.restamp(dep_id, token)
-            except Exception:  # noqa: BLE001, S110 - best effort: the slot was taken at admission
-                pass
+        if not q:
+            return None
+        token = q.popleft()
+        if call_id is not None:
+            self._unwired[call_id] = (dep_id, token)
+        return self._restamp_sent(dep_id, token)
+
+    async def _restamp_sent(self, dep_id: str, token: str) -> None:
+        try:
+            await self.windows.restamp(dep_id, token)
+        except Exception:  # noqa: BLE001, S110 - best effort: the slot was taken at admission
+            pass
 
     def on_wire(self, call_id: str | None) -> None:
         """The call's request is being handed to the HTTP client now (litellm's pre-API-call log

@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, cast
+from collections import abc
+from typing import TYPE_CHECKING, Any, Awaitable, Mapping, Protocol, cast
 
 from ..core.results import Attempt
 from ..ratelimit.headers import headers_of
@@ -43,12 +44,16 @@ def _call_id(data: Mapping[str, Any] | None) -> str | None:
     return found or ((data.get("litellm_params") or {}).get("metadata") or {}).get(META_KEY)
 
 
-def _model_id(data: Mapping[str, Any]) -> str | None:
-    for src in (data.get("model_info"), (data.get("metadata") or {}).get("model_info"),
-                (data.get("litellm_params") or {}).get("model_info")):
-        if isinstance(src, Mapping) and src.get("id"):
-            return str(src["id"])
+def _id_in(src: Any) -> str | None:
+    if type(src) is dict or isinstance(src, abc.Mapping):  # litellm's are dicts: no ABC check for them
+        found = src.get("id")
+        return str(found) if found else None
     return None
+
+
+def _model_id(data: Mapping[str, Any]) -> str | None:
+    return (_id_in(data.get("model_info")) or _id_in((data.get("metadata") or {}).get("model_info"))
+            or _id_in((data.get("litellm_params") or {}).get("model_info")))
 
 
 class CallLog:
@@ -95,56 +100,54 @@ class HookedHandle(Protocol):
 
 
 class CallHooks(Protocol):
-    """What the dispatcher forwards a call's litellm callbacks to: make_hooks()'s CustomLogger (litellm's
-    hook signatures), plus `on_wire`."""
+    """What the dispatcher hands a call's litellm callbacks to, with the call's id worked out once
+    (make_hooks()). Plain functions where nothing is awaited: a hook layer of coroutines per call
+    was a measurable share of the engine's own cost per request."""
 
-    async def async_filter_deployments(self, model: str, healthy_deployments: list[Any],
-                                       messages: list[AllMessageValues] | None,
-                                       request_kwargs: dict[str, Any] | None = None,
-                                       parent_otel_span: object = None) -> list[dict[str, Any]]: ...
+    def filter_now(self, call_id: str, healthy_deployments: list[Any]) -> list[Any] | None:
+        """The deployments to offer, when the gate has nothing to wait for (None: `filter_wait`)."""
+        ...
 
-    async def async_pre_call_deployment_hook(self, kwargs: dict[str, object],
-                                             call_type: CallTypes | None) -> dict[str, Any] | None: ...
+    async def filter_wait(self, call_id: str, model: str, healthy_deployments: list[Any],
+                          messages: list[AllMessageValues] | None,
+                          request_kwargs: dict[str, Any] | None) -> list[dict[str, Any]]: ...
 
-    def on_wire(self, call_id: str | None) -> None: ...
+    def pre_call(self, call_id: str, kwargs: Mapping[str, Any]) -> Awaitable[None] | None: ...
 
-    async def async_post_call_success_deployment_hook(self, request_data: dict[str, Any],
-                                                      response: LLMResponseTypes,
-                                                      call_type: CallTypes | None) -> LLMResponseTypes | None: ...
+    def on_wire(self, call_id: str) -> None: ...
 
-    async def async_post_call_failure_deployment_hook(self, request_data: Mapping[str, object],
-                                                      exception: Exception, call_type: CallTypes | None,
-                                                      fallback_depth: int | None = None) -> None: ...
+    def on_success(self, call_id: str, request_data: Mapping[str, Any], response: Any) -> None: ...
+
+    def on_failure(self, call_id: str, request_data: Mapping[str, Any], exception: BaseException) -> None: ...
 
 
 def make_hooks(handle: HookedHandle) -> CallHooks:
-    """A CustomLogger bound to one RouterHandle (defined lazily: litellm is imported by now)."""
-    from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
-
+    """The hooks of one RouterHandle's calls."""
     log, gate = handle.calls, handle.gate
     gate.outstanding = log.ticket.values
 
-    def record(data: Mapping[str, Any], exc: BaseException | None) -> float | None:
+    def record(call_id: str, data: Mapping[str, Any], dep_id: str | None, exc: BaseException | None) -> float | None:
         """One Attempt row; returns the attempt's round trip (None when unknown)."""
-        call_id = _call_id(data)
-        if call_id is None or call_id not in log.attempts:
+        rows = log.attempts.get(call_id)
+        if rows is None:
             return None
         lp = data.get("litellm_params") or {}
-        dep = handle.deployment_info(_model_id(data), data.get("api_base") or lp.get("api_base"),
+        dep = handle.deployment_info(dep_id, data.get("api_base") or lp.get("api_base"),
                                      data.get("custom_llm_provider") or lp.get("custom_llm_provider"))
-        status = "ok" if exc is None else handle.status_of(exc)
-        err = None if exc is None else exception_text(exc)
         t1 = time.time()
         t0 = log.started.pop(call_id, t1)
         wait = log.pending_wait.pop(call_id, 0.0)
-        log.attempts[call_id].append((t0, t1, Attempt(dep, status, round(wait, 4), err)))
+        if exc is None:
+            rows.append((t0, t1, Attempt(dep, "ok", round(wait, 4))))
+        else:
+            rows.append((t0, t1, Attempt(dep, handle.status_of(exc), round(wait, 4), exception_text(exc))))
         return t1 - t0 if t0 < t1 else None
 
-    def release(data: Mapping[str, Any], exc: BaseException | None, answer: Any, latency_s: float | None) -> None:
-        dep_id, call_id = _model_id(data), _call_id(data)
+    def release(call_id: str, dep_id: str | None, exc: BaseException | None, answer: Any,
+                latency_s: float | None) -> None:
         if dep_id is None:
             return
-        if call_id is not None and log.sending.get(call_id) == dep_id:
+        if log.sending.get(call_id) == dep_id:
             del log.sending[call_id]
             gate.finished(dep_id)
         status = 200 if exc is None else getattr(exc, "status_code", None)
@@ -156,31 +159,34 @@ def make_hooks(handle: HookedHandle) -> CallHooks:
             gate.used_tokens(dep_id, log.estimated[call_id], float(getattr(usage, "prompt_tokens", 0) or 0),
                              float(getattr(usage, "completion_tokens", 0) or 0))
         gate.forget_call(call_id)
-        held = log.held.get(call_id or "", [])
-        if dep_id in held:
+        held = log.held.get(call_id)
+        if held and dep_id in held:
             held.remove(dep_id)
             gate.release(dep_id)
 
-    def not_failed(call_id: str | None, deployments: list[Any]) -> list[Any]:
+    def not_failed(call_id: str, deployments: list[Any]) -> list[Any]:
         """A retry goes to a deployment this call has not seen fail, while the group has one: the
         Router's own retry picks at random and may hit the failing deployment again and again."""
-        failed = {a.deployment.deployment_id for _, _, a in log.attempts.get(call_id or "", [])
-                  if a.status != "ok" and a.deployment is not None}
-        if not failed or not isinstance(deployments, list):
+        rows = log.attempts.get(call_id)
+        if not rows or not isinstance(deployments, list):
+            return deployments
+        failed = {a.deployment.deployment_id for _, _, a in rows if a.status != "ok" and a.deployment is not None}
+        if not failed:
             return deployments
         fresh = [d for d in deployments if str((d.get("model_info") or {}).get("id")) not in failed]
         return fresh or deployments
 
-    class Hooks(CustomLogger):
-        async def async_filter_deployments(self, model: str, healthy_deployments: list[Any],
-                                           messages: list[AllMessageValues] | None,
-                                           request_kwargs: dict[str, Any] | None = None,
-                                           parent_otel_span: object = None,  # noqa: ARG002 - litellm's signature
-                                           ) -> list[dict[str, Any]]:
-            call_id = _call_id(request_kwargs)
+    class Hooks:
+        def filter_now(self, call_id: str, healthy_deployments: list[Any]) -> list[Any] | None:
             healthy_deployments = not_failed(call_id, healthy_deployments)
-            if call_id is None or call_id not in log.held or gate.free(healthy_deployments):
+            if call_id not in log.held or gate.free(healthy_deployments):
                 return healthy_deployments  # nothing for the gate to do: no limits, none to learn, no hold
+            return None
+
+        async def filter_wait(self, call_id: str, model: str, healthy_deployments: list[Any],
+                              messages: list[AllMessageValues] | None,
+                              request_kwargs: dict[str, Any] | None) -> list[dict[str, Any]]:
+            healthy_deployments = not_failed(call_id, healthy_deployments)
             if gate.unknown(healthy_deployments):
                 await gate.recall(healthy_deployments)  # what another process learned (shared store)
             if not gate.limited(healthy_deployments) and gate.unknown(healthy_deployments):
@@ -198,39 +204,31 @@ def make_hooks(handle: HookedHandle) -> CallHooks:
             log.pending_wait[call_id] = log.pending_wait.get(call_id, 0.0) + waited
             return [cast("dict[str, Any]", dep)]  # one of litellm's own deployment dicts
 
-        async def async_pre_call_deployment_hook(self, kwargs: dict[str, object],
-                                                 call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
-                                                 ) -> dict[str, Any] | None:
-            call_id = _call_id(kwargs)
-            if call_id is not None and call_id in log.attempts:
-                log.started[call_id] = time.time()
-                dep_id = _model_id(kwargs)
-                if dep_id is not None:
-                    left = log.sending.pop(call_id, None)
-                    if left is not None:  # an attempt the hooks never heard back from
-                        gate.finished(left)
-                    log.sending[call_id] = dep_id
-                    gate.picked(call_id, dep_id)
-                    await gate.sent(dep_id, call_id)
-            return None
+        def pre_call(self, call_id: str, kwargs: Mapping[str, Any]) -> Awaitable[None] | None:
+            if call_id not in log.attempts:
+                return None
+            log.started[call_id] = time.time()
+            dep_id = _model_id(kwargs)
+            if dep_id is None:
+                return None
+            left = log.sending.pop(call_id, None)
+            if left is not None:  # an attempt the hooks never heard back from
+                gate.finished(left)
+            log.sending[call_id] = dep_id
+            gate.picked(call_id, dep_id)
+            return gate.sent(dep_id, call_id)
 
-        def on_wire(self, call_id: str | None) -> None:
+        def on_wire(self, call_id: str) -> None:
             if gate.awaits_wire():  # only requests to limited deployments are counted again at the wire
                 gate.on_wire(call_id)
 
-        async def async_post_call_success_deployment_hook(
-                self, request_data: dict[str, Any], response: LLMResponseTypes,
-                call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
-        ) -> LLMResponseTypes | None:
-            release(request_data, None, response, record(request_data, None))
-            return None
+        def on_success(self, call_id: str, request_data: Mapping[str, Any], response: Any) -> None:
+            dep_id = _model_id(request_data)
+            release(call_id, dep_id, None, response, record(call_id, request_data, dep_id, None))
 
-        async def async_post_call_failure_deployment_hook(
-                self, request_data: Mapping[str, object], exception: Exception,
-                call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
-                fallback_depth: int | None = None,  # noqa: ARG002 - litellm's signature
-        ) -> None:
-            release(request_data, exception, None, record(request_data, exception))
+        def on_failure(self, call_id: str, request_data: Mapping[str, Any], exception: BaseException) -> None:
+            dep_id = _model_id(request_data)
+            release(call_id, dep_id, exception, None, record(call_id, request_data, dep_id, exception))
 
     return Hooks()
 
@@ -256,50 +254,61 @@ def install_dispatcher(litellm: Any) -> None:
     if _DISPATCH is None:
         from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
 
-        def hooks_for(data: Mapping[str, Any] | None) -> CallHooks | None:
-            call_id = _call_id(data)
-            return _ACTIVE.get(call_id) if call_id is not None else None
+        active = _ACTIVE
 
         class Dispatch(CustomLogger):
             async def async_filter_deployments(self, model: str, healthy_deployments: list[Any],
                                                messages: list[AllMessageValues] | None,
                                                request_kwargs: dict[str, Any] | None = None,
-                                               parent_otel_span: object = None) -> list[dict[str, Any]]:
-                h = hooks_for(request_kwargs)
-                if h is None:
+                                               parent_otel_span: object = None,  # noqa: ARG002 - litellm's signature
+                                               ) -> list[dict[str, Any]]:
+                call_id = _call_id(request_kwargs)
+                h = active.get(call_id) if call_id is not None else None
+                if h is None or call_id is None:
                     return healthy_deployments
-                return await h.async_filter_deployments(model, healthy_deployments, messages,
-                                                        request_kwargs=request_kwargs,
-                                                        parent_otel_span=parent_otel_span)
+                now = h.filter_now(call_id, healthy_deployments)
+                if now is not None:
+                    return now
+                return await h.filter_wait(call_id, model, healthy_deployments, messages, request_kwargs)
 
             async def async_pre_call_deployment_hook(self, kwargs: dict[str, object],
-                                                     call_type: CallTypes | None) -> dict[str, Any] | None:
-                h = hooks_for(kwargs)
-                return None if h is None else await h.async_pre_call_deployment_hook(kwargs, call_type)
+                                                     call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
+                                                     ) -> dict[str, Any] | None:
+                call_id = _call_id(kwargs)
+                h = active.get(call_id) if call_id is not None else None
+                if h is not None and call_id is not None:
+                    pending = h.pre_call(call_id, kwargs)
+                    if pending is not None:
+                        await pending
+                return None
 
             def log_pre_api_call(self, model: Any, messages: Any,  # noqa: ARG002 - litellm's signature
                                  kwargs: Mapping[str, Any]) -> None:
                 # litellm's last stop before the HTTP client (Logging.pre_call): the wire time
                 call_id = _call_id(kwargs)
-                h = _ACTIVE.get(call_id) if call_id is not None else None
-                if h is not None:
+                h = active.get(call_id) if call_id is not None else None
+                if h is not None and call_id is not None:
                     h.on_wire(call_id)
 
             async def async_post_call_success_deployment_hook(
                     self, request_data: dict[str, Any], response: LLMResponseTypes,
-                    call_type: CallTypes | None) -> LLMResponseTypes | None:
-                h = hooks_for(request_data)
-                if h is None:
-                    return None
-                return await h.async_post_call_success_deployment_hook(request_data, response, call_type)
+                    call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
+            ) -> LLMResponseTypes | None:
+                call_id = _call_id(request_data)
+                h = active.get(call_id) if call_id is not None else None
+                if h is not None and call_id is not None:
+                    h.on_success(call_id, request_data, response)
+                return None
 
             async def async_post_call_failure_deployment_hook(
-                    self, request_data: Mapping[str, object], exception: Exception, call_type: CallTypes | None,
-                    fallback_depth: int | None = None) -> None:
-                h = hooks_for(request_data)
-                if h is not None:
-                    await h.async_post_call_failure_deployment_hook(request_data, exception, call_type,
-                                                                    fallback_depth=fallback_depth)
+                    self, request_data: Mapping[str, object], exception: Exception,
+                    call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
+                    fallback_depth: int | None = None,  # noqa: ARG002 - litellm's signature
+            ) -> None:
+                call_id = _call_id(request_data)
+                h = active.get(call_id) if call_id is not None else None
+                if h is not None and call_id is not None:
+                    h.on_failure(call_id, request_data, exception)
 
         _DISPATCH = Dispatch()
     if not any(cb is _DISPATCH for cb in (litellm.callbacks or [])):

@@ -270,9 +270,13 @@ class RouterHandle:
             # for a 200 the Router took for a success (no choices): it is re-sent with what is left of
             # num_retries, so a task never makes more than 1 + num_retries attempts per group.
             while True:
-                with map_litellm_errors():
+                try:  # map_litellm_errors, inline: a context manager per call costs a generator and its frames
                     response = await self.router.acompletion(model=name, messages=messages,
                                                              metadata=meta, **kwargs)
+                except ProviderError:
+                    raise
+                except Exception as exc:  # the boundary: nothing of litellm's leaks past here
+                    raise to_provider_error(exc) from exc
                 try:
                     return self._completion(response, self._attempts(call_id))
                 except ProviderError as exc:
@@ -358,18 +362,19 @@ class RouterHandle:
             else:
                 attempts.append(Attempt(dep, "bad_response", 0.0, f"a 200 response with {what}"))
             with contextlib.suppress(ProviderError):  # an answer, billed even when unusable
-                self._charge(response, attempts[-1], model_id)
+                self._charge(response, attempts[-1], model_id, hidden)
             err = ProviderError("bad_response", f"The provider returned {what}.", unusable_200=True)
             raise err
         if not attempts or attempts[-1].status != "ok":
             attempts.append(Attempt(dep, "ok", 0.0))
         if model_id:
             dep.limits = self.gate.describe(str(model_id)) or None
-        tokens, cost_usd = self._charge(response, attempts[-1], model_id)
+        tokens, cost_usd = self._charge(response, attempts[-1], model_id, hidden)
         text = getattr(message, "content", None) or ""
         return Completion(response, text, dep, attempts, tokens, cost_usd)
 
-    def _charge(self, response: Any, attempt: Attempt, model_id: Any) -> tuple[dict[str, int], float | None]:
+    def _charge(self, response: Any, attempt: Attempt, model_id: Any,
+                hidden: Mapping[str, Any]) -> tuple[dict[str, int], float | None]:
         """An answered attempt is paid: its tokens and cost (LiteLLM's `response_cost`, where the price is
         known; None when unknown or when the answer carried no usage). Negative or non-finite usage is a
         `bad_response` (never a credit); the attempt stays paid at an unknown cost."""
@@ -383,7 +388,7 @@ class RouterHandle:
             raise ProviderError("bad_response", "The provider reported negative or non-finite token usage.",
                                 hint="Its answer was dropped; the call is charged at its reservation.")
         tokens = {"input": int(raw[0] or 0), "output": int(raw[1] or 0)}
-        cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+        cost = hidden.get("response_cost")
         cost_usd: float | None = None
         if (usage is not None and any(numbers) and isinstance(cost, (int, float)) and math.isfinite(cost)
                 and cost >= 0 and self.price_known(model_id)):

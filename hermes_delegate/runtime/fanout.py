@@ -70,6 +70,7 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
         return [_not_started(p, redactor) for p in planned]
     results: list[TaskResult | None] = [None] * total
     sem = asyncio.Semaphore(max_concurrency)
+    uncapped = budget is not None and budget.uncapped  # only the ledger: every reservation granted at once
 
     async def one(slot: int, p: PlannedTask) -> None:
         started: float | None = None
@@ -78,7 +79,10 @@ async def fan_out(planned: Sequence[PlannedTask], worker: Worker, *, system_prom
         res: TaskResult | None = None  # what became of it (made only then: one per task)
         try:
             async with sem:
-                if budget is not None:
+                if uncapped:
+                    budget.reserve_now(p.index)
+                    held = True
+                elif budget is not None:
                     refused = await budget.reserve(p.index, p.reserve_usd)
                     for rung in p.fallbacks if refused is not None else ():  # a cheaper tier (downgrade)
                         if await budget.reserve(p.index, rung.reserve_usd) is None:

@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, Sequence
 
 from ..core.budget import Budget
 from ..core.caps import BudgetSettings, Scope, period_keys, scopes_for, settle_amount
@@ -43,16 +43,29 @@ class SpendAccount:
         self.lease_s = settings.lease_s
         self._holds: dict[int, tuple[str, list[str]]] = {}  # task index -> (hold id, scope keys)
         self._changed = asyncio.Event()
+        self._waiters = 0  # reservations waiting for a settlement (none: no event is set or made)
         self._settling = 0  # settlements under way (their holds already popped, the store not yet told)
         self._settled = 0  # settlements done: a reservation refused across one asks again
         self._renewer: asyncio.Task[None] | None = None
         self.spent_usd = 0.0
         self.unknown = 0
         self.today: dict[str, Any] | None = None
+        self._period_keys: tuple[tuple[str, str], tuple[str, ...]] | None = None
 
     @property
     def active(self) -> bool:
         return self.budget is not None or self.store is not None
+
+    @property
+    def uncapped(self) -> bool:
+        """No cap at all (only the ledger): every reservation is granted at once, in `reserve_now`."""
+        st = self.settings
+        return (self.budget is None and self.session_cap is None and st.per_session_usd is None
+                and st.daily_usd is None and st.monthly_usd is None)
+
+    def reserve_now(self, index: int) -> None:
+        """`reserve` for an uncapped account: nothing to check, so no await (a coroutine per task saved)."""
+        self._holds[index] = ("", [])
 
     def _scopes(self) -> list[Scope]:
         if self.store is None:
@@ -100,7 +113,11 @@ class SpendAccount:
             await self._wait()
 
     async def _wait(self) -> None:
-        await self._changed.wait()
+        self._waiters += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._waiters -= 1
 
     def _renew_soon(self) -> None:
         if self._renewer is None or self._renewer.done():
@@ -133,8 +150,9 @@ class SpendAccount:
         finally:
             self._settling -= 1
             self._settled += 1
-            self._changed.set()
-            self._changed = asyncio.Event()
+            if self._waiters:
+                self._changed.set()
+                self._changed = asyncio.Event()
 
     async def _settle(self, reserved: float, held: tuple[str, list[str]] | None, res: Any, *, sent: bool,
                       ledger: bool) -> None:
@@ -155,16 +173,25 @@ class SpendAccount:
             periods = period_keys(now, self.settings.timezone)
             row = self._row(res, charge, now, periods[0]) \
                 if ledger and (sent or paid or res.status == "completed") else None
-            hold_id, keys = held if held is not None else ("", [])
+            hold_id, held_keys = held if held is not None else ("", [])
             # every settlement counts in its day, month and session, capped or not: a cap set later
             # already knows what was spent in its period
-            keys = sorted({*keys, *periods, *([f"session:{self.session}"] if self.session else [])})
+            keys = self._keys(held_keys, periods)
             try:
                 await self.store.settle(hold_id or None, keys, charge.usd, charge.cost_usd is None, row)
             except Exception as exc:  # noqa: BLE001 - the result is never lost to the ledger; the hold lapses
                 await self._spool(res.index, keys, charge, row, exc)
 
-    async def _spool(self, index: int, keys: list[str], charge: Any, row: dict[str, Any] | None,
+    def _keys(self, held: list[str], periods: tuple[str, str]) -> tuple[str, ...]:
+        """The scope keys a settlement counts in: its holds', its day's and month's, its session's."""
+        if not held and self._period_keys is not None and self._period_keys[0] == periods:
+            return self._period_keys[1]  # the usual case (no cap held the task): the same for every task
+        keys = tuple(sorted({*held, *periods, *([f"session:{self.session}"] if self.session else [])}))
+        if not held:
+            self._period_keys = (periods, keys)
+        return keys
+
+    async def _spool(self, index: int, keys: Sequence[str], charge: Any, row: dict[str, Any] | None,
                      exc: BaseException) -> None:
         """A shared store (Redis) that cannot be reached: the row goes to this machine's SQLite ledger."""
         fallback = getattr(self.store, "fallback", None)

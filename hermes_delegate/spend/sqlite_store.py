@@ -182,7 +182,10 @@ class SqliteStore:
         limit = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
         holds = [h for h, *_ in batch if h is not None]
         spent = [p for _, keys, usd, unknown, _ in batch for key in keys for p in (key, usd, int(unknown))]
-        rows = [row.get(c) for *_, row in batch if row is not None for c in LEDGER_COLUMNS]
+        rows: list[Any] = []
+        for *_, row in batch:
+            if row is not None:
+                rows += map(row.get, LEDGER_COLUMNS)
         for chunk in _chunks(holds, limit):
             db.execute(f"DELETE FROM holds WHERE id IN ({', '.join('?' * len(chunk))})", chunk)  # noqa: S608
         for chunk in _chunks(spent, limit - limit % 3):  # SQLite applies the upsert row by row, in order

@@ -14,7 +14,9 @@ What it measures, all in this one run, on loopback traffic only:
 2. the same batch ÷ a 3-worker ThreadPoolExecutor doing sync `router.completion` (hermes's built-in
    delegation default): the speed-up.
 3. the engine alone, without litellm: CPU per task of Delegator.run over a worker that answers at once,
-   with the spend ledger on and off (low-noise; the ratios above swing a few per cent a round here).
+   with the spend ledger on and off (low-noise; the ratios above swing a few per cent a round here);
+   then the same with the RouterHandle and its hooks in the path (a stand-in Router that calls the hooks
+   as litellm does and answers at once, in a process of its own): all of our code a request runs.
 4. model-string resolution cost: `Resolver.resolve` cached (goal ≤ 20 µs) and uncached (a fresh
    Resolver per string, catalog already loaded), over 10 representative strings; catalog load time.
 
@@ -258,6 +260,102 @@ def bench_engine_only(quick: bool) -> dict:
     return out
 
 
+def bench_own_code(quick: bool) -> dict:
+    """Our code per task with the RouterHandle and its hooks in the path too (what `bench_engine_only`
+    leaves out): a stand-in Router calls the hooks the way litellm does (filter, pre-call, wire, success)
+    and answers at once with a real litellm ModelResponse. Run in a process of its own (`--own`): it
+    imports litellm, which the parent (the loopback provider's process) must not. CPU per task, median of
+    batches, minus the same gather over a coroutine that answers at once (asyncio's own cost)."""
+    import tempfile
+
+    from hermes_delegate import Delegator, Task, config_from_dict
+    from hermes_delegate.core.config import DEFAULT_SYSTEM_PROMPT
+    from hermes_delegate.routing import hooks
+    from hermes_delegate.routing._litellm import import_litellm
+
+    litellm = import_litellm()
+    n, reps = (100, 5) if quick else (500, 15)
+    resp = litellm.ModelResponse(
+        choices=[{"message": {"role": "assistant", "content": "The answer."}, "finish_reason": "stop", "index": 0}],
+        usage={"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25})
+    resp._hidden_params = {"model_id": "bench-1", "api_base": "http://127.0.0.1:9/v1", "custom_llm_provider": "openai",
+                           "additional_headers": {"content-type": "application/json", "x-request-id": "r"},
+                           "response_cost": 0.0001}
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def answer(*_: object) -> object:
+        await asyncio.sleep(0)
+        return resp
+
+    async def gather_only() -> None:
+        await asyncio.gather(*[answer(goal(i)) for i in range(n)])
+
+    def timed(batch: object) -> float:
+        loop.run_until_complete(batch())  # type: ignore[operator]
+        per = []
+        for _ in range(reps):
+            gc.collect()
+            c0 = time.process_time()
+            loop.run_until_complete(batch())  # type: ignore[operator]
+            per.append((time.process_time() - c0) / n * 1e6)
+        return statistics.median(per)
+
+    def measure(ledger: object) -> tuple[float, float]:
+        """(the handle's calls alone, Delegator.run), each CPU µs per task, asyncio's own cost included."""
+        cfg = config_from_dict({
+            "delegation": {"max_concurrency": n, "max_tasks": n, "task_timeout_s": TIMEOUT_S, "ledger": ledger},
+            "router": {"model_list": model_list("http://127.0.0.1:9/v1")}})
+        d = Delegator(cfg, env={})
+        handle = d.router
+        real = handle.router  # built: the hooks and the dispatcher are in place
+        dep = real.get_model_list()[0]
+        dispatch = hooks._DISPATCH
+
+        class StandIn:  # what litellm's Router does around one call, minus the call
+            num_retries = 0
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(real, name)
+
+            async def acompletion(self, model: str, messages: list, metadata: dict, **_: object) -> object:
+                kw = {"model": model, "messages": messages, "model_info": dep["model_info"],
+                      "metadata": {**metadata, "model_info": dep["model_info"]},
+                      "litellm_params": {"api_base": "http://127.0.0.1:9/v1", "custom_llm_provider": "openai",
+                                         "metadata": metadata}}
+                await dispatch.async_filter_deployments(model, [dep], messages, request_kwargs=kw)
+                await dispatch.async_pre_call_deployment_hook(kw, None)
+                dispatch.log_pre_api_call(model, messages, kw)
+                await asyncio.sleep(0)
+                await dispatch.async_post_call_success_deployment_hook(kw, resp, None)
+                return resp
+
+        handle._router = StandIn()
+        res = d.resolver.resolve(GROUP)
+        msgs = [[{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": goal(i)}]
+                for i in range(n)]
+        tasks = [Task(goal(i), model=GROUP) for i in range(n)]
+
+        async def handle_only() -> None:
+            await asyncio.gather(*[handle.acompletion(res, m) for m in msgs])
+
+        async def delegator() -> None:
+            b = await d.run(tasks)
+            assert all(r.status == "completed" for r in b.results), b.results[0]
+
+        try:
+            return timed(handle_only), timed(delegator)
+        finally:
+            handle._router = real
+
+    base = timed(gather_only)
+    handle_us, off = measure(False)
+    _, on = measure(str(Path(tempfile.mkdtemp()) / "ledger.sqlite3"))
+    out = {"asyncio_us": base, "handle_us": handle_us - base, "ledger_off": off - base, "ledger_on": on - base}
+    loop.close()
+    return out
+
+
 def bench_resolver(quick: bool) -> dict:
     from hermes_delegate import Resolver, config_from_dict
     from hermes_delegate.core.catalog import default_catalog
@@ -337,8 +435,12 @@ def main() -> None:
                     help="after the rounds, one more batch per side under cProfile: bench/out/engine-{raw,ours}.prof")
     ap.add_argument("--worker", choices=["raw", "ours", "pool", "ours_on", "ours_off"], help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
+    ap.add_argument("--own", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = args.tasks or (100 if args.quick else 500)
+    if args.own:
+        print(json.dumps(bench_own_code(args.quick)))
+        return
     if args.worker:
         worker_main(args.worker, args.url, n)
         return
@@ -351,6 +453,9 @@ def main() -> None:
         print("resolver micro-bench …", flush=True)
         resolver = bench_resolver(args.quick)
         engine_only = bench_engine_only(args.quick)
+        own = subprocess.run([sys.executable, __file__, "--own"] + (["--quick"] if args.quick else []),
+                             capture_output=True, text=True, check=True)
+        engine_only["own"] = json.loads(own.stdout.strip().splitlines()[-1])
 
     from hermes_delegate.loopback import LoopbackProvider
 
@@ -451,6 +556,10 @@ def main() -> None:
         print(f"{'speed-up vs 3-thread pool (median)':<44}{result['speedup_vs_pool3_median']:>11.1f}x{'—':>10}")
     print(f"{'engine alone (no litellm), CPU per task':<44}{engine_only['ledger_on']:>9.1f} µs"
           f"   (ledger off: {engine_only['ledger_off']:.1f} µs; median of batches, this process)")
+    own = engine_only["own"]
+    print(f"{'+ RouterHandle and hooks, CPU per task':<44}{own['ledger_on']:>9.1f} µs"
+          f"   (ledger off: {own['ledger_off']:.1f} µs; the handle and hooks alone: {own['handle_us']:.1f} µs;"
+          " a stand-in Router answering at once)")
     print()
     print(f"Resolver — catalog load {resolver['catalog_first_load_ms']:.0f} ms first, "
           f"{resolver['catalog_reload_ms_median']:.0f} ms reload ({resolver['catalog_entries']} entries)")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone, tzinfo
 from typing import Any, Literal, Mapping
 
@@ -128,12 +128,12 @@ def scopes_for(settings: BudgetSettings, *, now: float, session: str | None,
 class Charge:
     """What a settled task costs its scopes: `usd` is counted against the caps; `cost_usd` is what is
     reported (None: unknown); `estimated` when a paid attempt's cost was unknown and the reservation
-    stood in for it."""
+    stood in for it; `paid` when any attempt was answered (and so billed)."""
 
     usd: float
     cost_usd: float | None
     estimated: bool = False
-    tokens: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0})
+    paid: bool = False
 
 
 def settle_amount(*, status: str, cost_usd: float | None, attempts: list[Any], reserved: float,
@@ -142,19 +142,26 @@ def settle_amount(*, status: str, cost_usd: float | None, attempts: list[Any], r
     `Attempt.paid`) at its cost; where a paid attempt's cost is unknown (no usage, an unpriced model), the
     reservation stands in (estimated) and the reported cost is None. A task cut short (timeout, interrupt)
     after a request went out may have been billed: the reservation, estimated. Nothing sent: 0."""
-    paid = [a for a in attempts if getattr(a, "paid", False)]
-    known = sum(a.cost_usd for a in paid if a.cost_usd is not None)
-    unknown = any(a.cost_usd is None for a in paid)
+    costs: list[float] = []
+    unknown = paid = False
+    for a in attempts:  # one pass, no generators: this runs for every task
+        if getattr(a, "paid", False):
+            paid = True
+            if a.cost_usd is None:
+                unknown = True
+            else:
+                costs.append(a.cost_usd)
+    known = sum(costs)  # sum(), as before: on 3.12+ it compensates rounding, a loop of += would not
     if status == "completed":
         if cost_usd is None or unknown:
-            return Charge(max(known, reserved), None, estimated=True)
+            return Charge(max(known, reserved), None, estimated=True, paid=paid)
         usd = max(cost_usd, known)
-        return Charge(usd, usd)
+        return Charge(usd, usd, paid=paid)
     if unknown:
-        return Charge(max(known, reserved), None, estimated=True)
+        return Charge(max(known, reserved), None, estimated=True, paid=paid)
     if status in ("timeout", "interrupted") and sent:
-        return Charge(max(known, reserved), known if paid else None, estimated=True)
-    return Charge(known, known if paid else None)
+        return Charge(max(known, reserved), known if paid else None, estimated=True, paid=paid)
+    return Charge(known, known if paid else None, paid=paid)
 
 
 def price_override_problems(params: Mapping[str, Any], where: str) -> list[str]:

@@ -167,7 +167,7 @@ class SpendAccount:
             self.budget.settle(reserved, charge.usd)
         self.spent_usd += charge.usd
         self.unknown += int(charge.cost_usd is None and (sent or res.status == "completed"))
-        paid = any(getattr(a, "paid", False) for a in res.attempts)
+        paid = charge.paid
         if self.store is not None and (held is not None or paid):
             now = time.time()
             periods = period_keys(now, self.settings.timezone)

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import threading
+from types import TracebackType
 from typing import Any, Iterator
 
 from ..core.errors import ProviderError
@@ -335,12 +336,23 @@ def to_provider_error(exc: BaseException) -> ProviderError:
     return ProviderError(kind, f"{name}: {msg}", status_code=code)
 
 
-@contextlib.contextmanager
-def map_litellm_errors() -> Iterator[None]:
+class _MapErrors(contextlib.AbstractContextManager[None]):
+    """map_litellm_errors' context manager: stateless (one instance serves every `with`), and a plain
+    class, not a generator: it wraps every completion, and a generator per call cost its frames."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, ProviderError):
+            raise to_provider_error(exc) from exc  # the boundary: nothing of litellm's leaks past here
+
+
+_MAP_ERRORS = _MapErrors()
+
+
+def map_litellm_errors() -> contextlib.AbstractContextManager[None]:
     """Re-raise any provider-side exception as a ProviderError (cancellation passes through)."""
-    try:
-        yield
-    except ProviderError:
-        raise
-    except Exception as exc:  # the boundary: nothing of litellm's leaks past here
-        raise to_provider_error(exc) from exc
+    return _MAP_ERRORS

@@ -254,7 +254,11 @@ def install_dispatcher(litellm: Any) -> None:
     if _DISPATCH is None:
         from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415
 
-        active = _ACTIVE
+        def hooks_for(data: Mapping[str, Any] | None) -> tuple[str, CallHooks] | None:
+            """The call's id and the hooks of the handle that made it (None: not one of our calls)."""
+            call_id = _call_id(data)
+            hooks = _ACTIVE.get(call_id) if call_id is not None else None
+            return None if hooks is None or call_id is None else (call_id, hooks)
 
         class Dispatch(CustomLogger):
             async def async_filter_deployments(self, model: str, healthy_deployments: list[Any],
@@ -262,10 +266,10 @@ def install_dispatcher(litellm: Any) -> None:
                                                request_kwargs: dict[str, Any] | None = None,
                                                parent_otel_span: object = None,  # noqa: ARG002 - litellm's signature
                                                ) -> list[dict[str, Any]]:
-                call_id = _call_id(request_kwargs)
-                h = active.get(call_id) if call_id is not None else None
-                if h is None or call_id is None:
+                found = hooks_for(request_kwargs)
+                if found is None:
                     return healthy_deployments
+                call_id, h = found
                 now = h.filter_now(call_id, healthy_deployments)
                 if now is not None:
                     return now
@@ -274,30 +278,26 @@ def install_dispatcher(litellm: Any) -> None:
             async def async_pre_call_deployment_hook(self, kwargs: dict[str, object],
                                                      call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
                                                      ) -> dict[str, Any] | None:
-                call_id = _call_id(kwargs)
-                h = active.get(call_id) if call_id is not None else None
-                if h is not None and call_id is not None:
-                    pending = h.pre_call(call_id, kwargs)
-                    if pending is not None:
-                        await pending
+                found = hooks_for(kwargs)
+                pending = found[1].pre_call(found[0], kwargs) if found is not None else None
+                if pending is not None:
+                    await pending
                 return None
 
             def log_pre_api_call(self, model: Any, messages: Any,  # noqa: ARG002 - litellm's signature
                                  kwargs: Mapping[str, Any]) -> None:
                 # litellm's last stop before the HTTP client (Logging.pre_call): the wire time
-                call_id = _call_id(kwargs)
-                h = active.get(call_id) if call_id is not None else None
-                if h is not None and call_id is not None:
-                    h.on_wire(call_id)
+                found = hooks_for(kwargs)
+                if found is not None:
+                    found[1].on_wire(found[0])
 
             async def async_post_call_success_deployment_hook(
                     self, request_data: dict[str, Any], response: LLMResponseTypes,
                     call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
             ) -> LLMResponseTypes | None:
-                call_id = _call_id(request_data)
-                h = active.get(call_id) if call_id is not None else None
-                if h is not None and call_id is not None:
-                    h.on_success(call_id, request_data, response)
+                found = hooks_for(request_data)
+                if found is not None:
+                    found[1].on_success(found[0], request_data, response)
                 return None
 
             async def async_post_call_failure_deployment_hook(
@@ -305,10 +305,9 @@ def install_dispatcher(litellm: Any) -> None:
                     call_type: CallTypes | None,  # noqa: ARG002 - litellm's signature
                     fallback_depth: int | None = None,  # noqa: ARG002 - litellm's signature
             ) -> None:
-                call_id = _call_id(request_data)
-                h = active.get(call_id) if call_id is not None else None
-                if h is not None and call_id is not None:
-                    h.on_failure(call_id, request_data, exception)
+                found = hooks_for(request_data)
+                if found is not None:
+                    found[1].on_failure(found[0], request_data, exception)
 
         _DISPATCH = Dispatch()
     if not any(cb is _DISPATCH for cb in (litellm.callbacks or [])):

@@ -270,13 +270,9 @@ class RouterHandle:
             # for a 200 the Router took for a success (no choices): it is re-sent with what is left of
             # num_retries, so a task never makes more than 1 + num_retries attempts per group.
             while True:
-                try:  # map_litellm_errors, inline: a context manager per call costs a generator and its frames
+                with map_litellm_errors():
                     response = await self.router.acompletion(model=name, messages=messages,
                                                              metadata=meta, **kwargs)
-                except ProviderError:
-                    raise
-                except Exception as exc:  # the boundary: nothing of litellm's leaks past here
-                    raise to_provider_error(exc) from exc
                 try:
                     return self._completion(response, self._attempts(call_id))
                 except ProviderError as exc:

@@ -90,10 +90,11 @@ def check_fit(delegator: Any, planned: Sequence[PlannedTask]) -> None:
     """Refuse every task whose system prompt + goal + context would not fit its model's known input
     context window, naming the configured models that would. A window that is not known is not checked."""
     problems: list[TaskProblem] = []
-    windows: dict[Any, int | None] = {}  # a batch names few models: each one's window looked up once
+    windows: dict[str, int | None] = {}  # a batch names few models: each one's window looked up once
     for p in planned:
-        key = (p.resolution.model, p.resolution.is_group)
-        window = windows[key] if key in windows else windows.setdefault(key, delegator.context_window(p.resolution))
+        if p.resolution.model not in windows:  # the window depends on the model (or group) name alone
+            windows[p.resolution.model] = delegator.context_window(p.resolution)
+        window = windows[p.resolution.model]
         if not window:
             continue
         needed = _needed(delegator, p)
